@@ -1,0 +1,110 @@
+//! API errors: JSON `{"error", "field", "detail"}` with the right status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::dispatcher::DispatchError;
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub field: Option<String>,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        field: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            error,
+            field: field.map(str::to_owned),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(field: Option<&str>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", field, detail)
+    }
+
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            Some(field),
+            detail,
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", None, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({
+                "error": self.error,
+                "field": self.field,
+                "detail": self.detail,
+            })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::invalid(&e.field, e.reason)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::Conflict { field, detail } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                field.as_deref(),
+                detail,
+            ),
+            StoreError::IllegalTransition(t) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                Some("state"),
+                t.to_string(),
+            ),
+            StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+                tracing::error!("store error: {e}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    None,
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::Invalid(v) => v.into(),
+            DispatchError::Template(t) => ApiError::invalid(t.field(), t.to_string()),
+            DispatchError::Store(s) => s.into(),
+        }
+    }
+}

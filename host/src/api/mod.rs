@@ -1,0 +1,194 @@
+//! The HTTP API (`/api/v1`, JSON), plus `/healthz`, `/readyz`, `/metrics`.
+//! Handlers are thin: they parse, call the [`Dispatcher`] or the store, and
+//! shape the JSON. Every route here is listed in `openapi.json`.
+
+mod error;
+mod extract;
+mod resources;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::dispatcher::Dispatcher;
+
+pub use error::ApiError;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub type AppState = Arc<Dispatcher>;
+
+/// The routes, as (method, path) pairs, for documentation checks.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/base-job-templates/{type}"),
+    ("get", "/api/v1/pools"),
+    ("post", "/api/v1/pools"),
+    ("get", "/api/v1/pools/{name}"),
+    ("patch", "/api/v1/pools/{name}"),
+    ("delete", "/api/v1/pools/{name}"),
+    ("post", "/api/v1/pools/{name}/pause"),
+    ("post", "/api/v1/pools/{name}/resume"),
+    ("get", "/api/v1/pools/{pool}/queues"),
+    ("post", "/api/v1/pools/{pool}/queues"),
+    ("get", "/api/v1/pools/{pool}/queues/{name}"),
+    ("patch", "/api/v1/pools/{pool}/queues/{name}"),
+    ("delete", "/api/v1/pools/{pool}/queues/{name}"),
+    ("post", "/api/v1/pools/{pool}/queues/{name}/pause"),
+    ("post", "/api/v1/pools/{pool}/queues/{name}/resume"),
+    ("get", "/api/v1/limits"),
+    ("post", "/api/v1/limits"),
+    ("get", "/api/v1/limits/{tag}"),
+    ("patch", "/api/v1/limits/{tag}"),
+    ("delete", "/api/v1/limits/{tag}"),
+    ("get", "/api/v1/deployments"),
+    ("post", "/api/v1/deployments"),
+    ("get", "/api/v1/deployments/{name}"),
+    ("patch", "/api/v1/deployments/{name}"),
+    ("delete", "/api/v1/deployments/{name}"),
+    ("post", "/api/v1/deployments/{name}/render"),
+    ("get", "/api/v1/runs"),
+    ("post", "/api/v1/runs"),
+    ("get", "/api/v1/runs/{id}"),
+    ("post", "/api/v1/runs/{id}/cancel"),
+    ("get", "/api/v1/runs/{id}/logs"),
+];
+
+pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+    use resources::*;
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/base-job-templates/{type}", get(default_template))
+        .route("/pools", get(list_pools).post(create_pool))
+        .route(
+            "/pools/{name}",
+            get(get_pool).patch(update_pool).delete(delete_pool),
+        )
+        .route("/pools/{name}/pause", post(pause_pool))
+        .route("/pools/{name}/resume", post(resume_pool))
+        .route("/pools/{pool}/queues", get(list_queues).post(create_queue))
+        .route(
+            "/pools/{pool}/queues/{name}",
+            get(get_queue).patch(update_queue).delete(delete_queue),
+        )
+        .route("/pools/{pool}/queues/{name}/pause", post(pause_queue))
+        .route("/pools/{pool}/queues/{name}/resume", post(resume_queue))
+        .route("/limits", get(list_limits).post(create_limit))
+        .route(
+            "/limits/{tag}",
+            get(get_limit).patch(update_limit).delete(delete_limit),
+        )
+        .route(
+            "/deployments",
+            get(list_deployments).post(create_deployment),
+        )
+        .route(
+            "/deployments/{name}",
+            get(get_deployment)
+                .patch(update_deployment)
+                .delete(delete_deployment),
+        )
+        .route("/deployments/{name}/render", post(render_deployment))
+        .route("/runs", get(runs::list).post(runs::create))
+        .route("/runs/{id}", get(runs::get))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/logs", get(runs::logs));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(dispatcher)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(axum::extract::State(d): axum::extract::State<AppState>) -> impl IntoResponse {
+    match d.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ready"})),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "detail": e.to_string()})),
+        ),
+    }
+}
+
+async fn metrics(
+    axum::extract::State(d): axum::extract::State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let stats = d.store.stats().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        d.metrics.render(&stats),
+    ))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        None,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc: serde_json::Value = match serde_json::from_str(OPENAPI) {
+            Ok(v) => v,
+            Err(e) => panic!("openapi.json is not JSON: {e}"),
+        };
+        for (method, path) in ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} is missing from openapi.json"
+            );
+        }
+        // And nothing documented that is not served.
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        for (path, item) in paths {
+            for method in item.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+                if ["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                    assert!(
+                        ROUTES.contains(&(method.as_str(), path.as_str())),
+                        "{method} {path} is documented but not served"
+                    );
+                }
+            }
+        }
+    }
+}

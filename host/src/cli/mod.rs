@@ -1,0 +1,173 @@
+//! The `weir` command line: `weir serve` (run by `main` itself) and the
+//! client commands for pools, queues, tag limits, deployments and runs.
+//!
+//! The client talks to the server only over HTTP (`/api/v1`, see
+//! `api/openapi.json`) and works on `serde_json::Value`, so it does not depend
+//! on the server's types. Human output is compact tables and key/value
+//! blocks; `-o json` prints the server's JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+mod client;
+mod deployment;
+mod error;
+mod input;
+mod limit;
+mod output;
+mod pool;
+mod queue;
+mod run;
+#[cfg(test)]
+mod tests;
+
+pub use deployment::{DeploymentArgs, DeploymentCommand};
+pub use error::CliError;
+pub use limit::{LimitArgs, LimitCommand};
+pub use pool::{PoolArgs, PoolCommand, PoolTypeArg};
+pub use queue::{QueueArgs, QueueCommand};
+pub use run::{RunArgs, RunCommand, exit_code_for_state};
+
+/// The default server URL, also the default `--listen` of `weir serve`.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4680";
+
+/// Weir: a job dispatcher with work pools, work queues, deployments and runs.
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// URL of the Weir server
+    #[arg(
+        long = "api",
+        value_name = "URL",
+        env = "WEIR_API_URL",
+        default_value = DEFAULT_API_URL,
+        global = true
+    )]
+    pub api: String,
+
+    /// Output format: human-readable tables, or the server's JSON
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        global = true
+    )]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Weir server (API, scheduler and launcher)
+    Serve(ServeArgs),
+    /// Manage work pools
+    Pool(PoolArgs),
+    /// Manage work queues inside a pool
+    Queue(QueueArgs),
+    /// Manage tag concurrency limits
+    Limit(LimitArgs),
+    /// Manage deployments
+    Deployment(DeploymentArgs),
+    /// Create, list, inspect, follow and cancel runs
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Configuration file (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the database and run logs
+    #[arg(long, value_name = "DIR", env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:4680]
+    #[arg(long, value_name = "ADDR", env = "WEIR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// The server URL that jobs receive in WEIR_API_URL
+    #[arg(long = "advertise-url", value_name = "URL", env = "WEIR_ADVERTISE_URL")]
+    pub api_url: Option<String>,
+}
+
+/// What every client command gets: the HTTP client and the output format.
+pub(crate) struct Ctx {
+    pub client: client::Client,
+    pub output: OutputFormat,
+}
+
+impl Ctx {
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
+    /// Prints `value` as JSON in `-o json` mode, else the human text.
+    pub fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<(), CliError> {
+        if self.json() {
+            output::emit_json(value)
+        } else {
+            output::emit(&human(value))
+        }
+    }
+
+    /// Prints a list answer `{"items": [...]}`: as JSON, or rendered.
+    pub fn show_list(&self, list: &Value, render: fn(&[Value]) -> String) -> Result<(), CliError> {
+        if self.json() {
+            output::emit_json(list)
+        } else {
+            output::emit(&render(output::items(list)?))
+        }
+    }
+
+    /// A confirmation for a command whose answer has no body (delete): printed
+    /// in table mode only, so `-o json` prints nothing.
+    pub fn done(&self, message: &str) -> Result<(), CliError> {
+        if self.json() {
+            Ok(())
+        } else {
+            output::emit(message)
+        }
+    }
+}
+
+/// Runs every command except `serve` (which `main` runs itself) and returns
+/// the process exit code: 0 on success; for `run create --wait`, the code of
+/// the run's terminal state (see [`exit_code_for_state`]). Errors are returned
+/// for `main` to print as `error: {err}` and exit with 1.
+pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, CliError> {
+    if let Command::Serve(_) = command {
+        return Err(CliError::NotAClientCommand("serve"));
+    }
+    let ctx = Ctx {
+        client: client::Client::new(&global.api)?,
+        output: global.output,
+    };
+    match command {
+        Command::Serve(_) => Err(CliError::NotAClientCommand("serve")),
+        Command::Pool(args) => pool::execute(&ctx, args.command).await,
+        Command::Queue(args) => queue::execute(&ctx, args.command).await,
+        Command::Limit(args) => limit::execute(&ctx, args.command).await,
+        Command::Deployment(args) => deployment::execute(&ctx, args.command).await,
+        Command::Run(args) => run::execute(&ctx, args.command).await,
+    }
+}

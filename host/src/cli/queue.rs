@@ -1,0 +1,237 @@
+//! `weir queue ...`
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value, json};
+
+use super::output::{emit, field, full_time, items, kv_block, limit_text, short_time, str_of, table};
+use super::pool::status_text;
+use super::{CliError, Ctx};
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Create a work queue in a pool
+    Create {
+        name: String,
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        /// Priority within the pool: 1 is served first [server default: 1]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        priority: Option<u32>,
+        /// Most runs of this queue active at once
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+    },
+    /// Limit how many runs of a queue are active at once
+    SetConcurrencyLimit {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+        limit: u32,
+    },
+    /// Remove a queue's concurrency limit
+    ClearConcurrencyLimit {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+    },
+    /// List the queues of a pool, or of every pool
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
+    },
+    /// Show a queue
+    Inspect {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+    },
+    /// Pause a queue: none of its runs is released until it is resumed
+    Pause {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+    },
+    /// Resume a paused queue
+    Resume {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+    },
+    /// Delete a queue (a pool's "default" queue cannot be deleted)
+    Delete {
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        name: String,
+    },
+}
+
+pub(crate) async fn execute(ctx: &Ctx, command: QueueCommand) -> Result<ExitCode, CliError> {
+    let c = &ctx.client;
+    match command {
+        QueueCommand::Create {
+            name,
+            pool,
+            priority,
+            limit,
+            description,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            if let Some(p) = priority {
+                body.insert("priority".into(), json!(p));
+            }
+            if let Some(n) = limit {
+                body.insert("concurrency_limit".into(), json!(n));
+            }
+            if let Some(d) = description {
+                body.insert("description".into(), json!(d));
+            }
+            let queue = c
+                .post(&["pools", &pool, "queues"], Some(&Value::Object(body)))
+                .await?
+                .body;
+            ctx.show(&queue, |q| {
+                format!(
+                    "Created queue {}/{} (priority {})",
+                    str_of(q, "pool"),
+                    str_of(q, "name"),
+                    field(q, "priority")
+                )
+            })?;
+        }
+        QueueCommand::SetConcurrencyLimit { pool, name, limit } => {
+            let body = json!({ "concurrency_limit": limit });
+            let queue = c.patch(&["pools", &pool, "queues", &name], &body).await?;
+            ctx.show(&queue, |q| {
+                format!(
+                    "Set the concurrency limit of queue {}/{} to {}",
+                    str_of(q, "pool"),
+                    str_of(q, "name"),
+                    limit_text(q, "concurrency_limit")
+                )
+            })?;
+        }
+        QueueCommand::ClearConcurrencyLimit { pool, name } => {
+            let body = json!({ "concurrency_limit": null });
+            let queue = c.patch(&["pools", &pool, "queues", &name], &body).await?;
+            ctx.show(&queue, |q| {
+                format!(
+                    "Cleared the concurrency limit of queue {}/{}",
+                    str_of(q, "pool"),
+                    str_of(q, "name")
+                )
+            })?;
+        }
+        QueueCommand::Ls { pool: Some(pool) } => {
+            let list = c.get(&["pools", &pool, "queues"]).await?;
+            ctx.show_list(&list, render_queues)?;
+        }
+        QueueCommand::Ls { pool: None } => {
+            let pools = c.get(&["pools"]).await?;
+            let mut all = Vec::new();
+            for pool in items(&pools)? {
+                let name = str_of(pool, "name");
+                let list = match c.get(&["pools", name, "queues"]).await {
+                    // Deleted since it was listed.
+                    Err(CliError::Api { status: 404, .. }) => continue,
+                    other => other?,
+                };
+                all.extend(items(&list)?.iter().cloned());
+            }
+            let list = json!({ "items": all });
+            if ctx.json() {
+                super::output::emit_json(&list)?;
+            } else {
+                emit(&render_queues(&all))?;
+            }
+        }
+        QueueCommand::Inspect { pool, name } => {
+            let queue = c.get(&["pools", &pool, "queues", &name]).await?;
+            ctx.show(&queue, render_queue)?;
+        }
+        QueueCommand::Pause { pool, name } => {
+            let queue = c
+                .post(&["pools", &pool, "queues", &name, "pause"], None)
+                .await?
+                .body;
+            ctx.show(&queue, |q| {
+                format!("Paused queue {}/{}", str_of(q, "pool"), str_of(q, "name"))
+            })?;
+        }
+        QueueCommand::Resume { pool, name } => {
+            let queue = c
+                .post(&["pools", &pool, "queues", &name, "resume"], None)
+                .await?
+                .body;
+            ctx.show(&queue, |q| {
+                format!("Resumed queue {}/{}", str_of(q, "pool"), str_of(q, "name"))
+            })?;
+        }
+        QueueCommand::Delete { pool, name } => {
+            c.delete(&["pools", &pool, "queues", &name]).await?;
+            ctx.done(&format!("Deleted queue {pool}/{name}"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn render_queues(queues: &[Value]) -> String {
+    if queues.is_empty() {
+        return "No queues.".to_string();
+    }
+    let rows = queues
+        .iter()
+        .map(|q| {
+            vec![
+                field(q, "pool"),
+                field(q, "name"),
+                field(q, "priority"),
+                status_text(q),
+                limit_text(q, "concurrency_limit"),
+                field(q, "active_runs"),
+                field(q, "queued_runs"),
+                short_time(q, "created_at"),
+                field(q, "description"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "pool",
+            "name",
+            "priority",
+            "status",
+            "limit",
+            "active",
+            "queued",
+            "created",
+            "description",
+        ],
+        rows,
+    )
+}
+
+fn render_queue(q: &Value) -> String {
+    kv_block(&[
+        ("pool", field(q, "pool")),
+        ("name", field(q, "name")),
+        ("priority", field(q, "priority")),
+        ("status", status_text(q)),
+        ("concurrency limit", limit_text(q, "concurrency_limit")),
+        ("active runs", field(q, "active_runs")),
+        ("queued runs", field(q, "queued_runs")),
+        ("description", field(q, "description")),
+        ("created at", full_time(q, "created_at")),
+    ])
+}

@@ -1,0 +1,390 @@
+//! The TOML configuration file: server settings, and pools, queues, limits
+//! and deployments applied idempotently at start (create what is missing,
+//! bring what exists in line), so a set-up can live in git. Unknown keys
+//! are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::dispatcher::{
+    DeploymentSpec, DeploymentUpdate, DispatchError, Dispatcher, LimitSpec, PoolSpec, PoolUpdate,
+    QueueSpec, QueueUpdate,
+};
+use crate::domain::{PoolType, RetryPolicy};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{what}: {source}")]
+    Apply {
+        what: String,
+        source: DispatchError,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    #[serde(default)]
+    pub queues: Vec<QueueConfig>,
+    #[serde(default)]
+    pub limits: Vec<LimitSpec>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+    /// Where the file was read from; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    /// The URL jobs get in `WEIR_API_URL`; defaults to `http://<listen>`.
+    pub api_url: Option<String>,
+    /// A Scheduled run this long past its time is marked Late (default 15).
+    pub late_after_seconds: Option<u32>,
+    /// SIGTERM → SIGKILL grace for process runs (default 10).
+    pub process_grace_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub pool_type: PoolType,
+    /// Inline base job template.
+    pub base_job_template: Option<toml::Value>,
+    /// Or a JSON file holding it, relative to the config file.
+    pub base_job_template_file: Option<PathBuf>,
+    pub concurrency_limit: Option<u32>,
+    /// Applied only when given, so a pool paused at run time stays paused.
+    pub paused: Option<bool>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub pool: String,
+    pub name: String,
+    #[serde(default = "one")]
+    pub priority: u32,
+    pub concurrency_limit: Option<u32>,
+    pub paused: Option<bool>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub name: String,
+    pub pool: String,
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub job_variables: Map<String, Value>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn template_of(&self, pool: &PoolConfig) -> Result<Option<Value>, ConfigError> {
+        let what = format!("pools.{}", pool.name);
+        match (&pool.base_job_template, &pool.base_job_template_file) {
+            (Some(_), Some(_)) => Err(ConfigError::Parse {
+                path: self.base_dir.clone(),
+                message: format!(
+                    "{what}: give base_job_template or base_job_template_file, not both"
+                ),
+            }),
+            (Some(inline), None) => serde_json::to_value(inline)
+                .map(Some)
+                .map_err(|e| ConfigError::Parse {
+                    path: self.base_dir.clone(),
+                    message: format!("{what}.base_job_template: {e}"),
+                }),
+            (None, Some(file)) => {
+                let path = self.base_dir.join(file);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| ConfigError::Parse {
+                        path,
+                        message: format!("{what}.base_job_template_file: {e}"),
+                    })
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Creates what is missing and updates what exists to match the file.
+    /// Nothing absent from the file is deleted.
+    pub async fn apply(&self, dispatcher: &Dispatcher) -> Result<(), ConfigError> {
+        let apply_err = |what: String| move |source: DispatchError| ConfigError::Apply { what, source };
+        let store = &dispatcher.store;
+        for pool in &self.pools {
+            let what = format!("pools.{}", pool.name);
+            let template = self.template_of(pool)?;
+            match store.get_pool(&pool.name).await {
+                Ok(existing) => {
+                    if existing.pool_type != pool.pool_type {
+                        return Err(ConfigError::Apply {
+                            what: format!("{what}.type"),
+                            source: DispatchError::Store(StoreError::conflict(
+                                Some("type"),
+                                format!(
+                                    "the pool exists with type {}; a pool's type cannot change",
+                                    existing.pool_type.as_str()
+                                ),
+                            )),
+                        });
+                    }
+                    let template = match template {
+                        Some(t) => Some(t),
+                        // No template in the file: Weir's default.
+                        None => Some(serde_json::to_value(crate::template::BaseJobTemplate::default_for(
+                            pool.pool_type.template_kind(),
+                        )).map_err(|e| ConfigError::Parse { path: self.base_dir.clone(), message: e.to_string() })?),
+                    };
+                    dispatcher
+                        .update_pool(
+                            &pool.name,
+                            PoolUpdate {
+                                base_job_template: template,
+                                concurrency_limit: Some(pool.concurrency_limit),
+                                paused: pool.paused,
+                                description: Some(pool.description.clone()),
+                            },
+                        )
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    dispatcher
+                        .create_pool(PoolSpec {
+                            name: pool.name.clone(),
+                            pool_type: pool.pool_type,
+                            base_job_template: template,
+                            concurrency_limit: pool.concurrency_limit,
+                            paused: pool.paused.unwrap_or(false),
+                            description: pool.description.clone(),
+                        })
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(e) => return Err(apply_err(what)(e.into())),
+            }
+        }
+        for q in &self.queues {
+            let what = format!("queues.{}/{}", q.pool, q.name);
+            match store.get_queue(&q.pool, &q.name).await {
+                Ok(_) => {
+                    dispatcher
+                        .update_queue(
+                            &q.pool,
+                            &q.name,
+                            QueueUpdate {
+                                priority: Some(q.priority),
+                                concurrency_limit: Some(q.concurrency_limit),
+                                paused: q.paused,
+                                description: Some(q.description.clone()),
+                            },
+                        )
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    dispatcher
+                        .create_queue(
+                            &q.pool,
+                            QueueSpec {
+                                name: q.name.clone(),
+                                priority: q.priority,
+                                concurrency_limit: q.concurrency_limit,
+                                paused: q.paused.unwrap_or(false),
+                                description: q.description.clone(),
+                            },
+                        )
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(e) => return Err(apply_err(what)(e.into())),
+            }
+        }
+        for l in &self.limits {
+            let what = format!("limits.{}", l.tag);
+            match store.get_limit(&l.tag).await {
+                Ok(_) => {
+                    dispatcher
+                        .update_limit(&l.tag, l.limit)
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    dispatcher
+                        .create_limit(l.clone())
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(e) => return Err(apply_err(what)(e.into())),
+            }
+        }
+        for d in &self.deployments {
+            let what = format!("deployments.{}", d.name);
+            match store.get_deployment(&d.name).await {
+                Ok(existing) => {
+                    if existing.pool != d.pool {
+                        return Err(ConfigError::Apply {
+                            what: format!("{what}.pool"),
+                            source: DispatchError::Store(StoreError::conflict(
+                                Some("pool"),
+                                format!(
+                                    "the deployment exists in pool {:?}; delete it to move it",
+                                    existing.pool
+                                ),
+                            )),
+                        });
+                    }
+                    dispatcher
+                        .update_deployment(
+                            &d.name,
+                            DeploymentUpdate {
+                                queue: Some(d.queue.clone()),
+                                job_variables: Some(d.job_variables.clone()),
+                                tags: Some(d.tags.clone()),
+                                parameters: Some(d.parameters.clone()),
+                                description: Some(d.description.clone()),
+                                retries: Some(d.retries),
+                            },
+                        )
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    dispatcher
+                        .create_deployment(DeploymentSpec {
+                            name: d.name.clone(),
+                            pool: d.pool.clone(),
+                            queue: d.queue.clone(),
+                            job_variables: d.job_variables.clone(),
+                            tags: d.tags.clone(),
+                            parameters: d.parameters.clone(),
+                            description: d.description.clone(),
+                            retries: d.retries,
+                        })
+                        .await
+                        .map_err(apply_err(what))?;
+                }
+                Err(e) => return Err(apply_err(what)(e.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 2\n")
+            .expect_err("typo must be refused");
+        assert!(err.contains("lsiten"), "{err}");
+        let err = Config::parse("[[pools]]\nname = \"a\"\ntype = \"process\"\ncolour = 1\n")
+            .expect_err("unknown pool key");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:4680"
+            late_after_seconds = 5
+            [[pools]]
+            name = "local"
+            type = "process"
+            concurrency_limit = 2
+            [[queues]]
+            pool = "local"
+            name = "urgent"
+            priority = 1
+            [[limits]]
+            tag = "db"
+            limit = 1
+            [[deployments]]
+            name = "hello"
+            pool = "local"
+            job_variables = { command = "echo hi", env = { A = "b" } }
+            retries = { max = 2, delay_seconds = 1 }
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.pools[0].concurrency_limit, Some(2));
+        assert_eq!(c.queues[0].priority, 1);
+        assert_eq!(c.limits[0].limit, 1);
+        assert_eq!(c.deployments[0].job_variables["env"]["A"], "b");
+        assert_eq!(c.deployments[0].retries.max, 2);
+        assert_eq!(c.server.late_after_seconds, Some(5));
+    }
+
+    #[test]
+    fn bad_type_names_the_key() {
+        let err = Config::parse("[[pools]]\nname = \"a\"\ntype = \"docker\"\n").expect_err("type");
+        assert!(err.contains("docker") || err.contains("type"), "{err}");
+    }
+}

@@ -1,0 +1,856 @@
+//! The front of a run's life: validated specs become stored pools, queues,
+//! limits, deployments and runs; cancel requests reach the launcher. The API
+//! and the config file both go through here, so validation lives in one place.
+//!
+//! Run creation is the first stage of the pipeline:
+//! validate → (routers) → (admission) → store as Scheduled → wake the scheduler.
+//! Router and admission plugins are not built yet; their place is marked below.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
+    RunId, RunState, ValidationError, validate_dns_label, validate_tag,
+};
+use crate::metrics::Metrics;
+use crate::store::{
+    DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition,
+};
+use crate::template::{self, BaseJobTemplate, RunMetadata, TemplateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = DispatchError> = std::result::Result<T, E>;
+
+/// Settings that shape every run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The URL jobs are given in `WEIR_API_URL`.
+    pub api_url: String,
+    /// A Scheduled run waiting longer than this past its time is marked Late.
+    pub late_after: chrono::Duration,
+    /// Per-run log files live here.
+    pub log_dir: PathBuf,
+}
+
+// ---------------------------------------------------------------------------
+// Specs: what a caller (HTTP body or config file) asks for.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub pool_type: PoolType,
+    #[serde(default)]
+    pub base_job_template: Option<Value>,
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolUpdate {
+    #[serde(default)]
+    pub base_job_template: Option<Value>,
+    #[serde(default, with = "double_option")]
+    pub concurrency_limit: Option<Option<u32>>,
+    #[serde(default)]
+    pub paused: Option<bool>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    pub name: String,
+    #[serde(default = "one")]
+    pub priority: u32,
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueUpdate {
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default, with = "double_option")]
+    pub concurrency_limit: Option<Option<u32>>,
+    #[serde(default)]
+    pub paused: Option<bool>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    pub tag: String,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub name: String,
+    pub pool: String,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub job_variables: Map<String, Value>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentUpdate {
+    #[serde(default, with = "double_option")]
+    pub queue: Option<Option<String>>,
+    #[serde(default)]
+    pub job_variables: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    #[serde(default)]
+    pub deployment: Option<String>,
+    #[serde(default)]
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// A raw job configuration (no deployment): `{"command": ...}` for a
+    /// process pool, `{"job_manifest": {...}}` for a kubernetes pool.
+    #[serde(default)]
+    pub job: Option<Value>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub job_variables: Map<String, Value>,
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub parent_run_id: Option<Uuid>,
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderSpec {
+    #[serde(default)]
+    pub job_variables: Map<String, Value>,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// Serde helper: a missing field is `None`, an explicit `null` is `Some(None)`.
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// A limit of 0 holds every run; limits above this are surely typos.
+const MAX_LIMIT: u32 = 1_000_000;
+const MAX_TAGS: usize = 64;
+const MAX_KEY_LEN: usize = 256;
+
+fn validate_limit(field: &str, value: Option<u32>) -> Result<(), ValidationError> {
+    match value {
+        Some(v) if v > MAX_LIMIT => Err(ValidationError::new(
+            field,
+            format!("must be at most {MAX_LIMIT}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_priority(field: &str, value: u32) -> Result<(), ValidationError> {
+    if value == 0 || value > 1000 {
+        return Err(ValidationError::new(
+            field,
+            "must be between 1 (served first) and 1000",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_tags(field: &str, tags: &[String]) -> Result<Vec<String>, ValidationError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for (i, t) in tags.iter().enumerate() {
+        validate_tag(&format!("{field}[{i}]"), t)?;
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn validate_description(field: &str, d: &str) -> Result<(), ValidationError> {
+    if d.len() > 4096 {
+        return Err(ValidationError::new(field, "must be at most 4096 bytes"));
+    }
+    Ok(())
+}
+
+fn parse_template(
+    pool_type: PoolType,
+    value: Option<Value>,
+) -> Result<BaseJobTemplate, DispatchError> {
+    let template = match value {
+        None => BaseJobTemplate::default_for(pool_type.template_kind()),
+        Some(v) => BaseJobTemplate::from_value(v)?,
+    };
+    Ok(template)
+}
+
+/// The merged parameters of a deployment and a run: the run's win key by key.
+fn merge_parameters(base: &Map<String, Value>, over: &Map<String, Value>) -> Map<String, Value> {
+    let mut merged = base.clone();
+    for (k, v) in over {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged
+}
+
+/// The owner of a run's front half, shared by the API, the config loader,
+/// the scheduler and the launcher.
+pub struct Dispatcher {
+    pub store: Arc<dyn Store>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    cancels: Mutex<HashMap<RunId, CancellationToken>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            settings,
+            metrics,
+            wake: Arc::new(Notify::new()),
+            cancels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The scheduler waits on this; anything that may let a run go wakes it.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn wake_scheduler(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn log_path(&self, id: RunId) -> PathBuf {
+        self.settings.log_dir.join(format!("{id}.log"))
+    }
+
+    // -- pools ---------------------------------------------------------------
+
+    pub async fn create_pool(&self, spec: PoolSpec) -> Result<Pool> {
+        validate_dns_label("name", &spec.name)?;
+        validate_limit("concurrency_limit", spec.concurrency_limit)?;
+        validate_description("description", &spec.description)?;
+        let template = parse_template(spec.pool_type, spec.base_job_template)?;
+        let now = Utc::now();
+        let pool = Pool {
+            name: spec.name,
+            pool_type: spec.pool_type,
+            base_job_template: template,
+            concurrency_limit: spec.concurrency_limit,
+            paused: spec.paused,
+            description: spec.description,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_pool(&pool).await?;
+        Ok(pool)
+    }
+
+    pub async fn update_pool(&self, name: &str, update: PoolUpdate) -> Result<Pool> {
+        let pool = self.store.get_pool(name).await?;
+        if let Some(Some(l)) = update.concurrency_limit {
+            validate_limit("concurrency_limit", Some(l))?;
+        }
+        if let Some(d) = &update.description {
+            validate_description("description", d)?;
+        }
+        let base_job_template = match update.base_job_template {
+            Some(v) => Some(parse_template(pool.pool_type, Some(v))?),
+            None => None,
+        };
+        let updated = self
+            .store
+            .update_pool(
+                name,
+                PoolPatch {
+                    base_job_template,
+                    concurrency_limit: update.concurrency_limit,
+                    paused: update.paused,
+                    description: update.description,
+                },
+            )
+            .await?;
+        self.wake_scheduler();
+        Ok(updated)
+    }
+
+    // -- queues --------------------------------------------------------------
+
+    pub async fn create_queue(&self, pool: &str, spec: QueueSpec) -> Result<Queue> {
+        validate_dns_label("name", &spec.name)?;
+        validate_priority("priority", spec.priority)?;
+        validate_limit("concurrency_limit", spec.concurrency_limit)?;
+        validate_description("description", &spec.description)?;
+        let queue = Queue {
+            pool: pool.to_owned(),
+            name: spec.name,
+            priority: spec.priority,
+            concurrency_limit: spec.concurrency_limit,
+            paused: spec.paused,
+            description: spec.description,
+            created_at: Utc::now(),
+        };
+        self.store.create_queue(&queue).await?;
+        Ok(queue)
+    }
+
+    pub async fn update_queue(&self, pool: &str, name: &str, update: QueueUpdate) -> Result<Queue> {
+        if let Some(p) = update.priority {
+            validate_priority("priority", p)?;
+        }
+        if let Some(Some(l)) = update.concurrency_limit {
+            validate_limit("concurrency_limit", Some(l))?;
+        }
+        if let Some(d) = &update.description {
+            validate_description("description", d)?;
+        }
+        let queue = self
+            .store
+            .update_queue(
+                pool,
+                name,
+                QueuePatch {
+                    priority: update.priority,
+                    concurrency_limit: update.concurrency_limit,
+                    paused: update.paused,
+                    description: update.description,
+                },
+            )
+            .await?;
+        self.wake_scheduler();
+        Ok(queue)
+    }
+
+    // -- limits --------------------------------------------------------------
+
+    pub async fn create_limit(&self, spec: LimitSpec) -> Result<ConcurrencyLimit> {
+        validate_tag("tag", &spec.tag)?;
+        validate_limit("limit", Some(spec.limit))?;
+        let limit = ConcurrencyLimit {
+            tag: spec.tag,
+            limit: spec.limit,
+            created_at: Utc::now(),
+        };
+        self.store.create_limit(&limit).await?;
+        Ok(limit)
+    }
+
+    pub async fn update_limit(&self, tag: &str, limit: u32) -> Result<ConcurrencyLimit> {
+        validate_limit("limit", Some(limit))?;
+        let l = self.store.update_limit(tag, limit).await?;
+        self.wake_scheduler();
+        Ok(l)
+    }
+
+    pub async fn delete_limit(&self, tag: &str) -> Result<()> {
+        self.store.delete_limit(tag).await?;
+        self.wake_scheduler();
+        Ok(())
+    }
+
+    // -- deployments ---------------------------------------------------------
+
+    /// Checks a deployment's pool, queue and job variables against the pool's
+    /// template, so a bad deployment is refused at creation, not at run time.
+    async fn check_deployment(
+        &self,
+        pool: &str,
+        queue: Option<&str>,
+        job_variables: &Map<String, Value>,
+    ) -> Result<Pool> {
+        let pool = match self.store.get_pool(pool).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ValidationError::new("pool", format!("pool {pool:?} does not exist")).into());
+            }
+            other => other?,
+        };
+        if let Some(q) = queue {
+            match self.store.get_queue(&pool.name, q).await {
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ValidationError::new(
+                        "queue",
+                        format!("queue {q:?} does not exist in pool {:?}", pool.name),
+                    )
+                    .into());
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        pool.base_job_template.resolve_variables(&[job_variables])?;
+        Ok(pool)
+    }
+
+    pub async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+        validate_dns_label("name", &spec.name)?;
+        validate_description("description", &spec.description)?;
+        let tags = validate_tags("tags", &spec.tags)?;
+        self.check_deployment(&spec.pool, spec.queue.as_deref(), &spec.job_variables)
+            .await?;
+        let now = Utc::now();
+        let deployment = Deployment {
+            name: spec.name,
+            pool: spec.pool,
+            queue: spec.queue,
+            job_variables: spec.job_variables,
+            tags,
+            parameters: spec.parameters,
+            description: spec.description,
+            retries: spec.retries,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.create_deployment(&deployment).await?;
+        Ok(deployment)
+    }
+
+    pub async fn update_deployment(
+        &self,
+        name: &str,
+        update: DeploymentUpdate,
+    ) -> Result<Deployment> {
+        let current = self.store.get_deployment(name).await?;
+        let tags = update
+            .tags
+            .as_deref()
+            .map(|t| validate_tags("tags", t))
+            .transpose()?;
+        if let Some(d) = &update.description {
+            validate_description("description", d)?;
+        }
+        let queue = update.queue.clone().unwrap_or(current.queue.clone());
+        let vars = update
+            .job_variables
+            .as_ref()
+            .unwrap_or(&current.job_variables);
+        self.check_deployment(&current.pool, queue.as_deref(), vars)
+            .await?;
+        Ok(self
+            .store
+            .update_deployment(
+                name,
+                DeploymentPatch {
+                    queue: update.queue,
+                    job_variables: update.job_variables,
+                    tags,
+                    parameters: update.parameters,
+                    description: update.description,
+                    retries: update.retries,
+                },
+            )
+            .await?)
+    }
+
+    /// The exact job configuration a run of this deployment would get now.
+    pub async fn render_deployment(&self, name: &str, spec: RenderSpec) -> Result<(Pool, Value)> {
+        let deployment = self.store.get_deployment(name).await?;
+        let pool = self.store.get_pool(&deployment.pool).await?;
+        let queue = deployment.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into());
+        let preview_id = "00000000-0000-0000-0000-000000000000";
+        let job = template::build_job(
+            &pool.base_job_template,
+            pool.pool_type.template_kind(),
+            &[&deployment.job_variables, &spec.job_variables],
+            &RunMetadata {
+                run_id: preview_id,
+                pool: &pool.name,
+                queue: &queue,
+                deployment: Some(&deployment.name),
+                api_url: &self.settings.api_url,
+            },
+        )?;
+        Ok((pool, job))
+    }
+
+    // -- runs ----------------------------------------------------------------
+
+    /// Stage 1 of the pipeline. Returns the run and whether it was created
+    /// (false: the idempotency key matched an earlier run).
+    pub async fn create_run(&self, spec: RunSpec, cause: &str) -> Result<(Run, bool)> {
+        // Resolve where the run goes and what it runs.
+        let deployment = match &spec.deployment {
+            Some(name) => match self.store.get_deployment(name).await {
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ValidationError::new(
+                        "deployment",
+                        format!("deployment {name:?} does not exist"),
+                    )
+                    .into());
+                }
+                other => Some(other?),
+            },
+            None => None,
+        };
+        let pool_name = match (&deployment, &spec.pool) {
+            (Some(d), Some(p)) if *p != d.pool => {
+                return Err(ValidationError::new(
+                    "pool",
+                    format!("deployment {:?} runs in pool {:?}, not {p:?}", d.name, d.pool),
+                )
+                .into());
+            }
+            (Some(d), _) => d.pool.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => {
+                return Err(ValidationError::new(
+                    "deployment",
+                    "either a deployment, or a pool and a job, is required",
+                )
+                .into());
+            }
+        };
+        if deployment.is_some() && spec.job.is_some() {
+            return Err(ValidationError::new(
+                "job",
+                "a run uses either a deployment or a raw job, not both",
+            )
+            .into());
+        }
+        if deployment.is_none() && spec.job.is_none() {
+            return Err(ValidationError::new("job", "a run without a deployment needs a job").into());
+        }
+        if deployment.is_none() && !spec.job_variables.is_empty() {
+            return Err(ValidationError::new(
+                "job_variables",
+                "job variables apply to a deployment's template; a raw job is used as given",
+            )
+            .into());
+        }
+        let pool = match self.store.get_pool(&pool_name).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ValidationError::new(
+                    "pool",
+                    format!("pool {pool_name:?} does not exist"),
+                )
+                .into());
+            }
+            other => other?,
+        };
+        let queue = spec
+            .queue
+            .clone()
+            .or_else(|| deployment.as_ref().and_then(|d| d.queue.clone()))
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        match self.store.get_queue(&pool.name, &queue).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ValidationError::new(
+                    "queue",
+                    format!("queue {queue:?} does not exist in pool {:?}", pool.name),
+                )
+                .into());
+            }
+            other => {
+                other?;
+            }
+        }
+
+        let mut tags = deployment
+            .as_ref()
+            .map(|d| d.tags.clone())
+            .unwrap_or_default();
+        tags.extend(validate_tags("tags", &spec.tags)?);
+        let tags = validate_tags("tags", &tags)?;
+        let parameters = match &deployment {
+            Some(d) => merge_parameters(&d.parameters, &spec.parameters),
+            None => spec.parameters.clone(),
+        };
+        if let Some(key) = &spec.idempotency_key {
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return Err(ValidationError::new(
+                    "idempotency_key",
+                    format!("must be 1 to {MAX_KEY_LEN} bytes"),
+                )
+                .into());
+            }
+        }
+        if let Some(parent) = spec.parent_run_id {
+            match self.store.get_run(parent, false).await {
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(ValidationError::new(
+                        "parent_run_id",
+                        format!("run {parent} does not exist"),
+                    )
+                    .into());
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        let retries = spec
+            .retries
+            .or(deployment.as_ref().map(|d| d.retries))
+            .unwrap_or_default();
+        if retries.max > 100 {
+            return Err(ValidationError::new("retries.max", "must be at most 100").into());
+        }
+
+        // Check the job can be built now, so bad variables are refused here
+        // and not discovered when the run is released.
+        let id = Uuid::now_v7();
+        let id_text = id.to_string();
+        let meta = RunMetadata {
+            run_id: &id_text,
+            pool: &pool.name,
+            queue: &queue,
+            deployment: deployment.as_ref().map(|d| d.name.as_str()),
+            api_url: &self.settings.api_url,
+        };
+        match (&deployment, &spec.job) {
+            (Some(d), _) => {
+                template::build_job(
+                    &pool.base_job_template,
+                    pool.pool_type.template_kind(),
+                    &[&d.job_variables, &spec.job_variables],
+                    &meta,
+                )?;
+            }
+            (None, Some(job)) => {
+                template::finalize(pool.pool_type.template_kind(), with_job_prefix(job.clone()), &meta)
+                    ?;
+            }
+            (None, None) => {}
+        }
+
+        // Pipeline: routers and admission plugins will run here (issue 3).
+
+        let (run, created) = self
+            .store
+            .insert_run(NewRun {
+                id,
+                pool: pool.name.clone(),
+                queue,
+                deployment: deployment.as_ref().map(|d| d.name.clone()),
+                job: spec.job.clone(),
+                tags,
+                parameters,
+                job_variables: spec.job_variables.clone(),
+                parent_run_id: spec.parent_run_id,
+                idempotency_key: spec.idempotency_key.clone(),
+                scheduled_at: spec.scheduled_at.unwrap_or_else(Utc::now),
+                retries,
+                message: "created".into(),
+                cause: cause.to_owned(),
+            })
+            .await?;
+        if created {
+            self.metrics.run_created();
+            self.wake_scheduler();
+        }
+        Ok((run, created))
+    }
+
+    /// Cancels a run: a waiting run is Cancelled at once; a released one goes
+    /// to Cancelling and its backend stops it.
+    pub async fn cancel_run(&self, id: RunId, cause: &str) -> Result<Run> {
+        let run = self.store.get_run(id, false).await?;
+        if run.state.is_terminal() || run.state == RunState::Cancelling {
+            return Err(StoreError::conflict(
+                Some("id"),
+                format!("run {id} is already {}", run.state),
+            )
+            .into());
+        }
+        let token = self.cancel_token(id);
+        let updated = if run.state.is_waiting() || token.is_none() {
+            self.store
+                .transition(id, Transition::new(RunState::Cancelled, "cancelled", cause))
+                .await?
+        } else {
+            let updated = self
+                .store
+                .transition(
+                    id,
+                    Transition::new(RunState::Cancelling, "cancel requested", cause),
+                )
+                .await?;
+            if let Some(token) = token {
+                token.cancel();
+            }
+            updated
+        };
+        self.wake_scheduler();
+        Ok(self.store.get_run(updated.id, true).await?)
+    }
+
+    // -- launcher bookkeeping -----------------------------------------------
+
+    pub(crate) fn register_cancel(&self, id: RunId) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Ok(mut map) = self.cancels.lock() {
+            map.insert(id, token.clone());
+        }
+        token
+    }
+
+    pub(crate) fn forget_cancel(&self, id: RunId) {
+        if let Ok(mut map) = self.cancels.lock() {
+            map.remove(&id);
+        }
+    }
+
+    fn cancel_token(&self, id: RunId) -> Option<CancellationToken> {
+        self.cancels.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    /// Records a state change and keeps the metrics in step.
+    pub async fn transition(&self, id: RunId, t: Transition) -> Result<Run> {
+        let to = t.to;
+        let run = self.store.transition(id, t).await?;
+        self.metrics.run_transitioned(to);
+        if !to.holds_slots() {
+            self.wake_scheduler();
+        }
+        Ok(run)
+    }
+}
+
+/// Raw jobs for kubernetes pools may be given as a bare Job manifest; the
+/// template layer wants a job configuration with `job_manifest`.
+pub fn with_job_prefix(job: Value) -> Value {
+    match &job {
+        Value::Object(m) if m.get("kind").and_then(Value::as_str) == Some("Job") => {
+            let mut cfg = Map::new();
+            if let Some(ns) = m
+                .get("metadata")
+                .and_then(|md| md.get("namespace"))
+                .cloned()
+            {
+                cfg.insert("namespace".into(), ns);
+            }
+            cfg.insert("job_manifest".into(), job);
+            Value::Object(cfg)
+        }
+        _ => job,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_merge_key_by_key() {
+        let base = serde_json::json!({"a": 1, "b": 2}).as_object().cloned().unwrap_or_default();
+        let over = serde_json::json!({"b": 3}).as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            Value::Object(merge_parameters(&base, &over)),
+            serde_json::json!({"a": 1, "b": 3})
+        );
+    }
+
+    #[test]
+    fn tags_are_validated_and_deduplicated() {
+        let tags = vec!["a".to_owned(), "b".to_owned(), "a".to_owned()];
+        assert_eq!(validate_tags("tags", &tags).ok(), Some(vec!["a".into(), "b".into()]));
+        let err = validate_tags("tags", &["ok".into(), "not ok".into()]).expect_err("space");
+        assert_eq!(err.field, "tags[1]");
+    }
+
+    #[test]
+    fn bare_job_manifest_is_wrapped() {
+        let job = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"namespace": "x"}});
+        let cfg = with_job_prefix(job.clone());
+        assert_eq!(cfg["job_manifest"], job);
+        assert_eq!(cfg["namespace"], "x");
+        let process = serde_json::json!({"command": "true"});
+        assert_eq!(with_job_prefix(process.clone()), process);
+    }
+
+    #[test]
+    fn update_distinguishes_null_from_missing() {
+        let u: PoolUpdate = serde_json::from_str(r#"{"concurrency_limit": null}"#).unwrap_or_default();
+        assert_eq!(u.concurrency_limit, Some(None));
+        let u: PoolUpdate = serde_json::from_str(r#"{}"#).unwrap_or_default();
+        assert_eq!(u.concurrency_limit, None);
+        let u: PoolUpdate = serde_json::from_str(r#"{"concurrency_limit": 3}"#).unwrap_or_default();
+        assert_eq!(u.concurrency_limit, Some(Some(3)));
+    }
+}

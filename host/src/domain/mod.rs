@@ -1,0 +1,35 @@
+//! Weir's domain: the nouns a run passes through, their validation, and the
+//! run state machine. Nothing here does I/O.
+
+mod deployment;
+mod limit;
+mod name;
+mod pool;
+mod queue;
+mod run;
+mod run_state;
+
+pub use deployment::{Deployment, RetryPolicy};
+pub use limit::{ConcurrencyLimit, SlotKey};
+pub use name::{validate_dns_label, validate_tag};
+pub use pool::{Pool, PoolType};
+pub use queue::{DEFAULT_QUEUE, Queue};
+pub use run::{Cause, HistoryEntry, Run, RunId, RunSource};
+pub use run_state::{IllegalTransition, RunState};
+
+/// An input that failed validation: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

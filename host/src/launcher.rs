@@ -1,0 +1,216 @@
+//! The back half of a run's life, after the scheduler released it:
+//! render the job → (mutators) → backend → outcome → state, retries, slots.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::backend::{Backends, Execution, Outcome};
+use crate::dispatcher::{DispatchError, Dispatcher, with_job_prefix};
+use crate::domain::{Cause, PoolType, Run, RunSource, RunState};
+use crate::store::{StoreError, Transition};
+use crate::template::{self, RunMetadata};
+
+/// Starts a released run on its own task.
+pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
+    let cancel = dispatcher.register_cancel(run.id);
+    tokio::spawn(async move {
+        let id = run.id;
+        launch(&dispatcher, &backends, run, cancel).await;
+        dispatcher.forget_cancel(id);
+        dispatcher.wake_scheduler();
+    });
+}
+
+/// Builds the job a run executes: its deployment's template rendered with the
+/// deployment's and the run's job variables, or its raw job, finalised with
+/// Weir's labels and env either way.
+pub async fn build_job(
+    dispatcher: &Dispatcher,
+    run: &Run,
+) -> Result<(PoolType, Value), DispatchError> {
+    let pool = dispatcher.store.get_pool(&run.pool).await?;
+    let id = run.id.to_string();
+    let meta = RunMetadata {
+        run_id: &id,
+        pool: &run.pool,
+        queue: &run.queue,
+        deployment: run.deployment.as_deref(),
+        api_url: &dispatcher.settings.api_url,
+    };
+    let kind = pool.pool_type.template_kind();
+    let job = match run.source() {
+        RunSource::Deployment(name) => {
+            let deployment = dispatcher.store.get_deployment(&name).await?;
+            template::build_job(
+                &pool.base_job_template,
+                kind,
+                &[&deployment.job_variables, &run.job_variables],
+                &meta,
+            )?
+        }
+        RunSource::Raw(job) => template::finalize(kind, with_job_prefix(job), &meta)?,
+    };
+    Ok((pool.pool_type, job))
+}
+
+async fn record(dispatcher: &Dispatcher, run: &Run, t: Transition) {
+    let to = t.to;
+    match dispatcher.transition(run.id, t).await {
+        Ok(_) => {}
+        // A concurrent cancel may have moved the run on; the table decides.
+        Err(DispatchError::Store(StoreError::IllegalTransition(e))) => {
+            info!(run = %run.id, "state change to {to} skipped: {e}");
+        }
+        Err(e) => warn!(run = %run.id, "cannot record {to}: {e}"),
+    }
+}
+
+/// Turns a failed attempt into AwaitingRetry when the run has retries left.
+pub fn outcome_transition(run: &Run, outcome: Outcome, cause: &str) -> Transition {
+    let retry = |message: String, exit_code: Option<i32>| {
+        let delay = chrono::Duration::seconds(i64::from(run.retries.delay_seconds));
+        let at = Utc::now() + delay;
+        Transition {
+            to: RunState::AwaitingRetry,
+            message: format!(
+                "attempt {} of {}: {message}; retrying at {}",
+                run.attempt,
+                run.retries.max + 1,
+                at.to_rfc3339()
+            ),
+            cause: cause.to_owned(),
+            exit_code,
+            retry_at: Some(at),
+        }
+    };
+    let retries_left = run.attempt <= run.retries.max;
+    match outcome {
+        Outcome::Completed => Transition::new(RunState::Completed, "completed", cause),
+        Outcome::Failed { exit_code, message } if retries_left => retry(message, exit_code),
+        Outcome::Crashed { reason } if retries_left => retry(format!("crashed: {reason}"), None),
+        Outcome::Failed { exit_code, message } => Transition {
+            exit_code,
+            ..Transition::new(RunState::Failed, message, cause)
+        },
+        Outcome::Crashed { reason } => Transition::new(RunState::Crashed, reason, cause),
+        Outcome::Cancelled { message } => Transition::new(RunState::Cancelled, message, cause),
+    }
+}
+
+async fn launch(
+    dispatcher: &Dispatcher,
+    backends: &Backends,
+    run: Run,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    // Render.
+    let (pool_type, job) = match build_job(dispatcher, &run).await {
+        Ok(built) => built,
+        Err(e) => {
+            let t = outcome_transition(
+                &run,
+                Outcome::Failed {
+                    exit_code: None,
+                    message: format!("cannot build the job: {e}"),
+                },
+                Cause::LAUNCHER,
+            );
+            record(dispatcher, &run, t).await;
+            return;
+        }
+    };
+
+    // Pipeline: mutator plugins will patch `job` here (issue 3).
+
+    let Some(backend) = backends.get(pool_type) else {
+        let t = Transition::new(
+            RunState::Crashed,
+            format!(
+                "this Weir has no backend for {} pools (the Kubernetes backend is not built yet)",
+                pool_type.as_str()
+            ),
+            Cause::LAUNCHER,
+        );
+        record(dispatcher, &run, t).await;
+        return;
+    };
+
+    if cancel.is_cancelled() {
+        let t = Transition::new(RunState::Cancelled, "cancelled before it started", Cause::LAUNCHER);
+        record(dispatcher, &run, t).await;
+        return;
+    }
+
+    // Execute.
+    let (started_tx, mut started_rx) = oneshot::channel();
+    let exec = backend.execute(Execution {
+        run_id: run.id,
+        attempt: run.attempt,
+        job,
+        log_path: dispatcher.log_path(run.id),
+        cancel: cancel.clone(),
+        started: started_tx,
+    });
+    tokio::pin!(exec);
+    let running = || Transition::new(RunState::Running, "started", Cause::BACKEND);
+    let mut running_recorded = false;
+    let outcome = tokio::select! {
+        outcome = &mut exec => outcome,
+        Ok(()) = &mut started_rx => {
+            record(dispatcher, &run, running()).await;
+            running_recorded = true;
+            exec.await
+        }
+    };
+    if !running_recorded && started_rx.try_recv().is_ok() {
+        // It finished before its start was recorded: record both, in order.
+        record(dispatcher, &run, running()).await;
+    }
+    let t = outcome_transition(&run, outcome, Cause::BACKEND);
+    record(dispatcher, &run, t).await;
+}
+
+/// After a restart: runs that held slots when the host stopped. A process
+/// job dies with its host, so its attempt crashed; it is retried if it may be.
+pub async fn recover(dispatcher: &Dispatcher) -> Result<usize, DispatchError> {
+    let runs = dispatcher.store.active_runs().await?;
+    let mut recovered = 0;
+    for run in runs {
+        let pool_type = match dispatcher.store.get_pool(&run.pool).await {
+            Ok(p) => p.pool_type,
+            Err(e) => {
+                warn!(run = %run.id, "cannot recover: {e}");
+                continue;
+            }
+        };
+        if pool_type != PoolType::Process {
+            // Kubernetes runs are reconciled against the cluster (issue 4).
+            continue;
+        }
+        let t = if run.state == RunState::Cancelling {
+            Transition::new(
+                RunState::Cancelled,
+                "weir stopped while cancelling; the process was stopped with it",
+                Cause::RECOVERY,
+            )
+        } else {
+            outcome_transition(
+                &run,
+                Outcome::Crashed {
+                    reason: format!(
+                        "weir stopped while the run was {}; its process was stopped with it",
+                        run.state
+                    ),
+                },
+                Cause::RECOVERY,
+            )
+        };
+        record(dispatcher, &run, t).await;
+        recovered += 1;
+    }
+    Ok(recovered)
+}

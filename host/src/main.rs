@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use weir::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            command => match cli::execute(cli.global, command).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
+    weir::server::init_tracing();
+    let options = weir::server::ServeOptions::resolve(
+        args.config.as_deref(),
+        args.data_dir,
+        args.listen,
+        args.api_url,
+    )?;
+    weir::server::serve(options).await?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics: counters and the scheduling-latency histogram are kept
+//! live; run counts, queue depth and slot use are read from the store at
+//! scrape time, so they are true after a restart.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::domain::RunState;
+use crate::store::StoreStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    pool: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabel {
+    kind: String,
+    key: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    runs_created: Counter,
+    transitions: Family<StateLabel, Counter>,
+    scheduling_latency: Histogram,
+    runs: Family<StateLabel, Gauge>,
+    queue_depth: Family<QueueLabel, Gauge>,
+    queue_active: Family<QueueLabel, Gauge>,
+    slots_used: Family<SlotLabel, Gauge>,
+    slots_limit: Family<SlotLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weir");
+        let runs_created = Counter::default();
+        let transitions = Family::<StateLabel, Counter>::default();
+        // 100 µs … ~100 s.
+        let scheduling_latency = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 21),
+        );
+        let runs = Family::<StateLabel, Gauge>::default();
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        let queue_active = Family::<QueueLabel, Gauge>::default();
+        let slots_used = Family::<SlotLabel, Gauge>::default();
+        let slots_limit = Family::<SlotLabel, Gauge>::default();
+        registry.register("runs_created", "Runs created", runs_created.clone());
+        registry.register(
+            "run_transitions",
+            "State changes recorded, by target state",
+            transitions.clone(),
+        );
+        registry.register(
+            "scheduling_latency_seconds",
+            "Time from a run being due to its release by the scheduler",
+            scheduling_latency.clone(),
+        );
+        registry.register("runs", "Runs by state", runs.clone());
+        registry.register(
+            "queue_depth",
+            "Runs waiting in each queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "queue_active_runs",
+            "Runs holding slots in each queue",
+            queue_active.clone(),
+        );
+        registry.register(
+            "slots_in_use",
+            "Concurrency slots held, by kind (pool, queue, tag)",
+            slots_used.clone(),
+        );
+        registry.register(
+            "slots_limit",
+            "Concurrency limit, by kind (absent: unlimited)",
+            slots_limit.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            runs_created,
+            transitions,
+            scheduling_latency,
+            runs,
+            queue_depth,
+            queue_active,
+            slots_used,
+            slots_limit,
+        }
+    }
+
+    pub fn run_created(&self) {
+        self.runs_created.inc();
+    }
+
+    pub fn run_transitioned(&self, to: RunState) {
+        self.transitions
+            .get_or_create(&StateLabel {
+                state: to.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn run_released(&self, waited: Duration) {
+        self.scheduling_latency.observe(waited.as_secs_f64());
+        self.run_transitioned(RunState::Pending);
+    }
+
+    /// Prometheus text exposition of everything, with `stats` read just now.
+    pub fn render(&self, stats: &StoreStats) -> String {
+        self.runs.clear();
+        for state in RunState::ALL {
+            let n = stats.runs_by_state.get(state.as_str()).copied().unwrap_or(0);
+            self.runs
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_owned(),
+                })
+                .set(n as i64);
+        }
+        self.queue_depth.clear();
+        self.queue_active.clear();
+        for ((pool, queue), occ) in &stats.queues {
+            let label = QueueLabel {
+                pool: pool.clone(),
+                queue: queue.clone(),
+            };
+            self.queue_depth.get_or_create(&label).set(occ.queued as i64);
+            self.queue_active.get_or_create(&label).set(occ.active as i64);
+        }
+        self.slots_used.clear();
+        self.slots_limit.clear();
+        for ((kind, key), (used, limit)) in &stats.slots {
+            let label = SlotLabel {
+                kind: kind.clone(),
+                key: key.clone(),
+            };
+            self.slots_used.get_or_create(&label).set(*used as i64);
+            if let Some(l) = limit {
+                self.slots_limit.get_or_create(&label).set(i64::from(*l));
+            }
+        }
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing to a String cannot fail.
+            let _ = encode(&mut out, &registry);
+        }
+        out
+    }
+}

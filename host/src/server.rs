@@ -1,0 +1,224 @@
+//! `weir serve`: opens the store, applies the config file, recovers runs
+//! that were in flight, then runs the scheduler and the HTTP API until
+//! SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api;
+use crate::backend::{Backends, ProcessBackend, ProcessSettings};
+use crate::config::{Config, ConfigError};
+use crate::dispatcher::{DispatchError, Dispatcher, Settings};
+use crate::domain::PoolType;
+use crate::launcher;
+use crate::metrics::Metrics;
+use crate::scheduler;
+use crate::store::{SqliteStore, StoreError};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot recover runs: {0}")]
+    Recover(#[from] DispatchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Everything `serve` needs, resolved from flags, the config file and
+/// defaults (flags win).
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The URL jobs get in `WEIR_API_URL`; `None`: `http://<bound address>`.
+    pub api_url: Option<String>,
+    pub late_after: chrono::Duration,
+    pub process: ProcessSettings,
+    pub config: Config,
+}
+
+impl ServeOptions {
+    pub fn resolve(
+        config_path: Option<&Path>,
+        data_dir: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+        api_url: Option<String>,
+    ) -> Result<Self, ServeError> {
+        let config = match config_path {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4680)));
+        let listen = listen.or(config.server.listen).unwrap_or(default_listen);
+        let data_dir = data_dir
+            .or_else(|| {
+                config.server.data_dir.as_ref().map(|d| {
+                    if d.is_relative() {
+                        config.base_dir.join(d)
+                    } else {
+                        d.clone()
+                    }
+                })
+            })
+            .unwrap_or_else(|| PathBuf::from(".weir"));
+        let api_url = api_url.or_else(|| config.server.api_url.clone());
+        let late_after =
+            chrono::Duration::seconds(i64::from(config.server.late_after_seconds.unwrap_or(15)));
+        let process = ProcessSettings {
+            grace: Duration::from_secs(u64::from(
+                config.server.process_grace_seconds.unwrap_or(10),
+            )),
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            api_url,
+            late_after,
+            process,
+            config,
+        })
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A running Weir: the parts tests and embedders need.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dispatcher: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    /// Starts Weir and returns once it is listening.
+    pub async fn start(options: ServeOptions) -> Result<Self, ServeError> {
+        let log_dir = options.data_dir.join("logs");
+        std::fs::create_dir_all(&log_dir).map_err(|source| ServeError::DataDir {
+            path: log_dir.clone(),
+            source,
+        })?;
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(ServeError::Serve)?;
+        let api_url = options
+            .api_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let store = SqliteStore::open(&options.data_dir.join("weir.db")).await?;
+        let dispatcher = Arc::new(Dispatcher::new(
+            Arc::new(store),
+            Settings {
+                api_url,
+                late_after: options.late_after,
+                log_dir,
+            },
+            Arc::new(Metrics::new()),
+        ));
+        options.config.apply(&dispatcher).await?;
+        let recovered = launcher::recover(&dispatcher).await?;
+        if recovered > 0 {
+            info!(recovered, "recovered runs that were in flight when weir stopped");
+        }
+        let backends = Backends::default().with(
+            PoolType::Process,
+            Arc::new(ProcessBackend::new(options.process.clone())),
+        );
+        let shutdown = CancellationToken::new();
+        let sched = tokio::spawn(scheduler::run(
+            dispatcher.clone(),
+            backends,
+            shutdown.clone(),
+        ));
+        let app = api::router(dispatcher.clone());
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(ServeError::Serve);
+            let _ = sched.await;
+            served
+        });
+        info!(%addr, "weir is listening");
+        Ok(Self {
+            addr,
+            dispatcher,
+            shutdown,
+            handle,
+        })
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.handle
+            .await
+            .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let server = Server::start(options).await?;
+    let shutdown = server.shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        shutdown.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutting down");
+        shutdown.cancel();
+    });
+    server.wait().await
+}

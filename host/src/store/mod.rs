@@ -1,0 +1,226 @@
+//! Durable state. Every state change is one transaction, committed before the
+//! caller is answered. [`Store`] is the interface; [`SqliteStore`] is the
+//! embedded implementation (a PostgreSQL one fills the same trait).
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::domain::{
+    ConcurrencyLimit, Deployment, IllegalTransition, Pool, Queue, RetryPolicy, Run, RunId,
+    RunState,
+};
+use crate::template::BaseJobTemplate;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name:?} does not exist")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{detail}")]
+    Conflict { field: Option<String>, detail: String },
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+    pub fn conflict(field: Option<&str>, detail: impl Into<String>) -> Self {
+        StoreError::Conflict {
+            field: field.map(str::to_owned),
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Fields of a pool that can change. `Some(None)` clears an optional value.
+#[derive(Debug, Default, Clone)]
+pub struct PoolPatch {
+    pub base_job_template: Option<BaseJobTemplate>,
+    pub concurrency_limit: Option<Option<u32>>,
+    pub paused: Option<bool>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct QueuePatch {
+    pub priority: Option<u32>,
+    pub concurrency_limit: Option<Option<u32>>,
+    pub paused: Option<bool>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DeploymentPatch {
+    pub queue: Option<Option<String>>,
+    pub job_variables: Option<Map<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    pub parameters: Option<Map<String, Value>>,
+    pub description: Option<String>,
+    pub retries: Option<RetryPolicy>,
+}
+
+/// A run about to be stored (already validated).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: RunId,
+    pub pool: String,
+    pub queue: String,
+    pub deployment: Option<String>,
+    pub job: Option<Value>,
+    pub tags: Vec<String>,
+    pub parameters: Map<String, Value>,
+    pub job_variables: Map<String, Value>,
+    pub parent_run_id: Option<RunId>,
+    pub idempotency_key: Option<String>,
+    pub scheduled_at: DateTime<Utc>,
+    pub retries: RetryPolicy,
+    pub message: String,
+    pub cause: String,
+}
+
+/// A state change requested by the dispatcher, the launcher or a backend.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub to: RunState,
+    pub message: String,
+    pub cause: String,
+    pub exit_code: Option<i32>,
+    /// For `AwaitingRetry`: when the next attempt may start.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl Transition {
+    pub fn new(to: RunState, message: impl Into<String>, cause: &str) -> Self {
+        Self {
+            to,
+            message: message.into(),
+            cause: cause.to_owned(),
+            exit_code: None,
+            retry_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub states: Vec<RunState>,
+    pub pool: Option<String>,
+    pub queue: Option<String>,
+    pub deployment: Option<String>,
+    pub tag: Option<String>,
+    pub parent: Option<RunId>,
+    /// Runs with `seq` below this (newest first paging).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `before_seq` to get the next page.
+    pub next_seq: Option<i64>,
+}
+
+/// A run released by the scheduler, with how long it waited for its turn.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub run: Run,
+    pub waited: std::time::Duration,
+}
+
+/// Counts for one pool or queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Runs holding slots (Pending, Running, Cancelling).
+    pub active: u64,
+    /// Runs waiting (Scheduled, Late, AwaitingRetry).
+    pub queued: u64,
+}
+
+/// Everything `/metrics` reports, read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub runs_by_state: BTreeMap<String, u64>,
+    /// (pool, queue) → occupancy.
+    pub queues: BTreeMap<(String, String), Occupancy>,
+    /// (kind, key) → slots held, and the limit where one applies.
+    pub slots: BTreeMap<(String, String), (u64, Option<u32>)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Pools (creating a pool creates its `default` queue in the same transaction).
+    async fn create_pool(&self, pool: &Pool) -> Result<()>;
+    async fn get_pool(&self, name: &str) -> Result<Pool>;
+    async fn list_pools(&self) -> Result<Vec<Pool>>;
+    async fn update_pool(&self, name: &str, patch: PoolPatch) -> Result<Pool>;
+    async fn delete_pool(&self, name: &str) -> Result<()>;
+    async fn pool_occupancy(&self, pool: &str) -> Result<Occupancy>;
+
+    // Queues.
+    async fn create_queue(&self, queue: &Queue) -> Result<()>;
+    async fn get_queue(&self, pool: &str, name: &str) -> Result<Queue>;
+    async fn list_queues(&self, pool: &str) -> Result<Vec<Queue>>;
+    async fn update_queue(&self, pool: &str, name: &str, patch: QueuePatch) -> Result<Queue>;
+    async fn delete_queue(&self, pool: &str, name: &str) -> Result<()>;
+    async fn queue_occupancy(&self, pool: &str, queue: &str) -> Result<Occupancy>;
+
+    // Tag concurrency limits.
+    async fn create_limit(&self, limit: &ConcurrencyLimit) -> Result<()>;
+    async fn get_limit(&self, tag: &str) -> Result<ConcurrencyLimit>;
+    async fn list_limits(&self) -> Result<Vec<ConcurrencyLimit>>;
+    async fn update_limit(&self, tag: &str, slots: u32) -> Result<ConcurrencyLimit>;
+    async fn delete_limit(&self, tag: &str) -> Result<()>;
+    async fn tag_slots_in_use(&self, tag: &str) -> Result<u64>;
+
+    // Deployments.
+    async fn create_deployment(&self, deployment: &Deployment) -> Result<()>;
+    async fn get_deployment(&self, name: &str) -> Result<Deployment>;
+    async fn list_deployments(&self) -> Result<Vec<Deployment>>;
+    async fn update_deployment(&self, name: &str, patch: DeploymentPatch) -> Result<Deployment>;
+    async fn delete_deployment(&self, name: &str) -> Result<()>;
+
+    // Runs.
+    /// Stores a run in `Scheduled`. If its idempotency key was used before,
+    /// stores nothing and returns the first run with `false`.
+    async fn insert_run(&self, run: NewRun) -> Result<(Run, bool)>;
+    async fn get_run(&self, id: RunId, with_history: bool) -> Result<Run>;
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage>;
+    /// Applies one state change through the transition table, in one
+    /// transaction with its history line and the return of the run's slots.
+    async fn transition(&self, id: RunId, transition: Transition) -> Result<Run>;
+    /// Releases waiting runs whose time has come, in priority order, while
+    /// every applicable limit has a free slot; takes their slots atomically.
+    async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>>;
+    /// Marks Scheduled runs waiting since before `cutoff` as Late.
+    async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64>;
+    /// The earliest future time at which a waiting run becomes due or late.
+    async fn next_wake(&self, now: DateTime<Utc>, late_after: chrono::Duration)
+    -> Result<Option<DateTime<Utc>>>;
+    /// Runs that hold slots (Pending, Running, Cancelling), oldest first.
+    async fn active_runs(&self) -> Result<Vec<Run>>;
+    async fn stats(&self) -> Result<StoreStats>;
+    async fn ping(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1278 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, so a
+//! committed transaction survives a crash of the host or the machine.
+//!
+//! All writes go through a single connection (SQLite has one writer anyway;
+//! queuing in-process avoids `SQLITE_BUSY` upgrades under concurrent callers).
+//! Reads use a small pool of read-only connections.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
+    RunPage, Store, StoreError, StoreStats, Transition,
+};
+use crate::domain::{
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, Pool, PoolType, Queue,
+    RetryPolicy, Run, RunId, RunState,
+};
+use crate::template::BaseJobTemplate;
+
+const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
+const HOLDING: &str = "('Pending','Running','Cancelling')";
+const RUN_COLUMNS: &str = "seq, id, state, state_message, pool, queue, deployment, job, tags, \
+    parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
+    started_at, ended_at, attempt, retries_max, retry_delay_seconds, exit_code";
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin().await?)
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_micros(v)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
+}
+
+fn opt_micros(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(from_micros).transpose()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn to_u32(column: &str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column}: {v} out of range")))
+}
+
+fn parse_state(s: &str) -> Result<RunState> {
+    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown run state {s:?}")))
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::from_str(s).map_err(|e| StoreError::Corrupt(format!("run id {s:?}: {e}")))
+}
+
+fn pool_from_row(row: &SqliteRow) -> Result<Pool> {
+    let pool_type: String = row.try_get("type")?;
+    let template: String = row.try_get("base_job_template")?;
+    Ok(Pool {
+        name: row.try_get("name")?,
+        pool_type: PoolType::parse(&pool_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("pool type {pool_type:?}")))?,
+        base_job_template: from_json::<BaseJobTemplate>("base_job_template", &template)?,
+        concurrency_limit: row
+            .try_get::<Option<i64>, _>("concurrency_limit")?
+            .map(|v| to_u32("concurrency_limit", v))
+            .transpose()?,
+        paused: row.try_get("paused")?,
+        description: row.try_get("description")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn queue_from_row(row: &SqliteRow) -> Result<Queue> {
+    Ok(Queue {
+        pool: row.try_get("pool")?,
+        name: row.try_get("name")?,
+        priority: to_u32("priority", row.try_get("priority")?)?,
+        concurrency_limit: row
+            .try_get::<Option<i64>, _>("concurrency_limit")?
+            .map(|v| to_u32("concurrency_limit", v))
+            .transpose()?,
+        paused: row.try_get("paused")?,
+        description: row.try_get("description")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn limit_from_row(row: &SqliteRow) -> Result<ConcurrencyLimit> {
+    Ok(ConcurrencyLimit {
+        tag: row.try_get("tag")?,
+        limit: to_u32("slots", row.try_get("slots")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn deployment_from_row(row: &SqliteRow) -> Result<Deployment> {
+    Ok(Deployment {
+        name: row.try_get("name")?,
+        pool: row.try_get("pool")?,
+        queue: row.try_get("queue")?,
+        job_variables: from_json("job_variables", row.try_get("job_variables")?)?,
+        tags: from_json("tags", row.try_get("tags")?)?,
+        parameters: from_json("parameters", row.try_get("parameters")?)?,
+        description: row.try_get("description")?,
+        retries: RetryPolicy {
+            max: to_u32("retries_max", row.try_get("retries_max")?)?,
+            delay_seconds: to_u32("retry_delay_seconds", row.try_get("retry_delay_seconds")?)?,
+        },
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    let job: Option<String> = row.try_get("job")?;
+    let parent: Option<String> = row.try_get("parent_run_id")?;
+    Ok(Run {
+        id: parse_uuid(row.try_get("id")?)?,
+        state: parse_state(row.try_get("state")?)?,
+        state_message: row.try_get("state_message")?,
+        pool: row.try_get("pool")?,
+        queue: row.try_get("queue")?,
+        deployment: row.try_get("deployment")?,
+        job: job.map(|j| from_json::<Value>("job", &j)).transpose()?,
+        tags: from_json("tags", row.try_get("tags")?)?,
+        parameters: from_json("parameters", row.try_get("parameters")?)?,
+        job_variables: from_json("job_variables", row.try_get("job_variables")?)?,
+        parent_run_id: parent.as_deref().map(parse_uuid).transpose()?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        scheduled_at: from_micros(row.try_get("scheduled_at")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        started_at: opt_micros(row.try_get("started_at")?)?,
+        ended_at: opt_micros(row.try_get("ended_at")?)?,
+        attempt: to_u32("attempt", row.try_get("attempt")?)?,
+        retries: RetryPolicy {
+            max: to_u32("retries_max", row.try_get("retries_max")?)?,
+            delay_seconds: to_u32("retry_delay_seconds", row.try_get("retry_delay_seconds")?)?,
+        },
+        exit_code: row.try_get("exit_code")?,
+        history: None,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_history(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    state: RunState,
+    at: DateTime<Utc>,
+    message: &str,
+    cause: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO run_history (run_id, state, at, message, cause) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(state.as_str())
+    .bind(micros(at))
+    .bind(message)
+    .bind(cause)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn fetch_run<'e, E>(executor: E, id: &str) -> Result<Run>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+    run_from_row(&row)
+}
+
+async fn occupancy(pool: &SqlitePool, where_clause: &str, binds: &[&str]) -> Result<Occupancy> {
+    let sql = format!(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), 0) AS active, \
+           COALESCE(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END), 0) AS queued \
+         FROM runs WHERE {where_clause}"
+    );
+    let mut q = sqlx::query(&sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let row = q.fetch_one(pool).await?;
+    Ok(Occupancy {
+        active: row.try_get::<i64, _>("active")?.max(0) as u64,
+        queued: row.try_get::<i64, _>("queued")?.max(0) as u64,
+    })
+}
+
+/// One queue's candidates during a release pass.
+struct QueueCursor {
+    pool: String,
+    queue: String,
+    limit: Option<u32>,
+    used: u64,
+    buffer: VecDeque<Run>,
+    /// (scheduled_at, seq) of the last row fetched, for keyset paging.
+    after: Option<(i64, i64)>,
+    exhausted: bool,
+}
+
+const PAGE: i64 = 256;
+
+impl QueueCursor {
+    async fn next(
+        &mut self,
+        tx: &mut Transaction<'static, Sqlite>,
+        now: i64,
+    ) -> Result<Option<Run>> {
+        if self.buffer.is_empty() && !self.exhausted {
+            let (after_t, after_seq) = self.after.unwrap_or((i64::MIN, i64::MIN));
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs \
+                 WHERE pool = ? AND queue = ? AND state IN {WAITING} AND scheduled_at <= ? \
+                   AND (scheduled_at > ? OR (scheduled_at = ? AND seq > ?)) \
+                 ORDER BY scheduled_at, seq LIMIT ?"
+            ))
+            .bind(&self.pool)
+            .bind(&self.queue)
+            .bind(now)
+            .bind(after_t)
+            .bind(after_t)
+            .bind(after_seq)
+            .bind(PAGE)
+            .fetch_all(&mut **tx)
+            .await?;
+            if (rows.len() as i64) < PAGE {
+                self.exhausted = true;
+            }
+            if let Some(last) = rows.last() {
+                self.after = Some((last.try_get("scheduled_at")?, last.try_get("seq")?));
+            }
+            for row in &rows {
+                self.buffer.push_back(run_from_row(row)?);
+            }
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    fn full(&self) -> bool {
+        self.limit.is_some_and(|l| self.used >= u64::from(l))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_pool(&self, pool: &Pool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO pools (name, type, base_job_template, concurrency_limit, paused, \
+             description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&pool.name)
+        .bind(pool.pool_type.as_str())
+        .bind(to_json(&pool.base_job_template)?)
+        .bind(pool.concurrency_limit.map(i64::from))
+        .bind(pool.paused)
+        .bind(&pool.description)
+        .bind(micros(pool.created_at))
+        .bind(micros(pool.updated_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("pool {:?} already exists", pool.name),
+                ));
+            }
+            other => {
+                other?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+             created_at) VALUES (?, ?, 1, NULL, 0, 'The pool''s default queue', ?)",
+        )
+        .bind(&pool.name)
+        .bind(DEFAULT_QUEUE)
+        .bind(micros(pool.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_pool(&self, name: &str) -> Result<Pool> {
+        let row = sqlx::query("SELECT * FROM pools WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("pool", name))?;
+        pool_from_row(&row)
+    }
+
+    async fn list_pools(&self) -> Result<Vec<Pool>> {
+        let rows = sqlx::query("SELECT * FROM pools ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(pool_from_row).collect()
+    }
+
+    async fn update_pool(&self, name: &str, patch: PoolPatch) -> Result<Pool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM pools WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("pool", name))?;
+        let mut pool = pool_from_row(&row)?;
+        if let Some(t) = patch.base_job_template {
+            pool.base_job_template = t;
+        }
+        if let Some(l) = patch.concurrency_limit {
+            pool.concurrency_limit = l;
+        }
+        if let Some(p) = patch.paused {
+            pool.paused = p;
+        }
+        if let Some(d) = patch.description {
+            pool.description = d;
+        }
+        pool.updated_at = Utc::now();
+        sqlx::query(
+            "UPDATE pools SET base_job_template = ?, concurrency_limit = ?, paused = ?, \
+             description = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(to_json(&pool.base_job_template)?)
+        .bind(pool.concurrency_limit.map(i64::from))
+        .bind(pool.paused)
+        .bind(&pool.description)
+        .bind(micros(pool.updated_at))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(pool)
+    }
+
+    async fn delete_pool(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM pools WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("pool", name));
+        }
+        let deployments: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = ?")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if deployments > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("pool {name:?} still has {deployments} deployment(s); delete them first"),
+            ));
+        }
+        let unfinished: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE pool = ? AND (state IN {WAITING} OR state IN {HOLDING})"
+        ))
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unfinished > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("pool {name:?} still has {unfinished} unfinished run(s)"),
+            ));
+        }
+        sqlx::query("DELETE FROM pools WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pool_occupancy(&self, pool: &str) -> Result<Occupancy> {
+        occupancy(&self.reader, "pool = ?", &[pool]).await
+    }
+
+    async fn create_queue(&self, queue: &Queue) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let pool_exists = sqlx::query("SELECT 1 FROM pools WHERE name = ?")
+            .bind(&queue.pool)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if pool_exists.is_none() {
+            return Err(StoreError::not_found("pool", &queue.pool));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&queue.pool)
+        .bind(&queue.name)
+        .bind(i64::from(queue.priority))
+        .bind(queue.concurrency_limit.map(i64::from))
+        .bind(queue.paused)
+        .bind(&queue.description)
+        .bind(micros(queue.created_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("name"),
+                format!("queue {:?} already exists in pool {:?}", queue.name, queue.pool),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn get_queue(&self, pool: &str, name: &str) -> Result<Queue> {
+        let row = sqlx::query("SELECT * FROM queues WHERE pool = ? AND name = ?")
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => queue_from_row(&row),
+            None => {
+                self.get_pool(pool).await?;
+                Err(StoreError::not_found("queue", format!("{pool}/{name}")))
+            }
+        }
+    }
+
+    async fn list_queues(&self, pool: &str) -> Result<Vec<Queue>> {
+        self.get_pool(pool).await?;
+        let rows = sqlx::query("SELECT * FROM queues WHERE pool = ? ORDER BY priority, name")
+            .bind(pool)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn update_queue(&self, pool: &str, name: &str, patch: QueuePatch) -> Result<Queue> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM queues WHERE pool = ? AND name = ?")
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("queue", format!("{pool}/{name}")))?;
+        let mut queue = queue_from_row(&row)?;
+        if let Some(p) = patch.priority {
+            queue.priority = p;
+        }
+        if let Some(l) = patch.concurrency_limit {
+            queue.concurrency_limit = l;
+        }
+        if let Some(p) = patch.paused {
+            queue.paused = p;
+        }
+        if let Some(d) = patch.description {
+            queue.description = d;
+        }
+        sqlx::query(
+            "UPDATE queues SET priority = ?, concurrency_limit = ?, paused = ?, description = ? \
+             WHERE pool = ? AND name = ?",
+        )
+        .bind(i64::from(queue.priority))
+        .bind(queue.concurrency_limit.map(i64::from))
+        .bind(queue.paused)
+        .bind(&queue.description)
+        .bind(pool)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(queue)
+    }
+
+    async fn delete_queue(&self, pool: &str, name: &str) -> Result<()> {
+        if name == DEFAULT_QUEUE {
+            return Err(StoreError::conflict(
+                Some("name"),
+                "the default queue cannot be deleted; delete the pool instead",
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM queues WHERE pool = ? AND name = ?")
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("queue", format!("{pool}/{name}")));
+        }
+        let deployments: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = ? AND queue = ?")
+                .bind(pool)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if deployments > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("queue {name:?} is used by {deployments} deployment(s)"),
+            ));
+        }
+        let unfinished: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE pool = ? AND queue = ? \
+             AND (state IN {WAITING} OR state IN {HOLDING})"
+        ))
+        .bind(pool)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unfinished > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("queue {name:?} still has {unfinished} unfinished run(s)"),
+            ));
+        }
+        sqlx::query("DELETE FROM queues WHERE pool = ? AND name = ?")
+            .bind(pool)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queue_occupancy(&self, pool: &str, queue: &str) -> Result<Occupancy> {
+        occupancy(&self.reader, "pool = ? AND queue = ?", &[pool, queue]).await
+    }
+
+    async fn create_limit(&self, limit: &ConcurrencyLimit) -> Result<()> {
+        let inserted = sqlx::query("INSERT INTO limits (tag, slots, created_at) VALUES (?, ?, ?)")
+            .bind(&limit.tag)
+            .bind(i64::from(limit.limit))
+            .bind(micros(limit.created_at))
+            .execute(&self.writer)
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("tag"),
+                format!("a limit for tag {:?} already exists", limit.tag),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn get_limit(&self, tag: &str) -> Result<ConcurrencyLimit> {
+        let row = sqlx::query("SELECT * FROM limits WHERE tag = ?")
+            .bind(tag)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("limit", tag))?;
+        limit_from_row(&row)
+    }
+
+    async fn list_limits(&self) -> Result<Vec<ConcurrencyLimit>> {
+        let rows = sqlx::query("SELECT * FROM limits ORDER BY tag")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(limit_from_row).collect()
+    }
+
+    async fn update_limit(&self, tag: &str, slots: u32) -> Result<ConcurrencyLimit> {
+        let done = sqlx::query("UPDATE limits SET slots = ? WHERE tag = ?")
+            .bind(i64::from(slots))
+            .bind(tag)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("limit", tag));
+        }
+        let row = sqlx::query("SELECT * FROM limits WHERE tag = ?")
+            .bind(tag)
+            .fetch_one(&self.writer)
+            .await?;
+        limit_from_row(&row)
+    }
+
+    async fn delete_limit(&self, tag: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM limits WHERE tag = ?")
+            .bind(tag)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("limit", tag));
+        }
+        Ok(())
+    }
+
+    async fn tag_slots_in_use(&self, tag: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = ?")
+            .bind(tag)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn create_deployment(&self, d: &Deployment) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
+             description, retries_max, retry_delay_seconds, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.name)
+        .bind(&d.pool)
+        .bind(&d.queue)
+        .bind(to_json(&d.job_variables)?)
+        .bind(to_json(&d.tags)?)
+        .bind(to_json(&d.parameters)?)
+        .bind(&d.description)
+        .bind(i64::from(d.retries.max))
+        .bind(i64::from(d.retries.delay_seconds))
+        .bind(micros(d.created_at))
+        .bind(micros(d.updated_at))
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("name"),
+                format!("deployment {:?} already exists", d.name),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn get_deployment(&self, name: &str) -> Result<Deployment> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", name))?;
+        deployment_from_row(&row)
+    }
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query("SELECT * FROM deployments ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    async fn update_deployment(&self, name: &str, patch: DeploymentPatch) -> Result<Deployment> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM deployments WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", name))?;
+        let mut d = deployment_from_row(&row)?;
+        if let Some(q) = patch.queue {
+            d.queue = q;
+        }
+        if let Some(v) = patch.job_variables {
+            d.job_variables = v;
+        }
+        if let Some(t) = patch.tags {
+            d.tags = t;
+        }
+        if let Some(p) = patch.parameters {
+            d.parameters = p;
+        }
+        if let Some(desc) = patch.description {
+            d.description = desc;
+        }
+        if let Some(r) = patch.retries {
+            d.retries = r;
+        }
+        d.updated_at = Utc::now();
+        sqlx::query(
+            "UPDATE deployments SET queue = ?, job_variables = ?, tags = ?, parameters = ?, \
+             description = ?, retries_max = ?, retry_delay_seconds = ?, updated_at = ? \
+             WHERE name = ?",
+        )
+        .bind(&d.queue)
+        .bind(to_json(&d.job_variables)?)
+        .bind(to_json(&d.tags)?)
+        .bind(to_json(&d.parameters)?)
+        .bind(&d.description)
+        .bind(i64::from(d.retries.max))
+        .bind(i64::from(d.retries.delay_seconds))
+        .bind(micros(d.updated_at))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM deployments WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("deployment", name));
+        }
+        Ok(())
+    }
+
+    async fn insert_run(&self, run: NewRun) -> Result<(Run, bool)> {
+        let mut tx = self.begin().await?;
+        if let Some(key) = &run.idempotency_key {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = existing {
+                let mut first = fetch_run(&mut *tx, &id).await?;
+                first.history = Some(history(&mut *tx, &id).await?);
+                return Ok((first, false));
+            }
+        }
+        let now = Utc::now();
+        let id = run.id.to_string();
+        sqlx::query(
+            "INSERT INTO runs (id, state, state_message, pool, queue, deployment, job, tags, \
+             parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
+             attempt, retries_max, retry_delay_seconds) \
+             VALUES (?, 'Scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&run.message)
+        .bind(&run.pool)
+        .bind(&run.queue)
+        .bind(&run.deployment)
+        .bind(run.job.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&run.tags)?)
+        .bind(to_json(&run.parameters)?)
+        .bind(to_json(&run.job_variables)?)
+        .bind(run.parent_run_id.map(|p| p.to_string()))
+        .bind(&run.idempotency_key)
+        .bind(micros(run.scheduled_at))
+        .bind(micros(now))
+        .bind(i64::from(run.retries.max))
+        .bind(i64::from(run.retries.delay_seconds))
+        .execute(&mut *tx)
+        .await?;
+        for tag in &run.tags {
+            sqlx::query("INSERT OR IGNORE INTO run_tags (tag, run_id) VALUES (?, ?)")
+                .bind(tag)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_history(
+            &mut tx,
+            &id,
+            RunState::Scheduled,
+            now,
+            &run.message,
+            &run.cause,
+        )
+        .await?;
+        let mut stored = fetch_run(&mut *tx, &id).await?;
+        stored.history = Some(history(&mut *tx, &id).await?);
+        tx.commit().await?;
+        Ok((stored, true))
+    }
+
+    async fn get_run(&self, id: RunId, with_history: bool) -> Result<Run> {
+        let id = id.to_string();
+        let mut conn = self.reader.acquire().await?;
+        let mut run = fetch_run(&mut *conn, &id).await?;
+        if with_history {
+            run.history = Some(history(&mut *conn, &id).await?);
+        }
+        Ok(run)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        if !filter.states.is_empty() {
+            let marks = vec!["?"; filter.states.len()].join(", ");
+            sql.push_str(&format!(" AND state IN ({marks})"));
+            binds.extend(filter.states.iter().map(|s| s.as_str().to_owned()));
+        }
+        for (column, value) in [
+            ("pool", &filter.pool),
+            ("queue", &filter.queue),
+            ("deployment", &filter.deployment),
+        ] {
+            if let Some(v) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                binds.push(v.clone());
+            }
+        }
+        if let Some(parent) = filter.parent {
+            sql.push_str(" AND parent_run_id = ?");
+            binds.push(parent.to_string());
+        }
+        if let Some(tag) = &filter.tag {
+            sql.push_str(" AND id IN (SELECT run_id FROM run_tags WHERE tag = ?)");
+            binds.push(tag.clone());
+        }
+        let mut q_sql = sql;
+        if filter.before_seq.is_some() {
+            q_sql.push_str(" AND seq < ?");
+        }
+        q_sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let limit = i64::from(filter.limit.max(1));
+        let mut q = sqlx::query(&q_sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        if let Some(seq) = filter.before_seq {
+            q = q.bind(seq);
+        }
+        q = q.bind(limit + 1);
+        let rows = q.fetch_all(&self.reader).await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        let mut last_seq = None;
+        for row in rows.iter().take(limit as usize) {
+            last_seq = Some(row.try_get::<i64, _>("seq")?);
+            runs.push(run_from_row(row)?);
+        }
+        let next_seq = if rows.len() as i64 > limit {
+            last_seq
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next_seq })
+    }
+
+    async fn transition(&self, id: RunId, t: Transition) -> Result<Run> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let run = fetch_run(&mut *tx, &id).await?;
+        run.state.check_transition(t.to)?;
+        let now = Utc::now();
+        let started_at = if t.to == RunState::Running && run.started_at.is_none() {
+            Some(now)
+        } else {
+            run.started_at
+        };
+        let ended_at = if t.to.is_terminal() { Some(now) } else { None };
+        let (scheduled_at, attempt) = match (t.to, t.retry_at) {
+            (RunState::AwaitingRetry, Some(at)) => (at, run.attempt + 1),
+            (RunState::AwaitingRetry, None) => (now, run.attempt + 1),
+            _ => (run.scheduled_at, run.attempt),
+        };
+        let exit_code = t.exit_code.or(run.exit_code);
+        sqlx::query(
+            "UPDATE runs SET state = ?, state_message = ?, started_at = ?, ended_at = ?, \
+             scheduled_at = ?, attempt = ?, exit_code = ? WHERE id = ?",
+        )
+        .bind(t.to.as_str())
+        .bind(&t.message)
+        .bind(started_at.map(micros))
+        .bind(ended_at.map(micros))
+        .bind(micros(scheduled_at))
+        .bind(i64::from(attempt))
+        .bind(exit_code)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        if run.state.holds_slots() && !t.to.holds_slots() {
+            sqlx::query("DELETE FROM slots WHERE run_id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_history(&mut tx, &id, t.to, now, &t.message, &t.cause).await?;
+        let updated = fetch_run(&mut *tx, &id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>> {
+        let now_us = micros(now);
+        let mut tx = self.begin().await?;
+
+        // Limits and what is in use, read inside the write transaction so
+        // nothing can take a slot between the count and the release.
+        let mut pools: HashMap<String, (Option<u32>, u64)> = HashMap::new();
+        for row in sqlx::query("SELECT name, concurrency_limit FROM pools WHERE paused = 0")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let limit = row
+                .try_get::<Option<i64>, _>("concurrency_limit")?
+                .map(|v| to_u32("concurrency_limit", v))
+                .transpose()?;
+            pools.insert(row.try_get("name")?, (limit, 0));
+        }
+        let mut tag_limits: HashMap<String, u32> = HashMap::new();
+        for row in sqlx::query("SELECT tag, slots FROM limits")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            tag_limits.insert(row.try_get("tag")?, to_u32("slots", row.try_get("slots")?)?);
+        }
+        let mut tag_used: HashMap<String, u64> = HashMap::new();
+        let mut queue_used: HashMap<String, u64> = HashMap::new();
+        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let kind: String = row.try_get("kind")?;
+            let key: String = row.try_get("key")?;
+            let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+            match kind.as_str() {
+                "pool" => {
+                    if let Some(p) = pools.get_mut(&key) {
+                        p.1 = n;
+                    }
+                }
+                "queue" => {
+                    queue_used.insert(key, n);
+                }
+                _ => {
+                    tag_used.insert(key, n);
+                }
+            }
+        }
+
+        // Active queues grouped by priority (1 first); within a level,
+        // round-robin across queues.
+        let mut levels: BTreeMap<i64, Vec<QueueCursor>> = BTreeMap::new();
+        for row in sqlx::query(
+            "SELECT pool, name, priority, concurrency_limit FROM queues \
+             WHERE paused = 0 ORDER BY priority, pool, name",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let pool: String = row.try_get("pool")?;
+            if !pools.contains_key(&pool) {
+                continue; // paused pool holds its runs
+            }
+            let queue: String = row.try_get("name")?;
+            let used = queue_used
+                .get(&format!("{pool}/{queue}"))
+                .copied()
+                .unwrap_or(0);
+            let limit = row
+                .try_get::<Option<i64>, _>("concurrency_limit")?
+                .map(|v| to_u32("concurrency_limit", v))
+                .transpose()?;
+            levels
+                .entry(row.try_get("priority")?)
+                .or_default()
+                .push(QueueCursor {
+                    pool,
+                    queue,
+                    limit,
+                    used,
+                    buffer: VecDeque::new(),
+                    after: None,
+                    exhausted: false,
+                });
+        }
+
+        let pool_full = |pools: &HashMap<String, (Option<u32>, u64)>, p: &str| {
+            pools
+                .get(p)
+                .is_none_or(|(limit, used)| limit.is_some_and(|l| *used >= u64::from(l)))
+        };
+
+        let mut released = Vec::new();
+        'levels: for cursors in levels.values_mut() {
+            let mut done: HashSet<usize> = HashSet::new();
+            while done.len() < cursors.len() {
+                for (i, cursor) in cursors.iter_mut().enumerate() {
+                    if done.contains(&i) {
+                        continue;
+                    }
+                    if released.len() >= max {
+                        break 'levels;
+                    }
+                    if cursor.full() || pool_full(&pools, &cursor.pool) {
+                        done.insert(i);
+                        continue;
+                    }
+                    // The next run of this queue whose tags all have room;
+                    // runs held back by a tag limit do not block the queue.
+                    let candidate = loop {
+                        match cursor.next(&mut tx, now_us).await? {
+                            None => break None,
+                            Some(run) => {
+                                let blocked = run.tags.iter().any(|t| {
+                                    tag_limits.get(t).is_some_and(|l| {
+                                        tag_used.get(t).copied().unwrap_or(0) >= u64::from(*l)
+                                    })
+                                });
+                                if !blocked {
+                                    break Some(run);
+                                }
+                            }
+                        }
+                    };
+                    let Some(mut run) = candidate else {
+                        done.insert(i);
+                        continue;
+                    };
+                    let id = run.id.to_string();
+                    let from = run.state;
+                    sqlx::query(
+                        "UPDATE runs SET state = 'Pending', state_message = ?, released_at = ? \
+                         WHERE id = ?",
+                    )
+                    .bind("released by the scheduler")
+                    .bind(now_us)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let mut keys = vec![
+                        ("pool", cursor.pool.clone()),
+                        ("queue", format!("{}/{}", cursor.pool, cursor.queue)),
+                    ];
+                    for tag in &run.tags {
+                        keys.push(("tag", tag.clone()));
+                        *tag_used.entry(tag.clone()).or_insert(0) += 1;
+                    }
+                    for (kind, key) in keys {
+                        sqlx::query("INSERT INTO slots (kind, key, run_id) VALUES (?, ?, ?)")
+                            .bind(kind)
+                            .bind(key)
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    insert_history(
+                        &mut tx,
+                        &id,
+                        RunState::Pending,
+                        now,
+                        "released by the scheduler",
+                        crate::domain::Cause::SCHEDULER,
+                    )
+                    .await?;
+                    cursor.used += 1;
+                    if let Some(p) = pools.get_mut(&cursor.pool) {
+                        p.1 += 1;
+                    }
+                    debug_assert!(from.can_transition_to(RunState::Pending));
+                    let waited_since = run.scheduled_at.max(run.created_at);
+                    run.state = RunState::Pending;
+                    run.state_message = "released by the scheduler".into();
+                    released.push(Released {
+                        waited: (now - waited_since).to_std().unwrap_or_default(),
+                        run,
+                    });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let now = Utc::now();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < ?",
+        )
+        .bind(micros(cutoff))
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query("UPDATE runs SET state = 'Late', state_message = ? WHERE id = ?")
+                .bind("waiting past its scheduled time")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert_history(
+                &mut tx,
+                id,
+                RunState::Late,
+                now,
+                "waiting past its scheduled time",
+                crate::domain::Cause::SCHEDULER,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn next_wake(
+        &self,
+        now: DateTime<Utc>,
+        late_after: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let now_us = micros(now);
+        let due: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT MIN(scheduled_at) FROM runs WHERE state IN {WAITING} AND scheduled_at > ?"
+        ))
+        .bind(now_us)
+        .fetch_one(&self.reader)
+        .await?;
+        let late_us = late_after.num_microseconds().unwrap_or(i64::MAX);
+        let late: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' AND scheduled_at >= ?",
+        )
+        .bind(now_us.saturating_sub(late_us))
+        .fetch_one(&self.reader)
+        .await?;
+        let late = late.map(|t| t.saturating_add(late_us));
+        let next = match (due, late) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(from_micros).transpose()
+    }
+
+    async fn active_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} ORDER BY seq"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let mut stats = StoreStats::default();
+        for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            stats
+                .runs_by_state
+                .insert(row.try_get("state")?, row.try_get::<i64, _>("n")?.max(0) as u64);
+        }
+        for row in sqlx::query("SELECT pool, name FROM queues")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            stats
+                .queues
+                .insert((row.try_get("pool")?, row.try_get("name")?), Occupancy::default());
+        }
+        for row in sqlx::query(&format!(
+            "SELECT pool, queue, \
+               SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END) AS active, \
+               SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) AS queued \
+             FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        {
+            stats.queues.insert(
+                (row.try_get("pool")?, row.try_get("queue")?),
+                Occupancy {
+                    active: row.try_get::<i64, _>("active")?.max(0) as u64,
+                    queued: row.try_get::<i64, _>("queued")?.max(0) as u64,
+                },
+            );
+        }
+        let limits: HashMap<(String, String), Option<u32>> = {
+            let mut m = HashMap::new();
+            for p in self.list_pools().await? {
+                m.insert(("pool".to_owned(), p.name.clone()), p.concurrency_limit);
+                for q in self.list_queues(&p.name).await? {
+                    m.insert(
+                        ("queue".to_owned(), format!("{}/{}", q.pool, q.name)),
+                        q.concurrency_limit,
+                    );
+                }
+            }
+            for l in self.list_limits().await? {
+                m.insert(("tag".to_owned(), l.tag), Some(l.limit));
+            }
+            m
+        };
+        for (key, limit) in &limits {
+            stats.slots.insert(key.clone(), (0, *limit));
+        }
+        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let key: (String, String) = (row.try_get("kind")?, row.try_get("key")?);
+            let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+            let limit = limits.get(&key).copied().flatten();
+            stats.slots.insert(key, (n, limit));
+        }
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
+async fn history<'e, E>(executor: E, id: &str) -> Result<Vec<HistoryEntry>>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let rows = sqlx::query(
+        "SELECT state, at, message, cause FROM run_history WHERE run_id = ? ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryEntry {
+                state: parse_state(row.try_get("state")?)?,
+                at: from_micros(row.try_get("at")?)?,
+                message: row.try_get("message")?,
+                cause: row.try_get("cause")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,549 @@
+//! The store's scheduling rules against a real SQLite file: ordering,
+//! limits, pausing, and property tests that random interleavings of submit,
+//! release, complete, crash and cancel never exceed a limit or leak a slot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use proptest::prelude::*;
+use serde_json::Map;
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RunState};
+use crate::template::{BaseJobTemplate, TemplateKind};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("weir.db"))
+        .await
+        .expect("open store");
+    Fixture {
+        _dir: dir,
+        store: Arc::new(store),
+    }
+}
+
+async fn pool(store: &SqliteStore, name: &str, limit: Option<u32>) {
+    let now = Utc::now();
+    store
+        .create_pool(&Pool {
+            name: name.into(),
+            pool_type: PoolType::Process,
+            base_job_template: BaseJobTemplate::default_for(TemplateKind::Process),
+            concurrency_limit: limit,
+            paused: false,
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("create pool");
+}
+
+async fn queue(store: &SqliteStore, pool: &str, name: &str, priority: u32, limit: Option<u32>) {
+    store
+        .create_queue(&Queue {
+            pool: pool.into(),
+            name: name.into(),
+            priority,
+            concurrency_limit: limit,
+            paused: false,
+            description: String::new(),
+            created_at: Utc::now(),
+        })
+        .await
+        .expect("create queue");
+}
+
+async fn limit(store: &SqliteStore, tag: &str, n: u32) {
+    store
+        .create_limit(&ConcurrencyLimit {
+            tag: tag.into(),
+            limit: n,
+            created_at: Utc::now(),
+        })
+        .await
+        .expect("create limit");
+}
+
+fn new_run(pool: &str, queue: &str, tags: &[&str]) -> NewRun {
+    NewRun {
+        id: Uuid::now_v7(),
+        pool: pool.into(),
+        queue: queue.into(),
+        deployment: None,
+        job: Some(serde_json::json!({"command": "true"})),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        parameters: Map::new(),
+        job_variables: Map::new(),
+        parent_run_id: None,
+        idempotency_key: None,
+        scheduled_at: Utc::now() - Duration::milliseconds(1),
+        retries: Default::default(),
+        message: "created".into(),
+        cause: "test".into(),
+    }
+}
+
+async fn submit(store: &SqliteStore, pool: &str, queue: &str, tags: &[&str]) -> RunId {
+    store
+        .insert_run(new_run(pool, queue, tags))
+        .await
+        .expect("insert")
+        .0
+        .id
+}
+
+async fn release(store: &SqliteStore) -> Vec<RunId> {
+    store
+        .release_ready(Utc::now(), 10_000)
+        .await
+        .expect("release")
+        .into_iter()
+        .map(|r| r.run.id)
+        .collect()
+}
+
+async fn finish(store: &SqliteStore, id: RunId, to: RunState) {
+    store
+        .transition(id, Transition::new(to, "done", "test"))
+        .await
+        .expect("transition");
+}
+
+#[tokio::test]
+async fn priority_then_time_then_arrival() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", Some(1)).await;
+    queue(s, "p", "low", 5, None).await;
+    queue(s, "p", "high", 1, None).await;
+    let a = submit(s, "p", "low", &[]).await;
+    let b = submit(s, "p", "high", &[]).await;
+    let c = submit(s, "p", "high", &[]).await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let r = release(s).await;
+        assert_eq!(r.len(), 1, "pool limit 1 releases one at a time");
+        order.push(r[0]);
+        finish(s, r[0], RunState::Completed).await;
+    }
+    assert_eq!(order, vec![b, c, a]);
+}
+
+#[tokio::test]
+async fn equal_priorities_are_served_round_robin() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", Some(4)).await;
+    queue(s, "p", "a", 2, None).await;
+    queue(s, "p", "b", 2, None).await;
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..4 {
+        a.push(submit(s, "p", "a", &[]).await);
+    }
+    for _ in 0..4 {
+        b.push(submit(s, "p", "b", &[]).await);
+    }
+    let released = release(s).await;
+    assert_eq!(released, vec![a[0], b[0], a[1], b[1]]);
+}
+
+#[tokio::test]
+async fn a_full_queue_does_not_block_others_and_tags_do_not_block_queues() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    queue(s, "p", "first", 1, Some(1)).await;
+    queue(s, "p", "second", 2, None).await;
+    limit(s, "db", 1).await;
+    let f1 = submit(s, "p", "first", &[]).await;
+    let _f2 = submit(s, "p", "first", &[]).await;
+    let s1 = submit(s, "p", "second", &["db"]).await;
+    let s2 = submit(s, "p", "second", &["db"]).await;
+    let s3 = submit(s, "p", "second", &[]).await;
+    let released = release(s).await;
+    // first is full after f1; s2 waits for the db tag but s3 behind it goes.
+    assert_eq!(released, vec![f1, s1, s3]);
+    finish(s, s1, RunState::Completed).await;
+    assert_eq!(release(s).await, vec![s2]);
+}
+
+#[tokio::test]
+async fn paused_pools_and_queues_hold_their_runs() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    queue(s, "p", "q", 1, None).await;
+    s.update_pool(
+        "p",
+        PoolPatch {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pause");
+    let r = submit(s, "p", "q", &[]).await;
+    assert!(release(s).await.is_empty());
+    s.update_pool(
+        "p",
+        PoolPatch {
+            paused: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("resume");
+    s.update_queue(
+        "p",
+        "q",
+        QueuePatch {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pause queue");
+    assert!(release(s).await.is_empty());
+    s.update_queue(
+        "p",
+        "q",
+        QueuePatch {
+            paused: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("resume queue");
+    assert_eq!(release(s).await, vec![r]);
+}
+
+#[tokio::test]
+async fn future_runs_wait_for_their_time_and_late_runs_are_marked() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    let mut later = new_run("p", "default", &[]);
+    later.scheduled_at = Utc::now() + Duration::hours(1);
+    let later_id = s.insert_run(later).await.expect("insert").0.id;
+    assert!(release(s).await.is_empty());
+    let wake = s
+        .next_wake(Utc::now(), Duration::seconds(15))
+        .await
+        .expect("next wake")
+        .expect("a wake time");
+    assert!(wake > Utc::now() + Duration::minutes(59));
+    let mut old = new_run("p", "default", &[]);
+    old.scheduled_at = Utc::now() - Duration::minutes(5);
+    let old_id = s.insert_run(old).await.expect("insert").0.id;
+    assert_eq!(
+        s.mark_late(Utc::now() - Duration::seconds(15))
+            .await
+            .expect("mark late"),
+        1
+    );
+    let run = s.get_run(old_id, true).await.expect("get");
+    assert_eq!(run.state, RunState::Late);
+    assert_eq!(release(s).await, vec![old_id]);
+    assert_eq!(
+        s.get_run(later_id, false).await.expect("get").state,
+        RunState::Scheduled
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_run() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    let mut a = new_run("p", "default", &[]);
+    a.idempotency_key = Some("k1".into());
+    let mut b = new_run("p", "default", &[]);
+    b.idempotency_key = Some("k1".into());
+    let (first, created) = s.insert_run(a).await.expect("first");
+    assert!(created);
+    let (second, created) = s.insert_run(b).await.expect("second");
+    assert!(!created);
+    assert_eq!(first.id, second.id);
+    let page = s
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.runs.len(), 1);
+}
+
+#[tokio::test]
+async fn history_and_illegal_transitions() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    let id = submit(s, "p", "default", &[]).await;
+    let err = s
+        .transition(id, Transition::new(RunState::Running, "x", "test"))
+        .await
+        .expect_err("Scheduled -> Running is illegal");
+    assert!(matches!(err, StoreError::IllegalTransition(_)));
+    release(s).await;
+    finish(s, id, RunState::Running).await;
+    finish(s, id, RunState::Completed).await;
+    let run = s.get_run(id, true).await.expect("get");
+    let states: Vec<RunState> = run
+        .history
+        .unwrap_or_default()
+        .iter()
+        .map(|h| h.state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            RunState::Scheduled,
+            RunState::Pending,
+            RunState::Running,
+            RunState::Completed
+        ]
+    );
+    assert!(run.started_at.is_some() && run.ended_at.is_some());
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_with_filters() {
+    let f = fixture().await;
+    let s = &*f.store;
+    pool(s, "p", None).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(submit(s, "p", "default", if i % 2 == 0 { &["even"] } else { &[] }).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list_runs(&RunFilter {
+                limit: 3,
+                before_seq: cursor,
+                ..Default::default()
+            })
+            .await
+            .expect("page");
+        seen.extend(page.runs.iter().map(|r| r.id));
+        match page.next_seq {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let even = s
+        .list_runs(&RunFilter {
+            limit: 100,
+            tag: Some("even".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("tag filter");
+    assert_eq!(even.runs.len(), 4);
+}
+
+/// Checks every limit and the slot ledger against the runs' states.
+async fn check_invariants(
+    s: &SqliteStore,
+    pool_limit: u32,
+    queue_limits: &HashMap<String, u32>,
+    tag_limits: &HashMap<String, u32>,
+) {
+    let holding = s.active_runs().await.expect("active");
+    assert!(
+        holding.len() as u32 <= pool_limit,
+        "pool limit exceeded: {} > {pool_limit}",
+        holding.len()
+    );
+    for (q, l) in queue_limits {
+        let n = holding.iter().filter(|r| &r.queue == q).count() as u32;
+        assert!(n <= *l, "queue {q} limit exceeded: {n} > {l}");
+    }
+    for (t, l) in tag_limits {
+        let n = holding.iter().filter(|r| r.tags.contains(t)).count() as u32;
+        assert!(n <= *l, "tag {t} limit exceeded: {n} > {l}");
+    }
+    // The ledger: exactly one pool slot, one queue slot and one slot per tag
+    // for each run holding slots, and nothing else.
+    let stats = s.stats().await.expect("stats");
+    let mut expected: HashMap<(String, String), u64> = HashMap::new();
+    for r in &holding {
+        *expected.entry(("pool".into(), r.pool.clone())).or_default() += 1;
+        *expected
+            .entry(("queue".into(), format!("{}/{}", r.pool, r.queue)))
+            .or_default() += 1;
+        for t in &r.tags {
+            *expected.entry(("tag".into(), t.clone())).or_default() += 1;
+        }
+    }
+    for (key, (used, _)) in &stats.slots {
+        assert_eq!(
+            *used,
+            expected.get(key).copied().unwrap_or(0),
+            "slot ledger for {key:?} disagrees with the runs"
+        );
+    }
+    for (key, n) in &expected {
+        assert_eq!(
+            stats.slots.get(key).map(|(u, _)| *u),
+            Some(*n),
+            "slots for {key:?} missing"
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { queue: usize, tags: Vec<usize> },
+    Release,
+    Finish { pick: usize, how: usize },
+    CancelWaiting { pick: usize },
+    Retry { pick: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, proptest::collection::vec(0..3usize, 0..3))
+            .prop_map(|(queue, tags)| Op::Submit { queue, tags }),
+        3 => Just(Op::Release),
+        3 => (any::<usize>(), 0..4usize).prop_map(|(pick, how)| Op::Finish { pick, how }),
+        1 => any::<usize>().prop_map(|pick| Op::CancelWaiting { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
+    ]
+}
+
+const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
+const TAGS: [&str; 3] = ["t0", "t1", "t2"];
+
+async fn run_ops(ops: Vec<Op>) {
+    let f = fixture().await;
+    let s = &*f.store;
+    let pool_limit = 4;
+    pool(s, "p", Some(pool_limit)).await;
+    let mut queue_limits = HashMap::new();
+    queue(s, "p", "q0", 1, Some(2)).await;
+    queue_limits.insert("q0".to_string(), 2);
+    queue(s, "p", "q1", 1, None).await;
+    queue(s, "p", "q2", 2, Some(1)).await;
+    queue_limits.insert("q2".to_string(), 1);
+    let mut tag_limits = HashMap::new();
+    limit(s, "t0", 1).await;
+    tag_limits.insert("t0".to_string(), 1);
+    limit(s, "t1", 2).await;
+    tag_limits.insert("t1".to_string(), 2);
+    for op in ops {
+        match op {
+            Op::Submit { queue, tags } => {
+                let tags: Vec<&str> = tags.iter().map(|t| TAGS[*t]).collect();
+                let mut tags_dedup = tags.clone();
+                tags_dedup.dedup();
+                submit(s, "p", QUEUES[queue], &tags_dedup).await;
+            }
+            Op::Release => {
+                release(s).await;
+            }
+            Op::Finish { pick, how } => {
+                let holding = s.active_runs().await.expect("active");
+                if holding.is_empty() {
+                    continue;
+                }
+                let run = &holding[pick % holding.len()];
+                let to = [
+                    RunState::Completed,
+                    RunState::Crashed,
+                    RunState::Cancelling,
+                    RunState::Running,
+                ][how];
+                let _ = s.transition(run.id, Transition::new(to, "op", "test")).await;
+            }
+            Op::CancelWaiting { pick } => {
+                let waiting = s
+                    .list_runs(&RunFilter {
+                        states: vec![RunState::Scheduled, RunState::AwaitingRetry],
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("waiting");
+                if let Some(run) = waiting.runs.get(pick % waiting.runs.len().max(1)) {
+                    finish(s, run.id, RunState::Cancelled).await;
+                }
+            }
+            Op::Retry { pick } => {
+                let holding = s.active_runs().await.expect("active");
+                if let Some(run) = holding.get(pick % holding.len().max(1)) {
+                    let mut t = Transition::new(RunState::AwaitingRetry, "retry", "test");
+                    t.retry_at = Some(Utc::now());
+                    let _ = s.transition(run.id, t).await;
+                }
+            }
+        }
+        check_invariants(s, pool_limit, &queue_limits, &tag_limits).await;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn random_interleavings_keep_limits_and_slots(ops in proptest::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(run_ops(ops));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_never_exceed_limits() {
+    let f = fixture().await;
+    let s = f.store.clone();
+    pool(&s, "p", Some(3)).await;
+    limit(&s, "t", 2).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let tags: &[&str] = if (w + i) % 2 == 0 { &["t"] } else { &[] };
+                submit(&s, "p", "default", tags).await;
+                for id in release(&s).await {
+                    let holding = s.active_runs().await.expect("active");
+                    assert!(holding.len() <= 3, "pool limit exceeded");
+                    assert!(
+                        holding.iter().filter(|r| r.tags.iter().any(|t| t == "t")).count() <= 2,
+                        "tag limit exceeded"
+                    );
+                    finish(&s, id, RunState::Completed).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Drain and check nothing leaked.
+    loop {
+        let r = release(&s).await;
+        if r.is_empty() {
+            break;
+        }
+        for id in r {
+            finish(&s, id, RunState::Completed).await;
+        }
+    }
+    let stats = s.stats().await.expect("stats");
+    assert!(stats.slots.values().all(|(used, _)| *used == 0), "slots leaked: {:?}", stats.slots);
+    assert_eq!(stats.runs_by_state.get("Completed").copied(), Some(200));
+}

@@ -1,0 +1,192 @@
+//! Helpers for end-to-end tests: the real `weir` binary, a real server on a
+//! loopback port, a real SQLite file in a temporary data directory.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Builds `weir` once per test binary and returns its path.
+pub fn weir_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = escargot::CargoBuild::new()
+            .package("weir")
+            .bin("weir")
+            .current_release()
+            .current_target()
+            .manifest_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .run()
+            .unwrap_or_else(|e| panic!("cannot build the weir binary: {e}"));
+        built.path().to_owned()
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `weir serve` as a child process.
+pub struct WeirProcess {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    config: Option<PathBuf>,
+}
+
+impl WeirProcess {
+    pub fn start(data_dir: &Path, config: Option<&Path>) -> Self {
+        Self::start_on(data_dir, config, free_port())
+    }
+
+    pub fn start_on(data_dir: &Path, config: Option<&Path>, port: u16) -> Self {
+        let mut cmd = Command::new(weir_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("WEIR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd.spawn().expect("start weir serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut p = Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            port,
+            config: config.map(Path::to_owned),
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("weir serve exited early with {status}");
+            }
+            if let Ok(r) = probe::get_status(&format!("{}/readyz", self.url)) {
+                if r == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "weir serve did not become ready in 60s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server with SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, data directory and config.
+    pub fn restart(&mut self) {
+        self.kill();
+        let fresh = Self::start_on(&self.data_dir.clone(), self.config.clone().as_deref(), self.port);
+        *self = fresh;
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(weir_bin())
+            .args(args)
+            .env("WEIR_API_URL", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the weir CLI")
+    }
+
+    /// Runs the CLI with `-o json`, asserts success and parses stdout.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "weir {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "weir {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tiny blocking HTTP GET that needs no async runtime, for readiness checks.
+mod probe {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn get_status(url: &str) -> std::io::Result<u16> {
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut s = TcpStream::connect(host)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let code = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok(code)
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Blocking twin of [`eventually`].
+pub fn eventually_blocking<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
