@@ -26,10 +26,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{what}: {source}")]
-    Apply {
-        what: String,
-        source: DispatchError,
-    },
+    Apply { what: String, source: DispatchError },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,19 +142,20 @@ impl Config {
                     "{what}: give base_job_template or base_job_template_file, not both"
                 ),
             }),
-            (Some(inline), None) => serde_json::to_value(inline)
-                .map(Some)
-                .map_err(|e| ConfigError::Parse {
-                    path: self.base_dir.clone(),
-                    message: format!("{what}.base_job_template: {e}"),
-                }),
+            (Some(inline), None) => {
+                serde_json::to_value(inline)
+                    .map(Some)
+                    .map_err(|e| ConfigError::Parse {
+                        path: self.base_dir.clone(),
+                        message: format!("{what}.base_job_template: {e}"),
+                    })
+            }
             (None, Some(file)) => {
                 let path = self.base_dir.join(file);
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 serde_json::from_str(&text)
                     .map(Some)
                     .map_err(|e| ConfigError::Parse {
@@ -172,7 +170,8 @@ impl Config {
     /// Creates what is missing and updates what exists to match the file.
     /// Nothing absent from the file is deleted.
     pub async fn apply(&self, dispatcher: &Dispatcher) -> Result<(), ConfigError> {
-        let apply_err = |what: String| move |source: DispatchError| ConfigError::Apply { what, source };
+        let apply_err =
+            |what: String| move |source: DispatchError| ConfigError::Apply { what, source };
         let store = &dispatcher.store;
         for pool in &self.pools {
             let what = format!("pools.{}", pool.name);
@@ -194,9 +193,15 @@ impl Config {
                     let template = match template {
                         Some(t) => Some(t),
                         // No template in the file: Weir's default.
-                        None => Some(serde_json::to_value(crate::template::BaseJobTemplate::default_for(
-                            pool.pool_type.template_kind(),
-                        )).map_err(|e| ConfigError::Parse { path: self.base_dir.clone(), message: e.to_string() })?),
+                        None => Some(
+                            serde_json::to_value(crate::template::BaseJobTemplate::default_for(
+                                pool.pool_type.template_kind(),
+                            ))
+                            .map_err(|e| ConfigError::Parse {
+                                path: self.base_dir.clone(),
+                                message: e.to_string(),
+                            })?,
+                        ),
                     };
                     dispatcher
                         .update_pool(

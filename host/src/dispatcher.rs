@@ -18,13 +18,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{
-    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
-    RunId, RunState, ValidationError, validate_dns_label, validate_tag,
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run, RunId,
+    RunState, ValidationError, validate_dns_label, validate_tag,
 };
 use crate::metrics::Metrics;
-use crate::store::{
-    DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition,
-};
+use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
 use crate::template::{self, BaseJobTemplate, RunMetadata, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -446,7 +444,9 @@ impl Dispatcher {
     ) -> Result<Pool> {
         let pool = match self.store.get_pool(pool).await {
             Err(StoreError::NotFound { .. }) => {
-                return Err(ValidationError::new("pool", format!("pool {pool:?} does not exist")).into());
+                return Err(
+                    ValidationError::new("pool", format!("pool {pool:?} does not exist")).into(),
+                );
             }
             other => other?,
         };
@@ -532,8 +532,14 @@ impl Dispatcher {
     pub async fn render_deployment(&self, name: &str, spec: RenderSpec) -> Result<(Pool, Value)> {
         let deployment = self.store.get_deployment(name).await?;
         let pool = self.store.get_pool(&deployment.pool).await?;
-        let queue = deployment.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into());
+        let queue = deployment
+            .queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUEUE.into());
         let preview_id = "00000000-0000-0000-0000-000000000000";
+        let parameters =
+            serde_json::to_string(&merge_parameters(&deployment.parameters, &spec.parameters))
+                .unwrap_or_else(|_| "{}".into());
         let job = template::build_job(
             &pool.base_job_template,
             pool.pool_type.template_kind(),
@@ -544,6 +550,7 @@ impl Dispatcher {
                 queue: &queue,
                 deployment: Some(&deployment.name),
                 api_url: &self.settings.api_url,
+                parameters: &parameters,
             },
         )?;
         Ok((pool, job))
@@ -572,7 +579,10 @@ impl Dispatcher {
             (Some(d), Some(p)) if *p != d.pool => {
                 return Err(ValidationError::new(
                     "pool",
-                    format!("deployment {:?} runs in pool {:?}, not {p:?}", d.name, d.pool),
+                    format!(
+                        "deployment {:?} runs in pool {:?}, not {p:?}",
+                        d.name, d.pool
+                    ),
                 )
                 .into());
             }
@@ -594,7 +604,9 @@ impl Dispatcher {
             .into());
         }
         if deployment.is_none() && spec.job.is_none() {
-            return Err(ValidationError::new("job", "a run without a deployment needs a job").into());
+            return Err(
+                ValidationError::new("job", "a run without a deployment needs a job").into(),
+            );
         }
         if deployment.is_none() && !spec.job_variables.is_empty() {
             return Err(ValidationError::new(
@@ -641,14 +653,14 @@ impl Dispatcher {
             Some(d) => merge_parameters(&d.parameters, &spec.parameters),
             None => spec.parameters.clone(),
         };
-        if let Some(key) = &spec.idempotency_key {
-            if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err(ValidationError::new(
-                    "idempotency_key",
-                    format!("must be 1 to {MAX_KEY_LEN} bytes"),
-                )
-                .into());
-            }
+        if let Some(key) = &spec.idempotency_key
+            && (key.is_empty() || key.len() > MAX_KEY_LEN)
+        {
+            return Err(ValidationError::new(
+                "idempotency_key",
+                format!("must be 1 to {MAX_KEY_LEN} bytes"),
+            )
+            .into());
         }
         if let Some(parent) = spec.parent_run_id {
             match self.store.get_run(parent, false).await {
@@ -676,7 +688,9 @@ impl Dispatcher {
         // and not discovered when the run is released.
         let id = Uuid::now_v7();
         let id_text = id.to_string();
+        let parameters_text = serde_json::to_string(&parameters).unwrap_or_else(|_| "{}".into());
         let meta = RunMetadata {
+            parameters: &parameters_text,
             run_id: &id_text,
             pool: &pool.name,
             queue: &queue,
@@ -693,8 +707,11 @@ impl Dispatcher {
                 )?;
             }
             (None, Some(job)) => {
-                template::finalize(pool.pool_type.template_kind(), with_job_prefix(job.clone()), &meta)
-                    ?;
+                template::finalize(
+                    pool.pool_type.template_kind(),
+                    with_job_prefix(job.clone()),
+                    &meta,
+                )?;
             }
             (None, None) => {}
         }
@@ -818,8 +835,14 @@ mod tests {
 
     #[test]
     fn parameters_merge_key_by_key() {
-        let base = serde_json::json!({"a": 1, "b": 2}).as_object().cloned().unwrap_or_default();
-        let over = serde_json::json!({"b": 3}).as_object().cloned().unwrap_or_default();
+        let base = serde_json::json!({"a": 1, "b": 2})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let over = serde_json::json!({"b": 3})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(
             Value::Object(merge_parameters(&base, &over)),
             serde_json::json!({"a": 1, "b": 3})
@@ -829,7 +852,10 @@ mod tests {
     #[test]
     fn tags_are_validated_and_deduplicated() {
         let tags = vec!["a".to_owned(), "b".to_owned(), "a".to_owned()];
-        assert_eq!(validate_tags("tags", &tags).ok(), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            validate_tags("tags", &tags).ok(),
+            Some(vec!["a".into(), "b".into()])
+        );
         let err = validate_tags("tags", &["ok".into(), "not ok".into()]).expect_err("space");
         assert_eq!(err.field, "tags[1]");
     }
@@ -846,7 +872,8 @@ mod tests {
 
     #[test]
     fn update_distinguishes_null_from_missing() {
-        let u: PoolUpdate = serde_json::from_str(r#"{"concurrency_limit": null}"#).unwrap_or_default();
+        let u: PoolUpdate =
+            serde_json::from_str(r#"{"concurrency_limit": null}"#).unwrap_or_default();
         assert_eq!(u.concurrency_limit, Some(None));
         let u: PoolUpdate = serde_json::from_str(r#"{}"#).unwrap_or_default();
         assert_eq!(u.concurrency_limit, None);

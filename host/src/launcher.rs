@@ -34,7 +34,9 @@ pub async fn build_job(
 ) -> Result<(PoolType, Value), DispatchError> {
     let pool = dispatcher.store.get_pool(&run.pool).await?;
     let id = run.id.to_string();
+    let parameters = serde_json::to_string(&run.parameters).unwrap_or_else(|_| "{}".into());
     let meta = RunMetadata {
+        parameters: &parameters,
         run_id: &id,
         pool: &run.pool,
         queue: &run.queue,
@@ -140,7 +142,11 @@ async fn launch(
     };
 
     if cancel.is_cancelled() {
-        let t = Transition::new(RunState::Cancelled, "cancelled before it started", Cause::LAUNCHER);
+        let t = Transition::new(
+            RunState::Cancelled,
+            "cancelled before it started",
+            Cause::LAUNCHER,
+        );
         record(dispatcher, &run, t).await;
         return;
     }

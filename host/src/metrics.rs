@@ -131,7 +131,11 @@ impl Metrics {
     pub fn render(&self, stats: &StoreStats) -> String {
         self.runs.clear();
         for state in RunState::ALL {
-            let n = stats.runs_by_state.get(state.as_str()).copied().unwrap_or(0);
+            let n = stats
+                .runs_by_state
+                .get(state.as_str())
+                .copied()
+                .unwrap_or(0);
             self.runs
                 .get_or_create(&StateLabel {
                     state: state.as_str().to_owned(),
@@ -145,8 +149,12 @@ impl Metrics {
                 pool: pool.clone(),
                 queue: queue.clone(),
             };
-            self.queue_depth.get_or_create(&label).set(occ.queued as i64);
-            self.queue_active.get_or_create(&label).set(occ.active as i64);
+            self.queue_depth
+                .get_or_create(&label)
+                .set(occ.queued as i64);
+            self.queue_active
+                .get_or_create(&label)
+                .set(occ.active as i64);
         }
         self.slots_used.clear();
         self.slots_limit.clear();

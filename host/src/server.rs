@@ -151,7 +151,10 @@ impl Server {
         options.config.apply(&dispatcher).await?;
         let recovered = launcher::recover(&dispatcher).await?;
         if recovered > 0 {
-            info!(recovered, "recovered runs that were in flight when weir stopped");
+            info!(
+                recovered,
+                "recovered runs that were in flight when weir stopped"
+            );
         }
         let backends = Backends::default().with(
             PoolType::Process,

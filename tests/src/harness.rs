@@ -78,12 +78,13 @@ impl WeirProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("weir serve exited early with {status}");
             }
-            if let Ok(r) = probe::get_status(&format!("{}/readyz", self.url)) {
-                if r == 200 {
-                    return;
-                }
+            if let Ok(200) = probe::get_status(&format!("{}/readyz", self.url)) {
+                return;
             }
-            assert!(Instant::now() < deadline, "weir serve did not become ready in 60s");
+            assert!(
+                Instant::now() < deadline,
+                "weir serve did not become ready in 60s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -97,7 +98,11 @@ impl WeirProcess {
     /// Starts it again on the same port, data directory and config.
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Self::start_on(&self.data_dir.clone(), self.config.clone().as_deref(), self.port);
+        let fresh = Self::start_on(
+            &self.data_dir.clone(),
+            self.config.clone().as_deref(),
+            self.port,
+        );
         *self = fresh;
     }
 
@@ -151,7 +156,10 @@ mod probe {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut s = TcpStream::connect(host)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
         let code = buf
@@ -180,7 +188,11 @@ where
 }
 
 /// Blocking twin of [`eventually`].
-pub fn eventually_blocking<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually_blocking<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use weir::server::{Server, ServeOptions};
+use weir::server::{ServeOptions, Server};
 use weir_tests::harness::eventually;
 
 struct Api {
@@ -101,7 +101,10 @@ impl Api {
         let mut queues = Vec::new();
         for p in s["pools"]["items"].as_array().cloned().unwrap_or_default() {
             let name = p["name"].as_str().unwrap_or_default().to_owned();
-            queues.push(self.ok("GET", &format!("/api/v1/pools/{name}/queues"), None).await);
+            queues.push(
+                self.ok("GET", &format!("/api/v1/pools/{name}/queues"), None)
+                    .await,
+            );
         }
         s["queues"] = Value::Array(queues);
         s
@@ -124,7 +127,10 @@ async fn pool_queue_limit_deployment_crud() {
     assert!(pool["base_job_template"]["job_configuration"].is_object());
 
     let queues = api.ok("GET", "/api/v1/pools/local/queues", None).await;
-    assert_eq!(queues["items"][0]["name"], "default", "every pool has a default queue");
+    assert_eq!(
+        queues["items"][0]["name"], "default",
+        "every pool has a default queue"
+    );
 
     let (status, q) = api
         .send(
@@ -143,13 +149,21 @@ async fn pool_queue_limit_deployment_crud() {
         .await;
     assert_eq!(q["concurrency_limit"], Value::Null);
     assert_eq!(q["priority"], 3);
-    let q = api.ok("POST", "/api/v1/pools/local/queues/urgent/pause", None).await;
+    let q = api
+        .ok("POST", "/api/v1/pools/local/queues/urgent/pause", None)
+        .await;
     assert_eq!(q["paused"], true);
-    let q = api.ok("POST", "/api/v1/pools/local/queues/urgent/resume", None).await;
+    let q = api
+        .ok("POST", "/api/v1/pools/local/queues/urgent/resume", None)
+        .await;
     assert_eq!(q["paused"], false);
 
     let p = api
-        .ok("PATCH", "/api/v1/pools/local", Some(json!({"concurrency_limit": null})))
+        .ok(
+            "PATCH",
+            "/api/v1/pools/local",
+            Some(json!({"concurrency_limit": null})),
+        )
         .await;
     assert_eq!(p["concurrency_limit"], Value::Null);
     let p = api.ok("POST", "/api/v1/pools/local/pause", None).await;
@@ -157,12 +171,20 @@ async fn pool_queue_limit_deployment_crud() {
     api.ok("POST", "/api/v1/pools/local/resume", None).await;
 
     let (status, l) = api
-        .send("POST", "/api/v1/limits", Some(json!({"tag": "db", "limit": 3})))
+        .send(
+            "POST",
+            "/api/v1/limits",
+            Some(json!({"tag": "db", "limit": 3})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{l}");
     assert_eq!(l["active_slots"], 0);
     let (status, _) = api
-        .send("POST", "/api/v1/limits", Some(json!({"tag": "db", "limit": 3})))
+        .send(
+            "POST",
+            "/api/v1/limits",
+            Some(json!({"tag": "db", "limit": 3})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let l = api
@@ -200,11 +222,15 @@ async fn pool_queue_limit_deployment_crud() {
     // Deleting in use is refused; in order it works.
     let (status, e) = api.send("DELETE", "/api/v1/pools/local", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
-    let (status, _) = api.send("DELETE", "/api/v1/pools/local/queues/default", None).await;
+    let (status, _) = api
+        .send("DELETE", "/api/v1/pools/local/queues/default", None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = api.send("DELETE", "/api/v1/deployments/hello", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = api.send("DELETE", "/api/v1/pools/local/queues/urgent", None).await;
+    let (status, _) = api
+        .send("DELETE", "/api/v1/pools/local/queues/urgent", None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = api.send("DELETE", "/api/v1/limits/db", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -218,8 +244,12 @@ async fn pool_queue_limit_deployment_crud() {
 #[tokio::test]
 async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
     let api = start().await;
-    api.ok("POST", "/api/v1/pools", Some(json!({"name": "local", "type": "process"})))
-        .await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "local", "type": "process"})),
+    )
+    .await;
     api.ok(
         "POST",
         "/api/v1/deployments",
@@ -242,7 +272,9 @@ async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
     assert_eq!(run["tags"], json!(["t1"]));
     assert!(uuid::Uuid::parse_str(&id).expect("uuid").get_version_num() == 7);
 
-    let done = api.wait_state(&id, &["Completed", "Failed", "Crashed"]).await;
+    let done = api
+        .wait_state(&id, &["Completed", "Failed", "Crashed"])
+        .await;
     assert_eq!(done["state"], "Completed", "{done}");
     let states: Vec<&str> = done["history"]
         .as_array()
@@ -252,7 +284,9 @@ async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
         .collect();
     assert_eq!(states, vec!["Scheduled", "Pending", "Running", "Completed"]);
     for key in ["created_at", "started_at", "ended_at"] {
-        let t = done[key].as_str().unwrap_or_else(|| panic!("{key} missing"));
+        let t = done[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} missing"));
         chrono::DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("{key}={t}: {e}"));
     }
     let logs = api
@@ -267,7 +301,9 @@ async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
     assert_eq!(logs, format!("hello weir\nrun={id}\n"));
 
     // The list filters find it.
-    let by_tag = api.ok("GET", "/api/v1/runs?tag=t1&state=Completed", None).await;
+    let by_tag = api
+        .ok("GET", "/api/v1/runs?tag=t1&state=Completed", None)
+        .await;
     assert_eq!(by_tag["items"].as_array().map(Vec::len), Some(1));
     let none = api.ok("GET", "/api/v1/runs?state=Failed", None).await;
     assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
@@ -282,28 +318,45 @@ async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("weir_runs{state=\"Completed\"} 1"), "{metrics}");
-    assert!(metrics.contains("weir_scheduling_latency_seconds_count 1"), "{metrics}");
-    assert!(metrics.contains("weir_queue_depth{pool=\"local\",queue=\"default\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("weir_runs{state=\"Completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_scheduling_latency_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_queue_depth{pool=\"local\",queue=\"default\"} 0"),
+        "{metrics}"
+    );
     api.server.shutdown();
 }
 
 #[tokio::test]
 async fn failure_retries_idempotency_cancel_and_follow() {
     let api = start().await;
-    api.ok("POST", "/api/v1/pools", Some(json!({"name": "local", "type": "process"})))
-        .await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "local", "type": "process"})),
+    )
+    .await;
     // A raw job that fails, retried once.
     let run = api
         .ok(
             "POST",
             "/api/v1/runs",
-            Some(json!({"pool": "local", "job": {"command": "sh -c 'echo try; exit 3'"},
-                        "retries": {"max": 1, "delay_seconds": 0}})),
+            Some(
+                json!({"pool": "local", "job": {"command": "sh -c 'echo try; exit 3'"},
+                        "retries": {"max": 1, "delay_seconds": 0}}),
+            ),
         )
         .await;
     let id = run["id"].as_str().expect("id").to_owned();
-    let done = api.wait_state(&id, &["Failed", "Completed", "Crashed"]).await;
+    let done = api
+        .wait_state(&id, &["Failed", "Completed", "Crashed"])
+        .await;
     assert_eq!(done["state"], "Failed");
     assert_eq!(done["exit_code"], 3);
     assert_eq!(done["attempt"], 2);
@@ -315,7 +368,15 @@ async fn failure_retries_idempotency_cancel_and_follow() {
         .collect();
     assert_eq!(
         states,
-        vec!["Scheduled", "Pending", "Running", "AwaitingRetry", "Pending", "Running", "Failed"]
+        vec![
+            "Scheduled",
+            "Pending",
+            "Running",
+            "AwaitingRetry",
+            "Pending",
+            "Running",
+            "Failed"
+        ]
     );
 
     // Idempotency: the same key gives the same run, 200 the second time.
@@ -331,7 +392,9 @@ async fn failure_retries_idempotency_cancel_and_follow() {
         .ok(
             "POST",
             "/api/v1/runs",
-            Some(json!({"pool": "local", "job": {"command": "sh -c 'echo started; exec sleep 60'"}})),
+            Some(
+                json!({"pool": "local", "job": {"command": "sh -c 'echo started; exec sleep 60'"}}),
+            ),
         )
         .await;
     let id = run["id"].as_str().expect("id").to_owned();
@@ -342,9 +405,16 @@ async fn failure_retries_idempotency_cancel_and_follow() {
         tokio::spawn(async move { http.get(url).send().await.expect("follow").text().await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cancelled = api.ok("POST", &format!("/api/v1/runs/{id}/cancel"), None).await;
-    assert!(matches!(cancelled["state"].as_str(), Some("Cancelling" | "Cancelled")));
-    let done = api.wait_state(&id, &["Cancelled", "Crashed", "Completed", "Failed"]).await;
+    let cancelled = api
+        .ok("POST", &format!("/api/v1/runs/{id}/cancel"), None)
+        .await;
+    assert!(matches!(
+        cancelled["state"].as_str(),
+        Some("Cancelling" | "Cancelled")
+    ));
+    let done = api
+        .wait_state(&id, &["Cancelled", "Crashed", "Completed", "Failed"])
+        .await;
     assert_eq!(done["state"], "Cancelled", "{done}");
     let followed = tokio::time::timeout(Duration::from_secs(10), follower)
         .await
@@ -352,7 +422,9 @@ async fn failure_retries_idempotency_cancel_and_follow() {
         .expect("join")
         .expect("text");
     assert_eq!(followed, "started\n");
-    let (status, e) = api.send("POST", &format!("/api/v1/runs/{id}/cancel"), None).await;
+    let (status, e) = api
+        .send("POST", &format!("/api/v1/runs/{id}/cancel"), None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
 
     // A scheduled-later run is cancelled at once.
@@ -365,7 +437,9 @@ async fn failure_retries_idempotency_cancel_and_follow() {
         )
         .await;
     let id = run["id"].as_str().expect("id");
-    let c = api.ok("POST", &format!("/api/v1/runs/{id}/cancel"), None).await;
+    let c = api
+        .ok("POST", &format!("/api/v1/runs/{id}/cancel"), None)
+        .await;
     assert_eq!(c["state"], "Cancelled");
     api.server.shutdown();
 }
@@ -385,76 +459,400 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         Some(json!({"name": "d", "pool": "local", "job_variables": {"command": "true"}})),
     )
     .await;
-    api.ok("POST", "/api/v1/limits", Some(json!({"tag": "x", "limit": 1}))).await;
+    api.ok(
+        "POST",
+        "/api/v1/limits",
+        Some(json!({"tag": "x", "limit": 1})),
+    )
+    .await;
     let before = api.snapshot().await;
 
     let unknown = uuid::Uuid::now_v7();
     // (method, path, body, expected status, expected field)
     let cases: Vec<(&str, String, Value, u16, Option<&str>)> = vec![
         // Pools.
-        ("POST", "/api/v1/pools".into(), json!({"name": "Bad_Name", "type": "process"}), 422, Some("name")),
-        ("POST", "/api/v1/pools".into(), json!({"name": "p2", "type": "docker"}), 422, Some("type")),
-        ("POST", "/api/v1/pools".into(), json!({"name": "p2", "type": "process", "concurrency_limit": -1}), 422, Some("concurrency_limit")),
-        ("POST", "/api/v1/pools".into(), json!({"name": "p2", "type": "process", "concurrency_limit": "2"}), 422, Some("concurrency_limit")),
-        ("POST", "/api/v1/pools".into(), json!({"name": "p2", "type": "process", "colour": 1}), 422, Some("colour")),
-        ("POST", "/api/v1/pools".into(), json!({"type": "process"}), 422, Some("name")),
-        ("POST", "/api/v1/pools".into(), json!({"name": "p2", "type": "process", "base_job_template": {"job_configuration": {}}}), 422, None),
-        ("POST", "/api/v1/pools".into(), json!({"name": "local", "type": "process"}), 409, Some("name")),
-        ("PATCH", "/api/v1/pools/local".into(), json!({"concurrency_limit": true}), 422, Some("concurrency_limit")),
-        ("PATCH", "/api/v1/pools/nope".into(), json!({"paused": true}), 404, None),
-        ("POST", "/api/v1/pools/nope/pause".into(), Value::Null, 404, None),
-        ("DELETE", "/api/v1/pools/nope".into(), Value::Null, 404, None),
-        ("GET", "/api/v1/base-job-templates/docker".into(), Value::Null, 400, Some("type")),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "Bad_Name", "type": "process"}),
+            422,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "docker"}),
+            422,
+            Some("type"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "process", "concurrency_limit": -1}),
+            422,
+            Some("concurrency_limit"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "process", "concurrency_limit": "2"}),
+            422,
+            Some("concurrency_limit"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "process", "colour": 1}),
+            422,
+            Some("colour"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"type": "process"}),
+            422,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "process", "base_job_template": {"job_configuration": {}}}),
+            422,
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "local", "type": "process"}),
+            409,
+            Some("name"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/pools/local".into(),
+            json!({"concurrency_limit": true}),
+            422,
+            Some("concurrency_limit"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/pools/nope".into(),
+            json!({"paused": true}),
+            404,
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/nope/pause".into(),
+            Value::Null,
+            404,
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/pools/nope".into(),
+            Value::Null,
+            404,
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/base-job-templates/docker".into(),
+            Value::Null,
+            400,
+            Some("type"),
+        ),
         // Queues.
-        ("POST", "/api/v1/pools/local/queues".into(), json!({"name": "q", "priority": 0}), 422, Some("priority")),
-        ("POST", "/api/v1/pools/local/queues".into(), json!({"name": "q", "priority": "high"}), 422, Some("priority")),
-        ("POST", "/api/v1/pools/local/queues".into(), json!({"name": "default"}), 409, Some("name")),
-        ("POST", "/api/v1/pools/nope/queues".into(), json!({"name": "q"}), 404, None),
-        ("PATCH", "/api/v1/pools/local/queues/nope".into(), json!({"priority": 2}), 404, None),
-        ("GET", "/api/v1/pools/local/queues/nope".into(), Value::Null, 404, None),
+        (
+            "POST",
+            "/api/v1/pools/local/queues".into(),
+            json!({"name": "q", "priority": 0}),
+            422,
+            Some("priority"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools/local/queues".into(),
+            json!({"name": "q", "priority": "high"}),
+            422,
+            Some("priority"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools/local/queues".into(),
+            json!({"name": "default"}),
+            409,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/pools/nope/queues".into(),
+            json!({"name": "q"}),
+            404,
+            None,
+        ),
+        (
+            "PATCH",
+            "/api/v1/pools/local/queues/nope".into(),
+            json!({"priority": 2}),
+            404,
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/pools/local/queues/nope".into(),
+            Value::Null,
+            404,
+            None,
+        ),
         // Limits.
-        ("POST", "/api/v1/limits".into(), json!({"tag": "a b", "limit": 1}), 422, Some("tag")),
-        ("POST", "/api/v1/limits".into(), json!({"tag": "y"}), 422, Some("limit")),
-        ("PATCH", "/api/v1/limits/nope".into(), json!({"limit": 1}), 404, None),
-        ("DELETE", "/api/v1/limits/nope".into(), Value::Null, 404, None),
+        (
+            "POST",
+            "/api/v1/limits".into(),
+            json!({"tag": "a b", "limit": 1}),
+            422,
+            Some("tag"),
+        ),
+        (
+            "POST",
+            "/api/v1/limits".into(),
+            json!({"tag": "y"}),
+            422,
+            Some("limit"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/limits/nope".into(),
+            json!({"limit": 1}),
+            404,
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/v1/limits/nope".into(),
+            Value::Null,
+            404,
+            None,
+        ),
         // Deployments.
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d2", "pool": "nope"}), 422, Some("pool")),
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d2", "pool": "local", "queue": "nope"}), 422, Some("queue")),
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d2", "pool": "local", "job_variables": {"imagee": "x"}}), 422, Some("job_variables.imagee")),
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d2", "pool": "local", "job_variables": {"command": "x", "timeout_seconds": "soon"}}), 422, Some("job_variables.timeout_seconds")),
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d2", "pool": "local", "tags": "x"}), 422, Some("tags")),
-        ("POST", "/api/v1/deployments".into(), json!({"name": "d", "pool": "local", "job_variables": {"command": "true"}}), 409, Some("name")),
-        ("POST", "/api/v1/deployments/nope/render".into(), json!({}), 404, None),
-        ("POST", "/api/v1/deployments/d/render".into(), json!({"job_variables": {"nope": 1}}), 422, Some("job_variables.nope")),
-        ("DELETE", "/api/v1/deployments/nope".into(), Value::Null, 404, None),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "nope"}),
+            422,
+            Some("pool"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "local", "queue": "nope"}),
+            422,
+            Some("queue"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "local", "job_variables": {"imagee": "x"}}),
+            422,
+            Some("job_variables.imagee"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "local", "job_variables": {"command": "x", "timeout_seconds": "soon"}}),
+            422,
+            Some("job_variables.timeout_seconds"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "local", "tags": "x"}),
+            422,
+            Some("tags"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d", "pool": "local", "job_variables": {"command": "true"}}),
+            409,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments/nope/render".into(),
+            json!({}),
+            404,
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/deployments/d/render".into(),
+            json!({"job_variables": {"nope": 1}}),
+            422,
+            Some("job_variables.nope"),
+        ),
+        (
+            "DELETE",
+            "/api/v1/deployments/nope".into(),
+            Value::Null,
+            404,
+            None,
+        ),
         // Runs.
-        ("POST", "/api/v1/runs".into(), json!({}), 422, Some("deployment")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "nope"}), 422, Some("deployment")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "queue": "nope"}), 422, Some("queue")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "job_variables": {"nope": 1}}), 422, Some("job_variables.nope")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "tags": [""]}), 422, Some("tags[0]")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "scheduled_at": "tomorrow"}), 422, Some("scheduled_at")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "parent_run_id": unknown}), 422, Some("parent_run_id")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "parent_run_id": "x"}), 422, Some("parent_run_id")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "pool": "other"}), 422, Some("pool")),
-        ("POST", "/api/v1/runs".into(), json!({"pool": "local"}), 422, Some("job")),
-        ("POST", "/api/v1/runs".into(), json!({"pool": "local", "job": {"command": ""}}), 422, Some("job_configuration.command")),
-        ("POST", "/api/v1/runs".into(), json!({"pool": "local", "job": {"command": "true"}, "job_variables": {"a": 1}}), 422, Some("job_variables")),
-        ("POST", "/api/v1/runs".into(), json!({"deployment": "d", "retries": {"max": "x"}}), 422, Some("retries.max")),
-        ("GET", format!("/api/v1/runs/{unknown}"), Value::Null, 404, None),
-        ("GET", "/api/v1/runs/not-a-uuid".into(), Value::Null, 400, Some("id")),
-        ("POST", format!("/api/v1/runs/{unknown}/cancel"), Value::Null, 404, None),
-        ("GET", format!("/api/v1/runs/{unknown}/logs"), Value::Null, 404, None),
-        ("GET", "/api/v1/runs?state=Bogus".into(), Value::Null, 400, Some("state")),
-        ("GET", "/api/v1/runs?limit=0".into(), Value::Null, 400, Some("limit")),
-        ("GET", "/api/v1/runs?cursor=zz".into(), Value::Null, 400, Some("cursor")),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({}),
+            422,
+            Some("deployment"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "nope"}),
+            422,
+            Some("deployment"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "queue": "nope"}),
+            422,
+            Some("queue"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "job_variables": {"nope": 1}}),
+            422,
+            Some("job_variables.nope"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "tags": [""]}),
+            422,
+            Some("tags[0]"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "scheduled_at": "tomorrow"}),
+            422,
+            Some("scheduled_at"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "parent_run_id": unknown}),
+            422,
+            Some("parent_run_id"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "parent_run_id": "x"}),
+            422,
+            Some("parent_run_id"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "pool": "other"}),
+            422,
+            Some("pool"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"pool": "local"}),
+            422,
+            Some("job"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"pool": "local", "job": {"command": ""}}),
+            422,
+            Some("job_configuration.command"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"pool": "local", "job": {"command": "true"}, "job_variables": {"a": 1}}),
+            422,
+            Some("job_variables"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "retries": {"max": "x"}}),
+            422,
+            Some("retries.max"),
+        ),
+        (
+            "GET",
+            format!("/api/v1/runs/{unknown}"),
+            Value::Null,
+            404,
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/runs/not-a-uuid".into(),
+            Value::Null,
+            400,
+            Some("id"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/runs/{unknown}/cancel"),
+            Value::Null,
+            404,
+            None,
+        ),
+        (
+            "GET",
+            format!("/api/v1/runs/{unknown}/logs"),
+            Value::Null,
+            404,
+            None,
+        ),
+        (
+            "GET",
+            "/api/v1/runs?state=Bogus".into(),
+            Value::Null,
+            400,
+            Some("state"),
+        ),
+        (
+            "GET",
+            "/api/v1/runs?limit=0".into(),
+            Value::Null,
+            400,
+            Some("limit"),
+        ),
+        (
+            "GET",
+            "/api/v1/runs?cursor=zz".into(),
+            Value::Null,
+            400,
+            Some("cursor"),
+        ),
         ("GET", "/api/v1/nope".into(), Value::Null, 404, None),
     ];
     for (method, path, body, status, field) in &cases {
-        let body = if body.is_null() { None } else { Some(body.clone()) };
+        let body = if body.is_null() {
+            None
+        } else {
+            Some(body.clone())
+        };
         let (got, err) = api.send(method, path, body.clone()).await;
         assert_eq!(got.as_u16(), *status, "{method} {path} {body:?}: {err}");
-        assert!(err["error"].is_string(), "{method} {path}: error code missing: {err}");
+        assert!(
+            err["error"].is_string(),
+            "{method} {path}: error code missing: {err}"
+        );
         assert!(
             err["detail"].as_str().is_some_and(|d| !d.is_empty()),
             "{method} {path}: detail missing: {err}"
@@ -484,11 +882,23 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {path} malformed: {e}");
         assert_eq!(e["error"], "bad_request");
         let (s, e) = api.raw(method, path, b"[1, 2]".to_vec()).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{method} {path} array: {e}");
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path} array: {e}"
+        );
         let (s, e) = api.raw(method, path, b"\"text\"".to_vec()).await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{method} {path} string: {e}");
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path} string: {e}"
+        );
         let (s, e) = api.raw(method, path, huge.clone().into_bytes()).await;
-        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{method} {path} huge: {e}");
+        assert_eq!(
+            s,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{method} {path} huge: {e}"
+        );
     }
 
     let after = api.snapshot().await;
@@ -508,11 +918,16 @@ async fn every_documented_route_is_served() {
             .replace("{pool}", "nope")
             .replace("{tag}", "nope")
             .replace("{id}", &uuid::Uuid::now_v7().to_string());
-        let (status, body) = api.send(&method.to_uppercase(), &concrete, Some(json!({}))).await;
+        let (status, body) = api
+            .send(&method.to_uppercase(), &concrete, Some(json!({})))
+            .await;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         if status == StatusCode::NOT_FOUND {
             assert!(
-                !body["detail"].as_str().unwrap_or("").starts_with("no such endpoint"),
+                !body["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("no such endpoint"),
                 "{method} {path} is not routed"
             );
         }

@@ -43,9 +43,33 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let weir = WeirProcess::start(dir.path(), None);
 
-    weir.cli_json(&["pool", "create", "local", "--type", "process", "--concurrency-limit", "2"]);
-    weir.cli_json(&["queue", "create", "high", "--pool", "local", "--priority", "1"]);
-    weir.cli_json(&["queue", "create", "low", "--pool", "local", "--priority", "2"]);
+    weir.cli_json(&[
+        "pool",
+        "create",
+        "local",
+        "--type",
+        "process",
+        "--concurrency-limit",
+        "2",
+    ]);
+    weir.cli_json(&[
+        "queue",
+        "create",
+        "high",
+        "--pool",
+        "local",
+        "--priority",
+        "1",
+    ]);
+    weir.cli_json(&[
+        "queue",
+        "create",
+        "low",
+        "--pool",
+        "local",
+        "--priority",
+        "2",
+    ]);
     weir.cli_json(&[
         "deployment",
         "create",
@@ -68,11 +92,21 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
         .collect();
     let failing = create_run(
         &weir,
-        &["work", "--queue", "high", "--job-variables", r#"{"command": "sh -c 'echo failing; exit 4'"}"#],
+        &[
+            "work",
+            "--queue",
+            "high",
+            "--job-variables",
+            r#"{"command": "sh -c 'echo failing; exit 4'"}"#,
+        ],
     );
     high.push(failing.clone());
     let queued = weir.cli_json(&["run", "ls", "--state", "Scheduled", "--pool", "local"]);
-    assert_eq!(queued["items"].as_array().map(Vec::len), Some(7), "paused pool holds its runs");
+    assert_eq!(
+        queued["items"].as_array().map(Vec::len),
+        Some(7),
+        "paused pool holds its runs"
+    );
     weir.cli_json(&["pool", "resume", "local"]);
 
     let mut runs: Vec<(String, Value)> = Vec::new();
@@ -97,10 +131,16 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
     };
     let last_high = high.iter().map(|id| released(id)).max().expect("high");
     let first_low = low.iter().map(|id| released(id)).min().expect("low");
-    assert!(last_high <= first_low, "a low-priority run went before a high one");
+    assert!(
+        last_high <= first_low,
+        "a low-priority run went before a high one"
+    );
     // FIFO within a queue.
     let low_times: Vec<_> = low.iter().map(|id| released(id)).collect();
-    assert!(low_times.windows(2).all(|w| w[0] <= w[1]), "low queue not FIFO");
+    assert!(
+        low_times.windows(2).all(|w| w[0] <= w[1]),
+        "low queue not FIFO"
+    );
 
     // Limits: never more than 2 runs between release and end at once.
     let intervals: Vec<(DateTime<Utc>, DateTime<Utc>)> = runs
@@ -114,7 +154,10 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
         })
         .collect();
     for (s, _) in &intervals {
-        let overlapping = intervals.iter().filter(|(s2, e2)| s2 <= s && s < e2).count();
+        let overlapping = intervals
+            .iter()
+            .filter(|(s2, e2)| s2 <= s && s < e2)
+            .count();
         assert!(overlapping <= 2, "{overlapping} runs held slots at {s}");
     }
 
@@ -135,13 +178,22 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
         (inspect(&weir, &long)["state"] == "Running").then_some(())
     });
     let out = weir.cli(&["run", "cancel", &long]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = wait_terminal(&weir, &long);
     assert_eq!(run["state"], "Cancelled", "{run}");
 
     // --wait exits with the run's outcome.
     let ok = weir.cli(&["run", "create", "work", "--wait"]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("Completed"));
     let bad = weir.cli(&[
         "run",
@@ -171,11 +223,27 @@ fn tag_limits_hold_across_queues() {
     weir.cli_json(&["queue", "create", "other", "--pool", "local"]);
     weir.cli_json(&["limit", "create", "db", "1"]);
     weir.cli_json(&[
-        "deployment", "create", "dbjob", "--pool", "local", "--tag", "db",
-        "--job-variables", r#"{"command": "sleep 0.3"}"#,
+        "deployment",
+        "create",
+        "dbjob",
+        "--pool",
+        "local",
+        "--tag",
+        "db",
+        "--job-variables",
+        r#"{"command": "sleep 0.3"}"#,
     ]);
     let ids: Vec<String> = (0..4)
-        .map(|i| create_run(&weir, &["dbjob", "--queue", if i % 2 == 0 { "default" } else { "other" }]))
+        .map(|i| {
+            create_run(
+                &weir,
+                &[
+                    "dbjob",
+                    "--queue",
+                    if i % 2 == 0 { "default" } else { "other" },
+                ],
+            )
+        })
         .collect();
     let runs: Vec<Value> = ids.iter().map(|id| wait_terminal(&weir, id)).collect();
     let intervals: Vec<(DateTime<Utc>, DateTime<Utc>)> = runs
@@ -191,7 +259,10 @@ fn tag_limits_hold_across_queues() {
         })
         .collect();
     for (s, _) in &intervals {
-        let n = intervals.iter().filter(|(s2, e2)| s2 <= s && s < e2).count();
+        let n = intervals
+            .iter()
+            .filter(|(s2, e2)| s2 <= s && s < e2)
+            .count();
         assert_eq!(n, 1, "tag limit 1 was exceeded at {s}");
     }
     let limit = weir.cli_json(&["limit", "inspect", "db"]);
@@ -202,7 +273,15 @@ fn tag_limits_hold_across_queues() {
 fn a_killed_server_recovers_its_runs_and_slots() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut weir = WeirProcess::start(dir.path(), None);
-    weir.cli_json(&["pool", "create", "one", "--type", "process", "--concurrency-limit", "1"]);
+    weir.cli_json(&[
+        "pool",
+        "create",
+        "one",
+        "--type",
+        "process",
+        "--concurrency-limit",
+        "1",
+    ]);
     let long = create_run(&weir, &["--pool", "one", "--command", "sleep 60"]);
     let queued = create_run(&weir, &["--pool", "one", "--command", "true"]);
     eventually_blocking("the long run to start", Duration::from_secs(30), || {
@@ -215,7 +294,10 @@ fn a_killed_server_recovers_its_runs_and_slots() {
     let run = wait_terminal(&weir, &long);
     assert_eq!(run["state"], "Crashed", "{run}");
     assert!(
-        run["state_message"].as_str().unwrap_or("").contains("weir stopped"),
+        run["state_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("weir stopped"),
         "{run}"
     );
     // Its slot came back: the queued run goes through the limit-1 pool.

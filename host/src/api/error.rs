@@ -74,12 +74,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
-            StoreError::Conflict { field, detail } => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                field.as_deref(),
-                detail,
-            ),
+            StoreError::Conflict { field, detail } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", field.as_deref(), detail)
+            }
             StoreError::IllegalTransition(t) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

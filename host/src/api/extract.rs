@@ -76,7 +76,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            if field.is_empty() { None } else { Some(field.as_str()) },
+            if field.is_empty() {
+                None
+            } else {
+                Some(field.as_str())
+            },
             inner,
         )
     })

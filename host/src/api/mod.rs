@@ -181,7 +181,11 @@ mod tests {
         // And nothing documented that is not served.
         let paths = doc["paths"].as_object().cloned().unwrap_or_default();
         for (path, item) in paths {
-            for method in item.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            for method in item
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
                 if ["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
                     assert!(
                         ROUTES.contains(&(method.as_str(), path.as_str())),

@@ -86,7 +86,10 @@ pub async fn update_pool(
     Ok(Json(pool_json(&d, &pool).await?))
 }
 
-pub async fn delete_pool(State(d): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_pool(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     d.store.delete_pool(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -194,7 +197,10 @@ pub async fn list_limits(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create_limit(State(d): State<AppState>, JsonBody(spec): JsonBody<LimitSpec>) -> Created {
+pub async fn create_limit(
+    State(d): State<AppState>,
+    JsonBody(spec): JsonBody<LimitSpec>,
+) -> Created {
     let limit = d.create_limit(spec).await?;
     Ok((StatusCode::CREATED, Json(limit_json(&d, &limit).await?)))
 }
@@ -219,7 +225,10 @@ pub async fn update_limit(
     Ok(Json(limit_json(&d, &limit).await?))
 }
 
-pub async fn delete_limit(State(d): State<AppState>, Path(tag): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_limit(
+    State(d): State<AppState>,
+    Path(tag): Path<String>,
+) -> Result<StatusCode, ApiError> {
     d.delete_limit(&tag).await?;
     Ok(StatusCode::NO_CONTENT)
 }

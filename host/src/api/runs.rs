@@ -39,7 +39,10 @@ pub async fn create(
     Ok((status, Json(run_json(&run))))
 }
 
-pub async fn get(State(d): State<AppState>, RunIdPath(id): RunIdPath) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(d): State<AppState>,
+    RunIdPath(id): RunIdPath,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(run_json(&d.store.get_run(id, true).await?)))
 }
 
@@ -94,7 +97,10 @@ fn parse_filter(pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
             }
             "cursor" => {
                 filter.before_seq = Some(value.parse().map_err(|_| {
-                    ApiError::bad_request(Some("cursor"), format!("{value:?} is not a cursor from this API"))
+                    ApiError::bad_request(
+                        Some("cursor"),
+                        format!("{value:?} is not a cursor from this API"),
+                    )
                 })?);
             }
             other => {
@@ -110,7 +116,10 @@ fn parse_filter(pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
     Ok(filter)
 }
 
-pub async fn list(State(d): State<AppState>, QueryPairs(pairs): QueryPairs) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(d): State<AppState>,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     let filter = parse_filter(&pairs)?;
     let page = d.store.list_runs(&filter).await?;
     let items: Vec<Value> = page.runs.iter().map(run_json).collect();
@@ -225,14 +234,23 @@ mod tests {
     use super::*;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn filters_parse_and_errors_name_the_parameter() {
-        let f = parse_filter(&pairs(&[("state", "Running,Late"), ("state", "Failed"), ("limit", "5")]))
-            .unwrap_or_else(|e| panic!("{}", e.detail));
-        assert_eq!(f.states, vec![RunState::Running, RunState::Late, RunState::Failed]);
+        let f = parse_filter(&pairs(&[
+            ("state", "Running,Late"),
+            ("state", "Failed"),
+            ("limit", "5"),
+        ]))
+        .unwrap_or_else(|e| panic!("{}", e.detail));
+        assert_eq!(
+            f.states,
+            vec![RunState::Running, RunState::Late, RunState::Failed]
+        );
         assert_eq!(f.limit, 5);
         for (q, field) in [
             (("state", "running"), "state"),

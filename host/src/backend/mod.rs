@@ -41,8 +41,12 @@ pub enum Outcome {
         message: String,
     },
     /// The infrastructure failed the job; `reason` says how.
-    Crashed { reason: String },
-    Cancelled { message: String },
+    Crashed {
+        reason: String,
+    },
+    Cancelled {
+        message: String,
+    },
 }
 
 #[async_trait]

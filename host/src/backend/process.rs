@@ -164,8 +164,9 @@ impl Backend for ProcessBackend {
             if let Some(pid) = pid {
                 signal_group(pid, libc::SIGTERM);
             }
-            let stopped =
-                tokio::time::timeout(self.settings.grace, child.wait()).await.is_ok();
+            let stopped = tokio::time::timeout(self.settings.grace, child.wait())
+                .await
+                .is_ok();
             if !stopped {
                 if let Some(pid) = pid {
                     signal_group(pid, libc::SIGKILL);
@@ -176,7 +177,11 @@ impl Backend for ProcessBackend {
             if let Some(pid) = pid {
                 signal_group(pid, libc::SIGKILL);
             }
-            let how = if stopped { "SIGTERM" } else { "SIGKILL after the grace period" };
+            let how = if stopped {
+                "SIGTERM"
+            } else {
+                "SIGKILL after the grace period"
+            };
             return match ended {
                 Ended::TimedOut => Outcome::Crashed {
                     reason: format!(
@@ -292,7 +297,9 @@ mod tests {
         )
         .await;
         match o {
-            Outcome::Crashed { reason } => assert!(reason.starts_with("timed out after 1s"), "{reason}"),
+            Outcome::Crashed { reason } => {
+                assert!(reason.starts_with("timed out after 1s"), "{reason}")
+            }
             other => panic!("expected a crash, got {other:?}"),
         }
     }
@@ -329,7 +336,10 @@ mod tests {
         .await;
         assert!(!started);
         match o {
-            Outcome::Failed { exit_code: None, message } => {
+            Outcome::Failed {
+                exit_code: None,
+                message,
+            } => {
                 assert!(message.contains("cannot start"), "{message}")
             }
             other => panic!("expected Failed, got {other:?}"),

@@ -146,9 +146,7 @@ fn parse_base(base: &str) -> Result<Url, CliError> {
     if url.scheme() != "http" {
         return Err(CliError::input(
             "--api",
-            format!(
-                "{base:?}: only http:// URLs are supported (this client has no TLS)"
-            ),
+            format!("{base:?}: only http:// URLs are supported (this client has no TLS)"),
         ));
     }
     if url.cannot_be_a_base() || url.host_str().is_none() {

@@ -6,7 +6,9 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use super::input::{RetryArgs, parse_job_variables, parse_params};
-use super::output::{emit, emit_json, field, full_time, kv_block, pretty, short_time, str_of, table};
+use super::output::{
+    emit, emit_json, field, full_time, kv_block, pretty, short_time, str_of, table,
+};
 use super::{CliError, Ctx};
 
 #[derive(Args, Debug)]
@@ -19,7 +21,9 @@ pub struct DeploymentArgs {
 pub enum DeploymentCommand {
     /// Create a deployment: a named, reusable way to create runs in a pool
     Create {
+        /// Deployment name (lowercase letters, digits and '-')
         name: String,
+        /// Pool its runs go to
         #[arg(long, value_name = "POOL")]
         pool: String,
         /// Queue of its runs [default: the pool's "default" queue]
@@ -34,6 +38,7 @@ pub enum DeploymentCommand {
         /// Default parameter KEY=VALUE (repeatable); VALUE is JSON if it parses, else a string
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// Free-form description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
         #[command(flatten)]
@@ -43,11 +48,18 @@ pub enum DeploymentCommand {
     #[command(visible_alias = "list")]
     Ls,
     /// Show a deployment
-    Inspect { name: String },
+    Inspect {
+        /// Deployment name
+        name: String,
+    },
     /// Delete a deployment
-    Delete { name: String },
+    Delete {
+        /// Deployment name
+        name: String,
+    },
     /// Show the job a run of this deployment would get (its job configuration)
     Render {
+        /// Deployment name
         name: String,
         /// Job variables to merge over the deployment's: inline JSON object, or @FILE
         #[arg(long, value_name = "JSON|@FILE")]
@@ -78,7 +90,10 @@ pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<Exi
                 body.insert("queue".into(), json!(q));
             }
             if let Some(raw) = job_variables {
-                body.insert("job_variables".into(), Value::Object(parse_job_variables(&raw)?));
+                body.insert(
+                    "job_variables".into(),
+                    Value::Object(parse_job_variables(&raw)?),
+                );
             }
             if !tags.is_empty() {
                 body.insert("tags".into(), json!(tags));
@@ -92,7 +107,10 @@ pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<Exi
             if let Some(r) = retry.to_json() {
                 body.insert("retries".into(), r);
             }
-            let created = c.post(&["deployments"], Some(&Value::Object(body))).await?.body;
+            let created = c
+                .post(&["deployments"], Some(&Value::Object(body)))
+                .await?
+                .body;
             ctx.show(&created, |d| {
                 let queue = match d.get("queue").and_then(Value::as_str) {
                     Some(q) => format!("/{q}"),
@@ -124,13 +142,19 @@ pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<Exi
         } => {
             let mut body = Map::new();
             if let Some(raw) = job_variables {
-                body.insert("job_variables".into(), Value::Object(parse_job_variables(&raw)?));
+                body.insert(
+                    "job_variables".into(),
+                    Value::Object(parse_job_variables(&raw)?),
+                );
             }
             if let Some(p) = parse_params(&params)? {
                 body.insert("parameters".into(), Value::Object(p));
             }
             let rendered = c
-                .post(&["deployments", &name, "render"], Some(&Value::Object(body)))
+                .post(
+                    &["deployments", &name, "render"],
+                    Some(&Value::Object(body)),
+                )
                 .await?
                 .body;
             let job_configuration = rendered.get("job_configuration").ok_or_else(|| {
@@ -176,7 +200,15 @@ pub(crate) fn render_deployments(deployments: &[Value]) -> String {
         })
         .collect();
     table(
-        &["name", "pool", "queue", "tags", "retries", "updated", "description"],
+        &[
+            "name",
+            "pool",
+            "queue",
+            "tags",
+            "retries",
+            "updated",
+            "description",
+        ],
         rows,
     )
 }

@@ -94,8 +94,8 @@ pub struct RetryArgs {
 impl RetryArgs {
     /// `{"max": N, "delay_seconds": S}`, or `None` when `--retries` is absent.
     pub(crate) fn to_json(&self) -> Option<Value> {
-        self.retries.map(|max| {
-            serde_json::json!({ "max": max, "delay_seconds": self.retry_delay.unwrap_or(0) })
-        })
+        self.retries.map(
+            |max| serde_json::json!({ "max": max, "delay_seconds": self.retry_delay.unwrap_or(0) }),
+        )
     }
 }

@@ -17,14 +17,26 @@ pub struct LimitArgs {
 #[derive(Subcommand, Debug)]
 pub enum LimitCommand {
     /// Allow at most N runs carrying TAG to be active at once
-    Create { tag: String, limit: u32 },
+    Create {
+        /// The tag (runs carrying it share the limit)
+        tag: String,
+        /// Most runs carrying the tag active at once
+        #[arg(value_name = "N")]
+        limit: u32,
+    },
     /// List tag limits
     #[command(visible_alias = "list")]
     Ls,
     /// Show a tag limit
-    Inspect { tag: String },
+    Inspect {
+        /// The limited tag
+        tag: String,
+    },
     /// Delete a tag limit
-    Delete { tag: String },
+    Delete {
+        /// The limited tag
+        tag: String,
+    },
 }
 
 pub(crate) async fn execute(ctx: &Ctx, command: LimitCommand) -> Result<ExitCode, CliError> {

@@ -54,7 +54,8 @@ pub struct GlobalArgs {
         value_name = "URL",
         env = "WEIR_API_URL",
         default_value = DEFAULT_API_URL,
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     pub api: String,
 
@@ -64,7 +65,8 @@ pub struct GlobalArgs {
         long = "output",
         value_enum,
         default_value_t = OutputFormat::Table,
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     pub output: OutputFormat,
 }
@@ -122,7 +124,11 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON in `-o json` mode, else the human text.
-    pub fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<(), CliError> {
+    pub fn show(
+        &self,
+        value: &Value,
+        human: impl FnOnce(&Value) -> String,
+    ) -> Result<(), CliError> {
         if self.json() {
             output::emit_json(value)
         } else {

@@ -81,7 +81,11 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 pub(crate) fn kv_block(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter()
-        .map(|(k, v)| format!("{:<width$} {v}", format!("{k}:")).trim_end().to_string())
+        .map(|(k, v)| {
+            format!("{:<width$} {v}", format!("{k}:"))
+                .trim_end()
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

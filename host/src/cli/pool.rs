@@ -39,9 +39,10 @@ impl PoolTypeArg {
 pub enum PoolCommand {
     /// Create a work pool
     Create {
+        /// Pool name (lowercase letters, digits and '-')
         name: String,
         /// Infrastructure that runs the pool's jobs
-        #[arg(long = "type", value_enum)]
+        #[arg(long = "type", value_name = "TYPE", value_enum)]
         pool_type: PoolTypeArg,
         /// Base job template (JSON file); default: the type's default template
         #[arg(long, value_name = "FILE")]
@@ -49,6 +50,7 @@ pub enum PoolCommand {
         /// Most runs of this pool active at once
         #[arg(long, value_name = "N")]
         concurrency_limit: Option<u32>,
+        /// Free-form description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
         /// Create the pool paused (no run is released until it is resumed)
@@ -63,20 +65,32 @@ pub enum PoolCommand {
             .args(["base_job_template", "description"])
     ))]
     Update {
+        /// Pool name
         name: String,
         /// New base job template (JSON file)
         #[arg(long, value_name = "FILE")]
         base_job_template: Option<PathBuf>,
+        /// New description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
     },
     /// Limit how many runs of a pool are active at once
-    SetConcurrencyLimit { name: String, limit: u32 },
+    SetConcurrencyLimit {
+        /// Pool name
+        name: String,
+        /// Most runs of the pool active at once
+        #[arg(value_name = "N")]
+        limit: u32,
+    },
     /// Remove a pool's concurrency limit
-    ClearConcurrencyLimit { name: String },
+    ClearConcurrencyLimit {
+        /// Pool name
+        name: String,
+    },
     /// Print (or write to a file) the default base job template of a pool type
     GetDefaultBaseJobTemplate {
-        #[arg(long = "type", value_enum)]
+        /// Pool type
+        #[arg(long = "type", value_name = "TYPE", value_enum)]
         pool_type: PoolTypeArg,
         /// Write the template to FILE instead of printing it
         #[arg(long, value_name = "FILE")]
@@ -86,13 +100,25 @@ pub enum PoolCommand {
     #[command(visible_alias = "list")]
     Ls,
     /// Show a pool
-    Inspect { name: String },
+    Inspect {
+        /// Pool name
+        name: String,
+    },
     /// Pause a pool: none of its runs is released until it is resumed
-    Pause { name: String },
+    Pause {
+        /// Pool name
+        name: String,
+    },
     /// Resume a paused pool
-    Resume { name: String },
+    Resume {
+        /// Pool name
+        name: String,
+    },
     /// Delete a pool with its queues
-    Delete { name: String },
+    Delete {
+        /// Pool name
+        name: String,
+    },
 }
 
 pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode, CliError> {
@@ -171,7 +197,10 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
             let body = json!({ "concurrency_limit": null });
             let pool = c.patch(&["pools", &name], &body).await?;
             ctx.show(&pool, |p| {
-                format!("Cleared the concurrency limit of pool {}", str_of(p, "name"))
+                format!(
+                    "Cleared the concurrency limit of pool {}",
+                    str_of(p, "name")
+                )
             })?;
         }
         PoolCommand::GetDefaultBaseJobTemplate { pool_type, file } => {
@@ -179,8 +208,10 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
             let text = pretty(&template) + "\n";
             match file {
                 Some(path) => {
-                    std::fs::write(&path, text)
-                        .map_err(|source| CliError::WriteFile { path: path.clone(), source })?;
+                    std::fs::write(&path, text).map_err(|source| CliError::WriteFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                     super::output::note(&format!(
                         "Wrote the default {} base job template to {}",
                         pool_type.as_str(),

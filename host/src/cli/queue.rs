@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
-use super::output::{emit, field, full_time, items, kv_block, limit_text, short_time, str_of, table};
+use super::output::{
+    emit, field, full_time, items, kv_block, limit_text, short_time, str_of, table,
+};
 use super::pool::status_text;
 use super::{CliError, Ctx};
 
@@ -19,7 +21,9 @@ pub struct QueueArgs {
 pub enum QueueCommand {
     /// Create a work queue in a pool
     Create {
+        /// Queue name (lowercase letters, digits and '-')
         name: String,
+        /// Pool to create the queue in
         #[arg(long, value_name = "POOL")]
         pool: String,
         /// Priority within the pool: 1 is served first [server default: 1]
@@ -28,50 +32,66 @@ pub enum QueueCommand {
         /// Most runs of this queue active at once
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Free-form description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
     },
     /// Limit how many runs of a queue are active at once
     SetConcurrencyLimit {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
+        /// Most runs of the queue active at once
+        #[arg(value_name = "N")]
         limit: u32,
     },
     /// Remove a queue's concurrency limit
     ClearConcurrencyLimit {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
     },
     /// List the queues of a pool, or of every pool
     #[command(visible_alias = "list")]
     Ls {
+        /// Only this pool's queues
         #[arg(long, value_name = "POOL")]
         pool: Option<String>,
     },
     /// Show a queue
     Inspect {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
     },
     /// Pause a queue: none of its runs is released until it is resumed
     Pause {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
     },
     /// Resume a paused queue
     Resume {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
     },
     /// Delete a queue (a pool's "default" queue cannot be deleted)
     Delete {
+        /// Pool of the queue
         #[arg(long, value_name = "POOL")]
         pool: String,
+        /// Queue name
         name: String,
     },
 }

@@ -66,16 +66,23 @@ pub enum RunCommand {
     #[command(visible_alias = "list")]
     Ls(RunListArgs),
     /// Show a run and its state history
-    Inspect { id: Uuid },
+    Inspect {
+        /// Run ID
+        id: Uuid,
+    },
     /// Print a run's output
     Logs {
+        /// Run ID
         id: Uuid,
         /// Keep streaming until the run has ended and all its output was printed
         #[arg(short, long)]
         follow: bool,
     },
     /// Cancel a run (a running job is stopped)
-    Cancel { id: Uuid },
+    Cancel {
+        /// Run ID
+        id: Uuid,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -152,10 +159,13 @@ pub struct RunListArgs {
         value_parser = PossibleValuesParser::new(RUN_STATES).map(canonical_state)
     )]
     pub states: Vec<String>,
+    /// Only runs of this pool
     #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
+    /// Only runs of this queue
     #[arg(long, value_name = "QUEUE")]
     pub queue: Option<String>,
+    /// Only runs of this deployment
     #[arg(long, value_name = "DEPLOYMENT")]
     pub deployment: Option<String>,
     /// Only runs carrying this tag
@@ -164,7 +174,7 @@ pub struct RunListArgs {
     /// Only children of this run
     #[arg(long, value_name = "ID")]
     pub parent: Option<Uuid>,
-    /// Page size
+    /// Page size [server default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
     /// Continue a listing from the cursor a previous page returned

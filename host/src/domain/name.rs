@@ -35,7 +35,10 @@ pub fn validate_tag(field: &str, value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new(field, "must not be empty"));
     }
     if value.len() > 128 {
-        return Err(ValidationError::new(field, "must be at most 128 characters"));
+        return Err(ValidationError::new(
+            field,
+            "must be at most 128 characters",
+        ));
     }
     if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(ValidationError::new(

@@ -201,7 +201,10 @@ mod tests {
             (Completed, Scheduled),
         ] {
             let err = from.check_transition(to).expect_err("illegal");
-            assert_eq!(err.to_string(), format!("a run cannot go from {from} to {to}"));
+            assert_eq!(
+                err.to_string(),
+                format!("a run cannot go from {from} to {to}")
+            );
         }
     }
 }

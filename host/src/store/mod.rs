@@ -11,8 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    ConcurrencyLimit, Deployment, IllegalTransition, Pool, Queue, RetryPolicy, Run, RunId,
-    RunState,
+    ConcurrencyLimit, Deployment, IllegalTransition, Pool, Queue, RetryPolicy, Run, RunId, RunState,
 };
 use crate::template::BaseJobTemplate;
 
@@ -23,7 +22,10 @@ pub enum StoreError {
     #[error("{kind} {name:?} does not exist")]
     NotFound { kind: &'static str, name: String },
     #[error("{detail}")]
-    Conflict { field: Option<String>, detail: String },
+    Conflict {
+        field: Option<String>,
+        detail: String,
+    },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("database error: {0}")]
@@ -214,8 +216,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks Scheduled runs waiting since before `cutoff` as Late.
     async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64>;
     /// The earliest future time at which a waiting run becomes due or late.
-    async fn next_wake(&self, now: DateTime<Utc>, late_after: chrono::Duration)
-    -> Result<Option<DateTime<Utc>>>;
+    async fn next_wake(
+        &self,
+        now: DateTime<Utc>,
+        late_after: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>>;
     /// Runs that hold slots (Pending, Running, Cancelling), oldest first.
     async fn active_runs(&self) -> Result<Vec<Run>>;
     async fn stats(&self) -> Result<StoreStats>;

@@ -25,8 +25,8 @@ use super::{
     RunPage, Store, StoreError, StoreStats, Transition,
 };
 use crate::domain::{
-    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, Pool, PoolType, Queue,
-    RetryPolicy, Run, RunId, RunState,
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, Pool, PoolType, Queue, RetryPolicy,
+    Run, RunId, RunState,
 };
 use crate::template::BaseJobTemplate;
 
@@ -469,7 +469,10 @@ impl Store for SqliteStore {
         match inserted {
             Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
                 Some("name"),
-                format!("queue {:?} already exists in pool {:?}", queue.name, queue.pool),
+                format!(
+                    "queue {:?} already exists in pool {:?}",
+                    queue.name, queue.pool
+                ),
             )),
             Err(e) => Err(e.into()),
             Ok(_) => {
@@ -656,10 +659,11 @@ impl Store for SqliteStore {
     }
 
     async fn tag_slots_in_use(&self, tag: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = ?")
-            .bind(tag)
-            .fetch_one(&self.reader)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = ?")
+                .bind(tag)
+                .fetch_one(&self.reader)
+                .await?;
         Ok(n.max(0) as u64)
     }
 
@@ -1189,17 +1193,19 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await?
         {
-            stats
-                .runs_by_state
-                .insert(row.try_get("state")?, row.try_get::<i64, _>("n")?.max(0) as u64);
+            stats.runs_by_state.insert(
+                row.try_get("state")?,
+                row.try_get::<i64, _>("n")?.max(0) as u64,
+            );
         }
         for row in sqlx::query("SELECT pool, name FROM queues")
             .fetch_all(&self.reader)
             .await?
         {
-            stats
-                .queues
-                .insert((row.try_get("pool")?, row.try_get("name")?), Occupancy::default());
+            stats.queues.insert(
+                (row.try_get("pool")?, row.try_get("name")?),
+                Occupancy::default(),
+            );
         }
         for row in sqlx::query(&format!(
             "SELECT pool, queue, \

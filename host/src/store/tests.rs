@@ -468,7 +468,9 @@ async fn run_ops(ops: Vec<Op>) {
                     RunState::Cancelling,
                     RunState::Running,
                 ][how];
-                let _ = s.transition(run.id, Transition::new(to, "op", "test")).await;
+                let _ = s
+                    .transition(run.id, Transition::new(to, "op", "test"))
+                    .await;
             }
             Op::CancelWaiting { pick } => {
                 let waiting = s
@@ -522,7 +524,11 @@ async fn concurrent_callers_never_exceed_limits() {
                     let holding = s.active_runs().await.expect("active");
                     assert!(holding.len() <= 3, "pool limit exceeded");
                     assert!(
-                        holding.iter().filter(|r| r.tags.iter().any(|t| t == "t")).count() <= 2,
+                        holding
+                            .iter()
+                            .filter(|r| r.tags.iter().any(|t| t == "t"))
+                            .count()
+                            <= 2,
                         "tag limit exceeded"
                     );
                     finish(&s, id, RunState::Completed).await;
@@ -544,6 +550,10 @@ async fn concurrent_callers_never_exceed_limits() {
         }
     }
     let stats = s.stats().await.expect("stats");
-    assert!(stats.slots.values().all(|(used, _)| *used == 0), "slots leaked: {:?}", stats.slots);
+    assert!(
+        stats.slots.values().all(|(used, _)| *used == 0),
+        "slots leaked: {:?}",
+        stats.slots
+    );
     assert_eq!(stats.runs_by_state.get("Completed").copied(), Some(200));
 }

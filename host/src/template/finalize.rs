@@ -9,6 +9,8 @@ use super::{RunMetadata, TemplateError, TemplateKind};
 pub const ENV_API_URL: &str = "WEIR_API_URL";
 /// Environment variable holding the run's id.
 pub const ENV_RUN_ID: &str = "WEIR_RUN_ID";
+/// Environment variable holding the run's parameters as JSON text.
+pub const ENV_PARAMETERS: &str = "WEIR_PARAMETERS";
 /// Label holding the run id.
 pub const LABEL_RUN_ID: &str = "weir.dev/run-id";
 /// Label holding the work pool's name.
@@ -348,6 +350,7 @@ fn finalize_container(
     };
     set_env_entry(&mut env, ENV_API_URL, meta.api_url);
     set_env_entry(&mut env, ENV_RUN_ID, meta.run_id);
+    set_env_entry(&mut env, ENV_PARAMETERS, meta.parameters);
     container.insert("env".to_owned(), Value::Array(env));
     Ok(())
 }
@@ -429,6 +432,7 @@ fn finalize_process(
     }
     env.insert(ENV_API_URL.to_owned(), json!(meta.api_url));
     env.insert(ENV_RUN_ID.to_owned(), json!(meta.run_id));
+    env.insert(ENV_PARAMETERS.to_owned(), json!(meta.parameters));
 
     let working_dir = match config.shift_remove("working_dir") {
         None | Some(Value::Null) => None,

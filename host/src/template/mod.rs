@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use finalize::{
-    ENV_API_URL, ENV_RUN_ID, LABEL_DEPLOYMENT, LABEL_POOL, LABEL_QUEUE, LABEL_RUN_ID, finalize,
+    ENV_API_URL, ENV_PARAMETERS, ENV_RUN_ID, LABEL_DEPLOYMENT, LABEL_POOL, LABEL_QUEUE,
+    LABEL_RUN_ID, finalize,
 };
 
 /// Which backend a template (and its finalised job) is for.
@@ -286,6 +287,8 @@ pub struct RunMetadata<'a> {
     pub deployment: Option<&'a str>,
     /// Weir's API base URL, exported to the job as `WEIR_API_URL`.
     pub api_url: &'a str,
+    /// The run's parameters as JSON text, exported as `WEIR_PARAMETERS`.
+    pub parameters: &'a str,
 }
 
 /// Convenience: [`resolve_variables`](BaseJobTemplate::resolve_variables), then

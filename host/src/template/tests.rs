@@ -30,6 +30,7 @@ fn prefect() -> BaseJobTemplate {
 }
 
 const META: RunMetadata<'static> = RunMetadata {
+    parameters: r#"{"x":1}"#,
     run_id: "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B",
     pool: "k8s-pool",
     queue: "default",
@@ -557,6 +558,7 @@ fn prefect_template_renders_job_variables_where_prefect_users_expect_them() {
             ("LOG_LEVEL", "debug"),
             ("WEIR_API_URL", "http://weir.example:4200/api"),
             ("WEIR_RUN_ID", META.run_id),
+            ("WEIR_PARAMETERS", META.parameters),
         ])
     );
     assert_eq!(
@@ -589,7 +591,11 @@ fn prefect_template_without_job_variables_drops_unset_fields() {
     assert_eq!(manifest["spec"]["backoffLimit"], json!(0));
     assert_eq!(
         env_list(container),
-        pairs(&[("WEIR_API_URL", META.api_url), ("WEIR_RUN_ID", META.run_id)])
+        pairs(&[
+            ("WEIR_API_URL", META.api_url),
+            ("WEIR_RUN_ID", META.run_id),
+            ("WEIR_PARAMETERS", META.parameters)
+        ])
     );
 }
 
@@ -697,6 +703,7 @@ fn finalize_kubernetes_env_becomes_a_list_with_weir_entries() {
             ("N", "3"),
             ("WEIR_RUN_ID", META.run_id),
             ("WEIR_API_URL", META.api_url),
+            ("WEIR_PARAMETERS", META.parameters),
         ])
     );
 
@@ -720,6 +727,7 @@ fn finalize_kubernetes_env_becomes_a_list_with_weir_entries() {
             {"name": "WEIR_API_URL", "value": META.api_url},
             {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
             {"name": "WEIR_RUN_ID", "value": META.run_id},
+            {"name": "WEIR_PARAMETERS", "value": META.parameters},
         ])
     );
 }
@@ -749,7 +757,8 @@ fn finalize_kubernetes_splits_string_args_and_commands() {
         pairs(&[
             ("X", "1"),
             ("WEIR_API_URL", META.api_url),
-            ("WEIR_RUN_ID", META.run_id)
+            ("WEIR_RUN_ID", META.run_id),
+            ("WEIR_PARAMETERS", META.parameters)
         ])
     );
 
@@ -864,7 +873,7 @@ fn finalize_process_normalises_the_configuration() {
         job,
         json!({
             "command": ["python", "-m", "flows.etl", "--name", "nightly run"],
-            "env": {"A": "1", "N": "2", "WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id},
+            "env": {"A": "1", "N": "2", "WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id, "WEIR_PARAMETERS": META.parameters},
             "working_dir": "/srv/flows",
             "timeout_seconds": 90,
             "plugin_option": {"x": 1},
@@ -892,7 +901,7 @@ fn finalize_process_normalises_the_configuration() {
         minimal,
         json!({
             "command": ["echo", "a b"],
-            "env": {"WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id},
+            "env": {"WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id, "WEIR_PARAMETERS": META.parameters},
         })
     );
 }
@@ -985,7 +994,7 @@ fn default_process_template_builds_a_process_job() {
         job,
         json!({
             "command": ["python", "flow.py", "--x", "1"],
-            "env": {"A": "1", "WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id},
+            "env": {"A": "1", "WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id, "WEIR_PARAMETERS": META.parameters},
             "timeout_seconds": 30,
         })
     );
@@ -1015,7 +1024,11 @@ fn default_kubernetes_template_builds_a_job() {
     assert!(container.get("args").is_none());
     assert_eq!(
         env_list(container),
-        pairs(&[("WEIR_API_URL", META.api_url), ("WEIR_RUN_ID", META.run_id)])
+        pairs(&[
+            ("WEIR_API_URL", META.api_url),
+            ("WEIR_RUN_ID", META.run_id),
+            ("WEIR_PARAMETERS", META.parameters)
+        ])
     );
     assert_eq!(
         manifest["spec"]["template"]["metadata"]["labels"][LABEL_QUEUE],
@@ -1072,7 +1085,8 @@ fn default_kubernetes_template_accepts_prefect_job_variables() {
         pairs(&[
             ("LOG_LEVEL", "debug"),
             ("WEIR_API_URL", META.api_url),
-            ("WEIR_RUN_ID", META.run_id)
+            ("WEIR_RUN_ID", META.run_id),
+            ("WEIR_PARAMETERS", META.parameters)
         ])
     );
 
