@@ -351,3 +351,52 @@ job_variables = { command = "echo hello" }
     let l = weir.cli_json(&["limit", "ls"]);
     assert_eq!(l["items"][0]["limit"], 2);
 }
+
+#[test]
+fn a_job_starts_a_child_run_through_weir_api_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = WeirProcess::start(dir.path(), None);
+    let bin = weir_tests::harness::weir_bin();
+    weir.cli_json(&["pool", "create", "local", "--type", "process"]);
+    weir.cli_json(&[
+        "deployment",
+        "create",
+        "child",
+        "--pool",
+        "local",
+        "--job-variables",
+        r#"{"command": "sh -c 'echo child of $WEIR_PARENT_HINT; echo params=$WEIR_PARAMETERS'"}"#,
+    ]);
+    // The parent job uses the CLI it finds on disk, with the URL and run id
+    // Weir put in its environment.
+    let parent_cmd = format!(
+        "sh -c '{} -o json run create child --parent \"$WEIR_RUN_ID\" --param n=7 --wait'",
+        bin.display()
+    );
+    let vars = serde_json::json!({"command": parent_cmd}).to_string();
+    weir.cli_json(&[
+        "deployment",
+        "create",
+        "parent",
+        "--pool",
+        "local",
+        "--job-variables",
+        &vars,
+    ]);
+    let parent = create_run(&weir, &["parent"]);
+    let run = wait_terminal(&weir, &parent);
+    assert_eq!(run["state"], "Completed", "{run}");
+    let children = weir.cli_json(&["run", "ls", "--parent", &parent]);
+    let items = children["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{children}");
+    assert_eq!(items[0]["deployment"], "child");
+    assert_eq!(items[0]["parent_run_id"], parent.as_str());
+    assert_eq!(items[0]["state"], "Completed");
+    let child = items[0]["id"].as_str().expect("id");
+    let out = weir.cli(&["run", "logs", child]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#"params={"n":7}"#),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
