@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{
-    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run, RunId,
-    RunState, ValidationError, validate_dns_label, validate_tag,
+    Cause, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
+    RunId, RunState, ValidationError, validate_dns_label, validate_tag,
 };
 use crate::metrics::Metrics;
+use crate::pipeline::{self, AdmissionVerdict, Pipeline};
 use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
 use crate::template::{self, BaseJobTemplate, RunMetadata, TemplateError};
 
@@ -33,6 +34,9 @@ pub enum DispatchError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A plugin refused (fail-closed) while previewing.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = DispatchError> = std::result::Result<T, E>;
@@ -278,6 +282,7 @@ fn merge_parameters(base: &Map<String, Value>, over: &Map<String, Value>) -> Map
 /// the scheduler and the launcher.
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
+    pub pipeline: Arc<Pipeline>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     wake: Arc<Notify>,
@@ -285,9 +290,15 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pipeline: Arc<Pipeline>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             store,
+            pipeline,
             settings,
             metrics,
             wake: Arc::new(Notify::new()),
@@ -553,6 +564,32 @@ impl Dispatcher {
                 parameters: &parameters,
             },
         )?;
+        // The pool's mutators too: this is the job a run would get.
+        let job_variables =
+            pipeline::merged_job_variables(Some(&deployment.job_variables), &spec.job_variables);
+        let ctx = pipeline::context(
+            preview_id,
+            Some(&deployment.name),
+            &pool.name,
+            &queue,
+            &deployment.tags,
+            &pipeline::labels_of(&job_variables),
+            &merge_parameters(&deployment.parameters, &spec.parameters),
+            &job_variables,
+            None,
+        );
+        let job = self
+            .pipeline
+            .mutate(
+                &pool.name,
+                pool.pool_type,
+                &ctx,
+                job,
+                RunState::Pending,
+                &mut Vec::new(),
+            )
+            .await
+            .map_err(|r| DispatchError::Refused(r.message))?;
         Ok((pool, job))
     }
 
@@ -615,33 +652,11 @@ impl Dispatcher {
             )
             .into());
         }
-        let pool = match self.store.get_pool(&pool_name).await {
-            Err(StoreError::NotFound { .. }) => {
-                return Err(ValidationError::new(
-                    "pool",
-                    format!("pool {pool_name:?} does not exist"),
-                )
-                .into());
-            }
-            other => other?,
-        };
         let queue = spec
             .queue
             .clone()
             .or_else(|| deployment.as_ref().and_then(|d| d.queue.clone()))
             .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
-        match self.store.get_queue(&pool.name, &queue).await {
-            Err(StoreError::NotFound { .. }) => {
-                return Err(ValidationError::new(
-                    "queue",
-                    format!("queue {queue:?} does not exist in pool {:?}", pool.name),
-                )
-                .into());
-            }
-            other => {
-                other?;
-            }
-        }
 
         let mut tags = deployment
             .as_ref()
@@ -684,10 +699,63 @@ impl Dispatcher {
             return Err(ValidationError::new("retries.max", "must be at most 100").into());
         }
 
-        // Check the job can be built now, so bad variables are refused here
-        // and not discovered when the run is released.
         let id = Uuid::now_v7();
         let id_text = id.to_string();
+        let job_variables = pipeline::merged_job_variables(
+            deployment.as_ref().map(|d| &d.job_variables),
+            &spec.job_variables,
+        );
+        let labels = pipeline::labels_of(&job_variables);
+        let mut ctx = pipeline::context(
+            &id_text,
+            deployment.as_ref().map(|d| d.name.as_str()),
+            &pool_name,
+            &queue,
+            &tags,
+            &labels,
+            &parameters,
+            &job_variables,
+            spec.parent_run_id.map(|p| p.to_string()),
+        );
+        let mut history = Vec::new();
+
+        // Stage 1: routers (global, in order) may change pool, queue, tags.
+        let mut refusal = self.pipeline.route(&mut ctx, &mut history).await.err();
+        let routed = if ctx.pool != pool_name || ctx.queue != queue {
+            " (chosen by a router)"
+        } else {
+            ""
+        };
+        let tags = validate_tags("tags", &ctx.tags)?;
+        let (pool_name, queue) = (ctx.pool.clone(), ctx.queue.clone());
+        let pool = match self.store.get_pool(&pool_name).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ValidationError::new(
+                    "pool",
+                    format!("pool {pool_name:?}{routed} does not exist"),
+                )
+                .into());
+            }
+            other => other?,
+        };
+        match self.store.get_queue(&pool.name, &queue).await {
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ValidationError::new(
+                    "queue",
+                    format!(
+                        "queue {queue:?}{routed} does not exist in pool {:?}",
+                        pool.name
+                    ),
+                )
+                .into());
+            }
+            other => {
+                other?;
+            }
+        }
+
+        // Check the job can be built now, so bad variables are refused here
+        // and not discovered when the run is released.
         let parameters_text = serde_json::to_string(&parameters).unwrap_or_else(|_| "{}".into());
         let meta = RunMetadata {
             parameters: &parameters_text,
@@ -716,7 +784,24 @@ impl Dispatcher {
             (None, None) => {}
         }
 
-        // Pipeline: routers and admission plugins will run here (issue 3).
+        // Stage 2: the pool's admission plugins admit, reject or defer.
+        let mut scheduled_at = spec.scheduled_at.unwrap_or_else(Utc::now);
+        let mut needs_admission = false;
+        if refusal.is_none() {
+            match self
+                .pipeline
+                .admit(&ctx, RunState::Scheduled, &mut history)
+                .await
+            {
+                AdmissionVerdict::Admit => {}
+                AdmissionVerdict::Defer { seconds, .. } => {
+                    needs_admission = true;
+                    let until = Utc::now() + chrono::Duration::seconds(i64::from(seconds));
+                    scheduled_at = scheduled_at.max(until);
+                }
+                AdmissionVerdict::Reject(r) => refusal = Some(r),
+            }
+        }
 
         let (run, created) = self
             .store
@@ -731,17 +816,74 @@ impl Dispatcher {
                 job_variables: spec.job_variables.clone(),
                 parent_run_id: spec.parent_run_id,
                 idempotency_key: spec.idempotency_key.clone(),
-                scheduled_at: spec.scheduled_at.unwrap_or_else(Utc::now),
+                scheduled_at,
                 retries,
                 message: "created".into(),
                 cause: cause.to_owned(),
+                history,
+                needs_admission,
+                labels,
             })
             .await?;
-        if created {
-            self.metrics.run_created();
-            self.wake_scheduler();
+        if !created {
+            return Ok((run, false));
         }
+        self.metrics.run_created();
+        if let Some(r) = refusal {
+            // A refused run is kept, with why, rather than silently dropped.
+            let mut t = Transition::new(RunState::Failed, r.message, Cause::PIPELINE);
+            t.detail = Some(r.detail);
+            self.transition(run.id, t).await?;
+            return Ok((self.store.get_run(run.id, true).await?, true));
+        }
+        self.wake_scheduler();
         Ok((run, created))
+    }
+
+    /// Judges a deferred run again when its time has come (the scheduler
+    /// calls this before releasing).
+    pub async fn readmit(&self, run: &Run) -> Result<()> {
+        let deployment_vars = match &run.deployment {
+            Some(d) => match self.store.get_deployment(d).await {
+                Ok(d) => Some(d.job_variables),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let job_variables =
+            pipeline::merged_job_variables(deployment_vars.as_ref(), &run.job_variables);
+        let ctx = pipeline::context(
+            &run.id.to_string(),
+            run.deployment.as_deref(),
+            &run.pool,
+            &run.queue,
+            &run.tags,
+            &run.labels,
+            &run.parameters,
+            &job_variables,
+            run.parent_run_id.map(|p| p.to_string()),
+        );
+        let mut history = Vec::new();
+        match self.pipeline.admit(&ctx, run.state, &mut history).await {
+            AdmissionVerdict::Admit => {
+                self.store.set_admission(run.id, None, &history).await?;
+                self.wake_scheduler();
+            }
+            AdmissionVerdict::Defer { seconds, .. } => {
+                let until = Utc::now() + chrono::Duration::seconds(i64::from(seconds));
+                self.store
+                    .set_admission(run.id, Some(until), &history)
+                    .await?;
+            }
+            AdmissionVerdict::Reject(r) => {
+                self.store.append_history(run.id, &history).await?;
+                let mut t = Transition::new(RunState::Failed, r.message, Cause::PIPELINE);
+                t.detail = Some(r.detail);
+                self.transition(run.id, t).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a run: a waiting run is Cancelled at once; a released one goes

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::backend::{Backends, Execution, Outcome};
 use crate::dispatcher::{DispatchError, Dispatcher, with_job_prefix};
 use crate::domain::{Cause, PoolType, Run, RunSource, RunState};
+use crate::pipeline;
 use crate::store::{StoreError, Transition};
 use crate::template::{self, RunMetadata};
 
@@ -27,12 +28,17 @@ pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
 
 /// Builds the job a run executes: its deployment's template rendered with the
 /// deployment's and the run's job variables, or its raw job, finalised with
-/// Weir's labels and env either way.
+/// Weir's labels and env either way; then the pool's mutators patch it
+/// (stage 4), each outcome recorded in the run's history.
 pub async fn build_job(
     dispatcher: &Dispatcher,
     run: &Run,
-) -> Result<(PoolType, Value), DispatchError> {
-    let pool = dispatcher.store.get_pool(&run.pool).await?;
+) -> Result<(PoolType, Value), BuildFailure> {
+    let pool = dispatcher
+        .store
+        .get_pool(&run.pool)
+        .await
+        .map_err(|e| e.to_string())?;
     let id = run.id.to_string();
     let parameters = serde_json::to_string(&run.parameters).unwrap_or_else(|_| "{}".into());
     let meta = RunMetadata {
@@ -44,19 +50,82 @@ pub async fn build_job(
         api_url: &dispatcher.settings.api_url,
     };
     let kind = pool.pool_type.template_kind();
-    let job = match run.source() {
+    let (job, deployment_vars) = match run.source() {
         RunSource::Deployment(name) => {
-            let deployment = dispatcher.store.get_deployment(&name).await?;
-            template::build_job(
+            let deployment = dispatcher
+                .store
+                .get_deployment(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let job = template::build_job(
                 &pool.base_job_template,
                 kind,
                 &[&deployment.job_variables, &run.job_variables],
                 &meta,
-            )?
+            )
+            .map_err(|e| e.to_string())?;
+            (job, Some(deployment.job_variables))
         }
-        RunSource::Raw(job) => template::finalize(kind, with_job_prefix(job), &meta)?,
+        RunSource::Raw(job) => (
+            template::finalize(kind, with_job_prefix(job), &meta).map_err(|e| e.to_string())?,
+            None,
+        ),
     };
+
+    // Stage 4: mutators, in binding order.
+    let job_variables =
+        pipeline::merged_job_variables(deployment_vars.as_ref(), &run.job_variables);
+    let ctx = pipeline::context(
+        &id,
+        run.deployment.as_deref(),
+        &run.pool,
+        &run.queue,
+        &run.tags,
+        &run.labels,
+        &run.parameters,
+        &job_variables,
+        run.parent_run_id.map(|p| p.to_string()),
+    );
+    let mut history = Vec::new();
+    let mutated = dispatcher
+        .pipeline
+        .mutate(
+            &pool.name,
+            pool.pool_type,
+            &ctx,
+            job,
+            RunState::Pending,
+            &mut history,
+        )
+        .await;
+    if let Err(e) = dispatcher.store.append_history(run.id, &history).await {
+        warn!(run = %run.id, "cannot record plugin decisions: {e}");
+    }
+    let job = mutated.map_err(|r| BuildFailure {
+        message: r.message,
+        detail: Some(r.detail),
+    })?;
+    // Weir's own stamps are re-applied over whatever the mutators did.
+    let job = template::finalize(kind, job, &meta)
+        .map_err(|e| format!("the mutated job is invalid: {e}"))?;
     Ok((pool.pool_type, job))
+}
+
+/// Why a run's job could not be built, with a plugin's structured detail
+/// when a mutator refused.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub message: String,
+    pub detail: Option<Value>,
+}
+
+impl From<String> for BuildFailure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            detail: None,
+        }
+    }
 }
 
 async fn record(dispatcher: &Dispatcher, run: &Run, t: Transition) {
@@ -87,6 +156,7 @@ pub fn outcome_transition(run: &Run, outcome: Outcome, cause: &str) -> Transitio
             cause: cause.to_owned(),
             exit_code,
             retry_at: Some(at),
+            detail: None,
         }
     };
     let retries_left = run.attempt <= run.retries.max;
@@ -113,14 +183,15 @@ async fn launch(
     let (pool_type, job) = match build_job(dispatcher, &run).await {
         Ok(built) => built,
         Err(e) => {
-            let t = outcome_transition(
+            let mut t = outcome_transition(
                 &run,
                 Outcome::Failed {
                     exit_code: None,
-                    message: format!("cannot build the job: {e}"),
+                    message: format!("cannot build the job: {}", e.message),
                 },
                 Cause::LAUNCHER,
             );
+            t.detail = e.detail;
             record(dispatcher, &run, t).await;
             return;
         }

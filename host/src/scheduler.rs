@@ -59,6 +59,13 @@ async fn pass(
     if late > 0 {
         debug!(late, "marked runs late");
     }
+    // Runs an admission plugin deferred are judged again when due, outside
+    // any store transaction (plugin calls take their own time).
+    for run in store.due_admissions(now, BATCH).await? {
+        if let Err(e) = dispatcher.readmit(&run).await {
+            warn!(run = %run.id, "re-admission failed: {e}");
+        }
+    }
     loop {
         let released = store.release_ready(Utc::now(), BATCH).await?;
         let n = released.len();

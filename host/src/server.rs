@@ -17,8 +17,11 @@ use crate::dispatcher::{DispatchError, Dispatcher, Settings};
 use crate::domain::PoolType;
 use crate::launcher;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::plugin::{LoadError, PluginRuntime};
+use crate::registry::Registry;
 use crate::scheduler;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
 
@@ -33,6 +36,8 @@ pub enum ServeError {
     },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot start the plugin runtime: {0}")]
+    Plugins(#[from] LoadError),
     #[error("cannot recover runs: {0}")]
     Recover(#[from] DispatchError),
     #[error("cannot listen on {addr}: {source}")]
@@ -138,9 +143,14 @@ impl Server {
             .api_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let store = SqliteStore::open(&options.data_dir.join("weir.db")).await?;
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&options.data_dir.join("weir.db")).await?);
+        let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
+        let registry = Arc::new(Registry::new(runtime, store.clone()));
+        let pipeline = Arc::new(Pipeline::new(registry, store.clone()));
         let dispatcher = Arc::new(Dispatcher::new(
-            Arc::new(store),
+            store,
+            pipeline,
             Settings {
                 api_url,
                 late_after: options.late_after,

@@ -202,3 +202,38 @@ pub fn eventually_blocking<T>(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Builds the example plugins (`plugins/build.sh`) and the safety plugins
+/// (`tests/plugins/build.sh`) once per test binary, from source, for
+/// `wasm32-wasip2`; returns the path of a component by name.
+pub fn component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (examples, safety) = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for script in ["plugins/build.sh", "tests/plugins/build.sh"] {
+            let out = Command::new("bash")
+                .arg(root.join(script))
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+            assert!(
+                out.status.success(),
+                "{script} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        (
+            root.join("plugins/dist"),
+            root.join("tests/plugins/target/wasm32-wasip2/release"),
+        )
+    });
+    let example = examples.join(format!("{name}.wasm"));
+    if example.exists() {
+        return example;
+    }
+    let safety = safety.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(safety.exists(), "no component named {name}");
+    safety
+}

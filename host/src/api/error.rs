@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::dispatcher::DispatchError;
 use crate::domain::ValidationError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -102,6 +103,20 @@ impl From<DispatchError> for ApiError {
             DispatchError::Invalid(v) => v.into(),
             DispatchError::Template(t) => ApiError::invalid(t.field(), t.to_string()),
             DispatchError::Store(s) => s.into(),
+            DispatchError::Refused(detail) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", None, detail)
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(v) => v.into(),
+            RegistryError::Load(l) => ApiError::invalid("wasm", l.to_string()),
+            e @ RegistryError::Config { .. } => ApiError::invalid("config", e.to_string()),
+            RegistryError::Store(s) => s.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod error;
 mod extract;
+mod plugins;
 mod resources;
 mod runs;
 
@@ -63,6 +64,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs/{id}"),
     ("post", "/api/v1/runs/{id}/cancel"),
     ("get", "/api/v1/runs/{id}/logs"),
+    ("get", "/api/v1/plugins"),
+    ("get", "/api/v1/plugins/{name}"),
+    ("post", "/api/v1/plugins/{name}"),
+    ("delete", "/api/v1/plugins/{name}"),
+    ("get", "/api/v1/pools/{pool}/bindings"),
+    ("post", "/api/v1/pools/{pool}/bindings"),
+    ("delete", "/api/v1/pools/{pool}/bindings/{plugin}"),
+    ("get", "/api/v1/routers"),
+    ("post", "/api/v1/routers"),
+    ("delete", "/api/v1/routers/{plugin}"),
 ];
 
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
@@ -103,7 +114,33 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/runs", get(runs::list).post(runs::create))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
-        .route("/runs/{id}/logs", get(runs::logs));
+        .route("/runs/{id}/logs", get(runs::logs))
+        .route("/plugins", get(plugins::list))
+        .route(
+            "/plugins/{name}",
+            get(plugins::get)
+                .post(plugins::add)
+                .delete(plugins::delete)
+                .layer(DefaultBodyLimit::max(
+                    crate::registry::MAX_PLUGIN_BYTES + 1024,
+                )),
+        )
+        .route(
+            "/pools/{pool}/bindings",
+            get(plugins::list_pool_bindings).post(plugins::bind_pool),
+        )
+        .route(
+            "/pools/{pool}/bindings/{plugin}",
+            axum::routing::delete(plugins::unbind_pool),
+        )
+        .route(
+            "/routers",
+            get(plugins::list_routers).post(plugins::bind_router),
+        )
+        .route(
+            "/routers/{plugin}",
+            axum::routing::delete(plugins::unbind_router),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -71,6 +71,32 @@ impl Client {
             .body)
     }
 
+    /// POSTs raw bytes (a plugin upload) and decodes the JSON answer.
+    pub async fn post_bytes(&self, segments: &[&str], bytes: Vec<u8>) -> Result<Reply, CliError> {
+        let url = self.url(segments);
+        let response = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        let body = serde_json::from_slice(&body).map_err(|e| {
+            CliError::Response(format!("{} answered invalid JSON: {e}", url.path()))
+        })?;
+        Ok(Reply { status, body })
+    }
+
     pub async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
         self.send(Method::DELETE, self.url(segments), None).await?;
         Ok(())

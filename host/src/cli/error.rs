@@ -54,6 +54,10 @@ pub enum CliError {
     #[error("cannot write to standard output: {0}")]
     Stdout(#[source] std::io::Error),
 
+    /// A plugin run offline (`weir plugin test`) failed or refused.
+    #[error("{0}")]
+    Plugin(String),
+
     /// `execute` was given a command it does not run (`serve` is run by main).
     #[error("`weir {0}` is not run by the CLI client")]
     NotAClientCommand(&'static str),

@@ -19,6 +19,7 @@ mod error;
 mod input;
 mod limit;
 mod output;
+mod plugin;
 mod pool;
 mod queue;
 mod run;
@@ -28,6 +29,7 @@ mod tests;
 pub use deployment::{DeploymentArgs, DeploymentCommand};
 pub use error::CliError;
 pub use limit::{LimitArgs, LimitCommand};
+pub use plugin::{BindOptions, PluginArgs, PluginCommand, RouterArgs, RouterCommand};
 pub use pool::{PoolArgs, PoolCommand, PoolTypeArg};
 pub use queue::{QueueArgs, QueueCommand};
 pub use run::{RunArgs, RunCommand, exit_code_for_state};
@@ -91,6 +93,10 @@ pub enum Command {
     Deployment(DeploymentArgs),
     /// Create, list, inspect, follow and cancel runs
     Run(RunArgs),
+    /// Upload, list, inspect, delete and test WebAssembly plugins
+    Plugin(PluginArgs),
+    /// Manage the global router plugin chain
+    Router(RouterArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -164,6 +170,12 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
     if let Command::Serve(_) = command {
         return Err(CliError::NotAClientCommand("serve"));
     }
+    if let Command::Plugin(PluginArgs {
+        command: test @ PluginCommand::Test { .. },
+    }) = command
+    {
+        return plugin::test_offline(test, global.output == OutputFormat::Json).await;
+    }
     let ctx = Ctx {
         client: client::Client::new(&global.api)?,
         output: global.output,
@@ -175,5 +187,7 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
         Command::Limit(args) => limit::execute(&ctx, args.command).await,
         Command::Deployment(args) => deployment::execute(&ctx, args.command).await,
         Command::Run(args) => run::execute(&ctx, args.command).await,
+        Command::Plugin(args) => plugin::execute(&ctx, args.command).await,
+        Command::Router(args) => plugin::execute_router(&ctx, args.command).await,
     }
 }

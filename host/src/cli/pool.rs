@@ -119,6 +119,27 @@ pub enum PoolCommand {
         /// Pool name
         name: String,
     },
+    /// Bind an admission or mutator plugin to the pool
+    Bind {
+        /// Pool name
+        pool: String,
+        /// PLUGIN or PLUGIN@VERSION (pinned; otherwise the newest version)
+        plugin: String,
+        #[command(flatten)]
+        options: super::plugin::BindOptions,
+    },
+    /// Remove a plugin binding from the pool
+    Unbind {
+        /// Pool name
+        pool: String,
+        /// Plugin name
+        plugin: String,
+    },
+    /// List the pool's plugin bindings in order
+    Bindings {
+        /// Pool name
+        pool: String,
+    },
 }
 
 pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode, CliError> {
@@ -240,6 +261,33 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
         PoolCommand::Delete { name } => {
             c.delete(&["pools", &name]).await?;
             ctx.done(&format!("Deleted pool {name}"))?;
+        }
+        PoolCommand::Bind {
+            pool,
+            plugin,
+            options,
+        } => {
+            let body = super::plugin::binding_body(&plugin, &options)?;
+            let b = c
+                .post(&["pools", &pool, "bindings"], Some(&body))
+                .await?
+                .body;
+            ctx.show(&b, |b| {
+                format!(
+                    "Bound {} to pool {pool} (order {}, {})",
+                    str_of(b, "plugin"),
+                    field(b, "order"),
+                    str_of(b, "on_error")
+                )
+            })?;
+        }
+        PoolCommand::Unbind { pool, plugin } => {
+            c.delete(&["pools", &pool, "bindings", &plugin]).await?;
+            ctx.done(&format!("Unbound {plugin} from pool {pool}"))?;
+        }
+        PoolCommand::Bindings { pool } => {
+            let list = c.get(&["pools", &pool, "bindings"]).await?;
+            ctx.show_list(&list, super::plugin::render_bindings)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 mod deployment;
 mod limit;
 mod name;
+mod plugin;
 mod pool;
 mod queue;
 mod run;
@@ -12,6 +13,7 @@ mod run_state;
 pub use deployment::{Deployment, RetryPolicy};
 pub use limit::{ConcurrencyLimit, SlotKey};
 pub use name::{validate_dns_label, validate_tag};
+pub use plugin::{OnError, PluginBinding, PluginVersion, World};
 pub use pool::{Pool, PoolType};
 pub use queue::{DEFAULT_QUEUE, Queue};
 pub use run::{Cause, HistoryEntry, Run, RunId, RunSource};

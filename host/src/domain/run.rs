@@ -17,6 +17,7 @@ impl Cause {
     pub const BACKEND: &'static str = "backend";
     pub const LAUNCHER: &'static str = "launcher";
     pub const RECOVERY: &'static str = "recovery";
+    pub const PIPELINE: &'static str = "pipeline";
 }
 
 /// One line of a run's history.
@@ -26,6 +27,9 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     pub message: String,
     pub cause: String,
+    /// Structured detail: a plugin's name, version, decision and timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
 }
 
 /// Where a run's job comes from.
@@ -50,6 +54,8 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<Value>,
     pub tags: Vec<String>,
+    /// The merged `labels` job variable (deployment, then run).
+    pub labels: Map<String, Value>,
     pub parameters: Map<String, Value>,
     pub job_variables: Map<String, Value>,
     pub parent_run_id: Option<RunId>,

@@ -95,8 +95,9 @@ impl RunState {
     pub fn can_transition_to(self, to: RunState) -> bool {
         use RunState::*;
         match self {
-            Scheduled => matches!(to, Late | Pending | Cancelled),
-            Late => matches!(to, Pending | Cancelled),
+            // Failed before release: refused by an admission plugin.
+            Scheduled => matches!(to, Late | Pending | Cancelled | Failed),
+            Late => matches!(to, Pending | Cancelled | Failed),
             AwaitingRetry => matches!(to, Pending | Cancelled),
             // A fast job may finish before its start was observed, and a job
             // that cannot be built fails or crashes while still Pending.
@@ -188,12 +189,14 @@ mod tests {
             (Running, Cancelling),
             (Cancelling, Cancelled),
             (Scheduled, Cancelled),
+            (Scheduled, Failed),
         ] {
             assert!(from.check_transition(to).is_ok(), "{from} -> {to}");
         }
         for (from, to) in [
             (Scheduled, Running),
             (Scheduled, Completed),
+            (Scheduled, Crashed),
             (Late, Scheduled),
             (Running, Pending),
             (Running, Scheduled),

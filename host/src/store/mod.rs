@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    ConcurrencyLimit, Deployment, IllegalTransition, Pool, Queue, RetryPolicy, Run, RunId, RunState,
+    ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding, PluginVersion,
+    Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
 use crate::template::BaseJobTemplate;
 
@@ -97,6 +98,13 @@ pub struct NewRun {
     pub retries: RetryPolicy,
     pub message: String,
     pub cause: String,
+    /// History lines recorded before the run was stored (router and
+    /// admission decisions), written after its "created" line.
+    pub history: Vec<HistoryEntry>,
+    /// Deferred by an admission plugin: judged again when due.
+    pub needs_admission: bool,
+    /// The merged `labels` job variable.
+    pub labels: Map<String, Value>,
 }
 
 /// A state change requested by the dispatcher, the launcher or a backend.
@@ -108,6 +116,7 @@ pub struct Transition {
     pub exit_code: Option<i32>,
     /// For `AwaitingRetry`: when the next attempt may start.
     pub retry_at: Option<DateTime<Utc>>,
+    pub detail: Option<Value>,
 }
 
 impl Transition {
@@ -118,6 +127,7 @@ impl Transition {
             cause: cause.to_owned(),
             exit_code: None,
             retry_at: None,
+            detail: None,
         }
     }
 }
@@ -225,6 +235,47 @@ pub trait Store: Send + Sync + 'static {
     async fn active_runs(&self) -> Result<Vec<Run>>;
     async fn stats(&self) -> Result<StoreStats>;
     async fn ping(&self) -> Result<()>;
+
+    /// Adds history lines that are not state changes (plugin decisions).
+    async fn append_history(&self, id: RunId, entries: &[HistoryEntry]) -> Result<()>;
+    /// Waiting runs deferred by admission whose time has come.
+    async fn due_admissions(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Run>>;
+    /// Records a re-evaluated admission: admitted (`defer_until` None) or
+    /// deferred again.
+    async fn set_admission(
+        &self,
+        id: RunId,
+        defer_until: Option<DateTime<Utc>>,
+        entries: &[HistoryEntry],
+    ) -> Result<()>;
+    /// Counts for admission stats: runs holding slots / waiting that carry
+    /// the label `key=value` in their job variables' `labels`.
+    async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy>;
+    /// Runs holding slots / waiting that carry `tag`.
+    async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy>;
+
+    // Plugins. Bytes are stored once per digest; a name gets a new version
+    // when its bytes change (adding the newest bytes again is a no-op).
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        world: World,
+        wit_version: &str,
+    ) -> Result<(PluginVersion, bool)>;
+    /// Oldest first; NotFound when the name has no version.
+    async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginVersion>>;
+    /// The newest version of every plugin.
+    async fn list_plugins(&self) -> Result<Vec<PluginVersion>>;
+    /// Refused while the plugin is bound.
+    async fn delete_plugin(&self, name: &str) -> Result<()>;
+    async fn plugin_bytes(&self, digest: &str) -> Result<Vec<u8>>;
+    async fn create_binding(&self, binding: &PluginBinding) -> Result<PluginBinding>;
+    /// `None`: the global router chain. Ordered by `order`, then creation.
+    async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>>;
+    async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>>;
+    async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()>;
 }
 
 #[cfg(test)]

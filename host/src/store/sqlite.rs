@@ -25,14 +25,14 @@ use super::{
     RunPage, Store, StoreError, StoreStats, Transition,
 };
 use crate::domain::{
-    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, Pool, PoolType, Queue, RetryPolicy,
-    Run, RunId, RunState,
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, OnError, PluginBinding,
+    PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
 use crate::template::BaseJobTemplate;
 
 const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
 const HOLDING: &str = "('Pending','Running','Cancelling')";
-const RUN_COLUMNS: &str = "seq, id, state, state_message, pool, queue, deployment, job, tags, \
+const RUN_COLUMNS: &str = "seq, id, state, state_message, pool, queue, deployment, job, tags, labels, \
     parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
     started_at, ended_at, attempt, retries_max, retry_delay_seconds, exit_code";
 
@@ -177,6 +177,7 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
         deployment: row.try_get("deployment")?,
         job: job.map(|j| from_json::<Value>("job", &j)).transpose()?,
         tags: from_json("tags", row.try_get("tags")?)?,
+        labels: from_json("labels", row.try_get("labels")?)?,
         parameters: from_json("parameters", row.try_get("parameters")?)?,
         job_variables: from_json("job_variables", row.try_get("job_variables")?)?,
         parent_run_id: parent.as_deref().map(parse_uuid).transpose()?,
@@ -195,6 +196,49 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
     })
 }
 
+fn parse_world(s: &str) -> Result<World> {
+    match s {
+        "router" => Ok(World::Router),
+        "admission" => Ok(World::Admission),
+        "mutator" => Ok(World::Mutator),
+        other => Err(StoreError::Corrupt(format!("plugin world {other:?}"))),
+    }
+}
+
+fn plugin_version_from_row(row: &SqliteRow) -> Result<PluginVersion> {
+    Ok(PluginVersion {
+        name: row.try_get("name")?,
+        version: to_u32("version", row.try_get("version")?)?,
+        digest: row.try_get("digest")?,
+        world: parse_world(row.try_get("world")?)?,
+        wit_version: row.try_get("wit_version")?,
+        size: row.try_get::<i64, _>("size")?.max(0) as u64,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn binding_from_row(row: &SqliteRow) -> Result<PluginBinding> {
+    let pool: String = row.try_get("pool")?;
+    let on_error: String = row.try_get("on_error")?;
+    Ok(PluginBinding {
+        id: row.try_get("id")?,
+        pool: if pool.is_empty() { None } else { Some(pool) },
+        plugin: row.try_get("plugin")?,
+        pinned_version: row
+            .try_get::<Option<i64>, _>("pinned_version")?
+            .map(|v| to_u32("pinned_version", v))
+            .transpose()?,
+        config: from_json("config", row.try_get("config")?)?,
+        order: i32::try_from(row.try_get::<i64, _>("position")?)
+            .map_err(|_| StoreError::Corrupt("binding position out of range".into()))?,
+        on_error: OnError::parse(&on_error)
+            .ok_or_else(|| StoreError::Corrupt(format!("on_error {on_error:?}")))?,
+        deadline_ms: to_u32("deadline_ms", row.try_get("deadline_ms")?)?,
+        memory_mb: to_u32("memory_mb", row.try_get("memory_mb")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -207,14 +251,35 @@ async fn insert_history(
     message: &str,
     cause: &str,
 ) -> Result<()> {
+    insert_history_entry(
+        tx,
+        id,
+        &HistoryEntry {
+            state,
+            at,
+            message: message.to_owned(),
+            cause: cause.to_owned(),
+            detail: None,
+        },
+    )
+    .await
+}
+
+async fn insert_history_entry(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO run_history (run_id, state, at, message, cause) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO run_history (run_id, state, at, message, cause, detail) \
+         VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
-    .bind(state.as_str())
-    .bind(micros(at))
-    .bind(message)
-    .bind(cause)
+    .bind(entry.state.as_str())
+    .bind(micros(entry.at))
+    .bind(&entry.message)
+    .bind(&entry.cause)
+    .bind(entry.detail.as_ref().map(to_json).transpose()?)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -275,6 +340,7 @@ impl QueueCursor {
             let rows = sqlx::query(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs \
                  WHERE pool = ? AND queue = ? AND state IN {WAITING} AND scheduled_at <= ? \
+                   AND needs_admission = 0 \
                    AND (scheduled_at > ? OR (scheduled_at = ? AND seq > ?)) \
                  ORDER BY scheduled_at, seq LIMIT ?"
             ))
@@ -789,8 +855,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO runs (id, state, state_message, pool, queue, deployment, job, tags, \
              parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
-             attempt, retries_max, retry_delay_seconds) \
-             VALUES (?, 'Scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+             attempt, retries_max, retry_delay_seconds, needs_admission, labels) \
+             VALUES (?, 'Scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&run.message)
@@ -807,6 +873,8 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(i64::from(run.retries.max))
         .bind(i64::from(run.retries.delay_seconds))
+        .bind(run.needs_admission)
+        .bind(to_json(&run.labels)?)
         .execute(&mut *tx)
         .await?;
         for tag in &run.tags {
@@ -825,6 +893,9 @@ impl Store for SqliteStore {
             &run.cause,
         )
         .await?;
+        for entry in &run.history {
+            insert_history_entry(&mut tx, &id, entry).await?;
+        }
         let mut stored = fetch_run(&mut *tx, &id).await?;
         stored.history = Some(history(&mut *tx, &id).await?);
         tx.commit().await?;
@@ -934,7 +1005,18 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        insert_history(&mut tx, &id, t.to, now, &t.message, &t.cause).await?;
+        insert_history_entry(
+            &mut tx,
+            &id,
+            &HistoryEntry {
+                state: t.to,
+                at: now,
+                message: t.message.clone(),
+                cause: t.cause.clone(),
+                detail: t.detail.clone(),
+            },
+        )
+        .await?;
         let updated = fetch_run(&mut *tx, &id).await?;
         tx.commit().await?;
         Ok(updated)
@@ -943,6 +1025,10 @@ impl Store for SqliteStore {
     async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>> {
         let now_us = micros(now);
         let mut tx = self.begin().await?;
+        // Times recorded for releases are taken once this transaction holds
+        // the writer, so they order correctly with the ends that freed the
+        // slots.
+        let now = Utc::now().max(now);
 
         // Limits and what is in use, read inside the write transaction so
         // nothing can take a slot between the count and the release.
@@ -1259,6 +1345,298 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
+
+    async fn append_history(&self, id: RunId, entries: &[HistoryEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        for e in entries {
+            insert_history_entry(&mut tx, &id, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_admissions(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE needs_admission = 1 AND state IN {WAITING} \
+             AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?"
+        ))
+        .bind(micros(now))
+        .bind(max as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_admission(
+        &self,
+        id: RunId,
+        defer_until: Option<DateTime<Utc>>,
+        entries: &[HistoryEntry],
+    ) -> Result<()> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let run = fetch_run(&mut *tx, &id).await?;
+        if !run.state.is_waiting() {
+            // Cancelled meanwhile: nothing to admit.
+            return Ok(());
+        }
+        match defer_until {
+            None => {
+                sqlx::query("UPDATE runs SET needs_admission = 0 WHERE id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(t) => {
+                sqlx::query("UPDATE runs SET needs_admission = 1, scheduled_at = ? WHERE id = ?")
+                    .bind(micros(t))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for e in entries {
+            insert_history_entry(&mut tx, &id, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy> {
+        let path = format!("$.\"{}\"", key.replace('"', "\\\""));
+        let sql = format!(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), 0) AS active, \
+               COALESCE(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END), 0) AS queued \
+             FROM runs WHERE json_extract(labels, ?) = ? \
+               AND (state IN {HOLDING} OR state IN {WAITING})"
+        );
+        let row = sqlx::query(&sql)
+            .bind(path)
+            .bind(value)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(Occupancy {
+            active: row.try_get::<i64, _>("active")?.max(0) as u64,
+            queued: row.try_get::<i64, _>("queued")?.max(0) as u64,
+        })
+    }
+
+    async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy> {
+        occupancy(
+            &self.reader,
+            "id IN (SELECT run_id FROM run_tags WHERE tag = ?)",
+            &[tag],
+        )
+        .await
+    }
+
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        world: World,
+        wit_version: &str,
+    ) -> Result<(PluginVersion, bool)> {
+        let mut tx = self.begin().await?;
+        let latest = sqlx::query(
+            "SELECT * FROM plugin_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = match &latest {
+            Some(row) => {
+                let v = plugin_version_from_row(row)?;
+                if v.digest == digest {
+                    return Ok((v, false));
+                }
+                if v.world != world {
+                    return Err(StoreError::conflict(
+                        Some("world"),
+                        format!(
+                            "plugin {name:?} is a {} plugin; this component is a {} plugin",
+                            v.world, world
+                        ),
+                    ));
+                }
+                v.version + 1
+            }
+            None => 1,
+        };
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT OR IGNORE INTO plugin_blobs (digest, bytes, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(digest)
+        .bind(bytes)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO plugin_versions (name, version, digest, world, wit_version, size, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(i64::from(next))
+        .bind(digest)
+        .bind(world.to_string())
+        .bind(wit_version)
+        .bind(bytes.len() as i64)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            PluginVersion {
+                name: name.to_owned(),
+                version: next,
+                digest: digest.to_owned(),
+                world,
+                wit_version: wit_version.to_owned(),
+                size: bytes.len() as u64,
+                created_at: from_micros(micros(now))?,
+            },
+            true,
+        ))
+    }
+
+    async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginVersion>> {
+        let rows = sqlx::query("SELECT * FROM plugin_versions WHERE name = ? ORDER BY version")
+            .bind(name)
+            .fetch_all(&self.reader)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::not_found("plugin", name));
+        }
+        rows.iter().map(plugin_version_from_row).collect()
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginVersion>> {
+        let rows = sqlx::query(
+            "SELECT v.* FROM plugin_versions v \
+             JOIN (SELECT name, MAX(version) AS version FROM plugin_versions GROUP BY name) m \
+               ON v.name = m.name AND v.version = m.version ORDER BY v.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(plugin_version_from_row).collect()
+    }
+
+    async fn delete_plugin(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let bound: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM plugin_bindings WHERE plugin = ?")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if bound > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("plugin {name:?} is bound {bound} time(s); unbind it first"),
+            ));
+        }
+        let done = sqlx::query("DELETE FROM plugin_versions WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("plugin", name));
+        }
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE digest NOT IN (SELECT digest FROM plugin_versions)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> Result<Vec<u8>> {
+        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE digest = ?")
+            .bind(digest)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("plugin digest", digest))
+    }
+
+    async fn create_binding(&self, b: &PluginBinding) -> Result<PluginBinding> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
+             on_error, deadline_ms, memory_mb, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(b.pool.as_deref().unwrap_or(""))
+        .bind(&b.plugin)
+        .bind(b.pinned_version.map(i64::from))
+        .bind(to_json(&b.config)?)
+        .bind(i64::from(b.order))
+        .bind(b.on_error.as_str())
+        .bind(i64::from(b.deadline_ms))
+        .bind(i64::from(b.memory_mb))
+        .bind(micros(b.created_at))
+        .execute(&mut *tx)
+        .await;
+        let id = match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::conflict(
+                    Some("plugin"),
+                    format!(
+                        "plugin {:?} is already bound {}",
+                        b.plugin,
+                        match &b.pool {
+                            Some(p) => format!("to pool {p:?}"),
+                            None => "as a router".into(),
+                        }
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(done) => done.last_insert_rowid(),
+        };
+        tx.commit().await?;
+        Ok(PluginBinding { id, ..b.clone() })
+    }
+
+    async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>> {
+        let rows =
+            sqlx::query("SELECT * FROM plugin_bindings WHERE pool = ? ORDER BY position, id")
+                .bind(pool.unwrap_or(""))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>> {
+        let rows = sqlx::query("SELECT * FROM plugin_bindings WHERE plugin = ? ORDER BY pool, id")
+            .bind(plugin)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = ? AND plugin = ?")
+            .bind(pool.unwrap_or(""))
+            .bind(plugin)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(
+                "binding",
+                match pool {
+                    Some(p) => format!("{plugin} on pool {p}"),
+                    None => format!("router {plugin}"),
+                },
+            ));
+        }
+        Ok(())
+    }
 }
 
 async fn history<'e, E>(executor: E, id: &str) -> Result<Vec<HistoryEntry>>
@@ -1266,7 +1644,7 @@ where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
     let rows = sqlx::query(
-        "SELECT state, at, message, cause FROM run_history WHERE run_id = ? ORDER BY seq",
+        "SELECT state, at, message, cause, detail FROM run_history WHERE run_id = ? ORDER BY seq",
     )
     .bind(id)
     .fetch_all(executor)
@@ -1278,6 +1656,10 @@ where
                 at: from_micros(row.try_get("at")?)?,
                 message: row.try_get("message")?,
                 cause: row.try_get("cause")?,
+                detail: row
+                    .try_get::<Option<String>, _>("detail")?
+                    .map(|d| from_json::<Value>("detail", &d))
+                    .transpose()?,
             })
         })
         .collect()

@@ -89,6 +89,9 @@ fn new_run(pool: &str, queue: &str, tags: &[&str]) -> NewRun {
         retries: Default::default(),
         message: "created".into(),
         cause: "test".into(),
+        history: Vec::new(),
+        needs_admission: false,
+        labels: Map::new(),
     }
 }
 

@@ -996,6 +996,7 @@ fn default_process_template_builds_a_process_job() {
             "command": ["python", "flow.py", "--x", "1"],
             "env": {"A": "1", "WEIR_API_URL": META.api_url, "WEIR_RUN_ID": META.run_id, "WEIR_PARAMETERS": META.parameters},
             "timeout_seconds": 30,
+            "labels": {},
         })
     );
 

@@ -1,0 +1,453 @@
+//! `weir plugin ...`, `weir router ...` and the binding options shared with
+//! `weir pool bind`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use super::input::read_json_file;
+use super::output::{field, full_time, kv_block, str_of, table};
+use super::{CliError, Ctx};
+use crate::plugin::{Limits, PluginRuntime, RunContext, Stats, World};
+
+#[derive(Args, Debug)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Upload a component; a new version of NAME if NAME exists
+    Add {
+        /// Plugin name (lowercase letters, digits and '-')
+        name: String,
+        /// The component (.wasm)
+        file: PathBuf,
+    },
+    /// List plugins (newest version of each)
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show a plugin's versions, digests, world and bindings
+    Inspect { name: String },
+    /// Delete a plugin and all its versions (refused while bound)
+    Rm { name: String },
+    /// Run a plugin offline with the same limits, and print its decision or
+    /// the patched job
+    Test {
+        /// The component (.wasm)
+        file: PathBuf,
+        /// The run context (JSON): run_id, deployment, pool, queue, tags,
+        /// labels, parameters, job_variables, parent_run
+        #[arg(long = "ctx", value_name = "FILE")]
+        ctx: PathBuf,
+        /// The job to mutate (JSON), for mutator plugins
+        #[arg(long, value_name = "FILE")]
+        job: Option<PathBuf>,
+        /// The binding's config (JSON); default {}
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Counts for admission plugins (JSON); default all zero
+        #[arg(long, value_name = "FILE")]
+        stats: Option<PathBuf>,
+        #[arg(long, value_name = "MS", default_value_t = 50)]
+        deadline_ms: u32,
+        #[arg(long, value_name = "MB", default_value_t = 64)]
+        memory_mb: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RouterArgs {
+    #[command(subcommand)]
+    pub command: RouterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouterCommand {
+    /// Add a router plugin to the global router chain
+    Bind {
+        /// PLUGIN or PLUGIN@VERSION (pinned)
+        plugin: String,
+        #[command(flatten)]
+        options: BindOptions,
+    },
+    /// Remove a router plugin from the chain
+    Unbind { plugin: String },
+    /// List the router chain in order
+    #[command(visible_alias = "list")]
+    Ls,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnErrorArg {
+    FailClosed,
+    FailOpen,
+}
+
+/// Options of a binding, shared by `pool bind` and `router bind`.
+#[derive(Args, Debug, Clone)]
+pub struct BindOptions {
+    /// The plugin's config: inline JSON or @FILE
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub config: Option<String>,
+    /// Position in the chain (lower runs first); default: after the others
+    #[arg(long)]
+    pub order: Option<i32>,
+    /// What a plugin failure does to the run [default: fail-closed]
+    #[arg(long, value_enum)]
+    pub on_error: Option<OnErrorArg>,
+    /// Time limit per decision [default: 50]
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u32>,
+    /// Memory limit per decision [default: 64]
+    #[arg(long, value_name = "MB")]
+    pub memory_mb: Option<u32>,
+}
+
+/// `PLUGIN[@VERSION]`.
+fn parse_plugin_ref(raw: &str) -> Result<(String, Option<u32>), CliError> {
+    match raw.split_once('@') {
+        None => Ok((raw.to_owned(), None)),
+        Some((name, v)) => {
+            let version = v.parse::<u32>().map_err(|_| {
+                CliError::input(
+                    "PLUGIN",
+                    format!("{v:?} is not a version number (PLUGIN@N)"),
+                )
+            })?;
+            Ok((name.to_owned(), Some(version)))
+        }
+    }
+}
+
+fn parse_config(raw: &str) -> Result<Value, CliError> {
+    match raw.strip_prefix('@') {
+        Some(path) => read_json_file(Path::new(path), "--config"),
+        None => serde_json::from_str(raw)
+            .map_err(|e| CliError::input("--config", format!("not valid JSON: {e}"))),
+    }
+}
+
+/// The JSON body of a binding request.
+pub(crate) fn binding_body(plugin: &str, options: &BindOptions) -> Result<Value, CliError> {
+    let (name, version) = parse_plugin_ref(plugin)?;
+    let mut body = json!({ "plugin": name });
+    if let Some(v) = version {
+        body["version"] = json!(v);
+    }
+    if let Some(c) = &options.config {
+        body["config"] = parse_config(c)?;
+    }
+    if let Some(o) = options.order {
+        body["order"] = json!(o);
+    }
+    if let Some(e) = options.on_error {
+        body["on_error"] = json!(match e {
+            OnErrorArg::FailClosed => "fail-closed",
+            OnErrorArg::FailOpen => "fail-open",
+        });
+    }
+    if let Some(d) = options.deadline_ms {
+        body["deadline_ms"] = json!(d);
+    }
+    if let Some(m) = options.memory_mb {
+        body["memory_mb"] = json!(m);
+    }
+    Ok(body)
+}
+
+pub(crate) fn render_bindings(items: &[Value]) -> String {
+    if items.is_empty() {
+        return "No bindings.".into();
+    }
+    table(
+        &[
+            "ORDER", "PLUGIN", "VERSION", "ON ERROR", "DEADLINE", "MEMORY", "CONFIG",
+        ],
+        items
+            .iter()
+            .map(|b| {
+                vec![
+                    field(b, "order"),
+                    str_of(b, "plugin").to_owned(),
+                    match b.get("pinned_version") {
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => "newest".into(),
+                    },
+                    str_of(b, "on_error").to_owned(),
+                    format!("{} ms", field(b, "deadline_ms")),
+                    format!("{} MiB", field(b, "memory_mb")),
+                    b.get("config").map(Value::to_string).unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn render_plugins(items: &[Value]) -> String {
+    if items.is_empty() {
+        return "No plugins.".into();
+    }
+    table(
+        &["NAME", "WORLD", "VERSION", "DIGEST", "SIZE", "BINDINGS"],
+        items
+            .iter()
+            .map(|p| {
+                vec![
+                    str_of(p, "name").to_owned(),
+                    str_of(p, "world").to_owned(),
+                    field(p, "version"),
+                    str_of(p, "digest").chars().take(19).collect(),
+                    field(p, "size"),
+                    field(p, "bindings"),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCode, CliError> {
+    let c = &ctx.client;
+    match command {
+        PluginCommand::Add { name, file } => {
+            let bytes = std::fs::read(&file).map_err(|e| {
+                CliError::input("FILE", format!("cannot read {}: {e}", file.display()))
+            })?;
+            let reply = c.post_bytes(&["plugins", &name], bytes).await?;
+            let created = reply.status.as_u16() == 201;
+            ctx.show(&reply.body, |v| {
+                format!(
+                    "{} {} version {} ({} plugin, {})",
+                    if created { "Added" } else { "Unchanged:" },
+                    str_of(v, "name"),
+                    field(v, "version"),
+                    str_of(v, "world"),
+                    str_of(v, "digest")
+                )
+            })?;
+        }
+        PluginCommand::Ls => {
+            let list = c.get(&["plugins"]).await?;
+            ctx.show_list(&list, render_plugins)?;
+        }
+        PluginCommand::Inspect { name } => {
+            let p = c.get(&["plugins", &name]).await?;
+            ctx.show(&p, |p| {
+                let versions = p["versions"].as_array().cloned().unwrap_or_default();
+                let mut out = kv_block(&[
+                    ("name", field(p, "name")),
+                    ("world", field(p, "world")),
+                    ("newest version", field(p, "newest_version")),
+                ]);
+                out.push_str("\n\nVersions:\n");
+                out.push_str(&table(
+                    &["VERSION", "DIGEST", "WIT", "SIZE", "ADDED"],
+                    versions
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                field(v, "version"),
+                                str_of(v, "digest").to_owned(),
+                                str_of(v, "wit_version").to_owned(),
+                                field(v, "size"),
+                                full_time(v, "created_at"),
+                            ]
+                        })
+                        .collect(),
+                ));
+                out.push_str("\n\nBindings:\n");
+                let bindings = p["bindings"].as_array().cloned().unwrap_or_default();
+                let rows: Vec<Vec<String>> = bindings
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            match b.get("pool") {
+                                Some(Value::String(p)) => format!("pool {p}"),
+                                _ => "router chain".into(),
+                            },
+                            match b.get("pinned_version") {
+                                Some(Value::Number(n)) => n.to_string(),
+                                _ => "newest".into(),
+                            },
+                            str_of(b, "on_error").to_owned(),
+                        ]
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    out.push_str("none");
+                } else {
+                    out.push_str(&table(&["WHERE", "VERSION", "ON ERROR"], rows));
+                }
+                out
+            })?;
+        }
+        PluginCommand::Rm { name } => {
+            c.delete(&["plugins", &name]).await?;
+            ctx.done(&format!("Deleted plugin {name}"))?;
+        }
+        PluginCommand::Test { .. } => {
+            return Err(CliError::NotAClientCommand("plugin test"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn execute_router(
+    ctx: &Ctx,
+    command: RouterCommand,
+) -> Result<ExitCode, CliError> {
+    let c = &ctx.client;
+    match command {
+        RouterCommand::Bind { plugin, options } => {
+            let body = binding_body(&plugin, &options)?;
+            let b = c.post(&["routers"], Some(&body)).await?.body;
+            ctx.show(&b, |b| {
+                format!(
+                    "Bound router {} (order {})",
+                    str_of(b, "plugin"),
+                    field(b, "order")
+                )
+            })?;
+        }
+        RouterCommand::Unbind { plugin } => {
+            c.delete(&["routers", &plugin]).await?;
+            ctx.done(&format!("Unbound router {plugin}"))?;
+        }
+        RouterCommand::Ls => {
+            let list = c.get(&["routers"]).await?;
+            ctx.show_list(&list, render_bindings)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir plugin test`: needs no server; the same runtime and limits.
+pub async fn test_offline(command: PluginCommand, json_output: bool) -> Result<ExitCode, CliError> {
+    let PluginCommand::Test {
+        file,
+        ctx,
+        job,
+        config,
+        stats,
+        deadline_ms,
+        memory_mb,
+    } = command
+    else {
+        return Err(CliError::NotAClientCommand("plugin"));
+    };
+    let bytes = std::fs::read(&file)
+        .map_err(|e| CliError::input("FILE", format!("cannot read {}: {e}", file.display())))?;
+    let run_ctx: RunContext = serde_json::from_value(read_json_file(&ctx, "--ctx")?)
+        .map_err(|e| CliError::input("--ctx", e.to_string()))?;
+    let config = match &config {
+        Some(p) => read_json_file(p, "--config")?,
+        None => json!({}),
+    };
+    let config = config.to_string();
+    let limits = Limits {
+        deadline: std::time::Duration::from_millis(u64::from(deadline_ms)),
+        memory_bytes: memory_mb as usize * 1024 * 1024,
+        ..Limits::default()
+    };
+    let runtime = PluginRuntime::new(None, 4).map_err(|e| CliError::Plugin(e.to_string()))?;
+    let plugin = runtime
+        .load(&bytes)
+        .await
+        .map_err(|e| CliError::Plugin(format!("{} is not a usable plugin: {e}", file.display())))?;
+    let fail = |e: crate::plugin::CallError| CliError::Plugin(format!("{}: {e}", e.kind()));
+    let (valid, _) = plugin.validate_config(&config, &limits).await;
+    valid.map_err(|e| CliError::Plugin(format!("the config is refused: {e}")))?;
+    let (out, elapsed) = match plugin.world() {
+        World::Router => {
+            let (r, t) = plugin.route(&config, &run_ctx, &limits).await;
+            let route = r.map_err(fail)?;
+            (json!({"route": route}), t)
+        }
+        World::Admission => {
+            let stats: Stats = match &stats {
+                Some(p) => serde_json::from_value(read_json_file(p, "--stats")?)
+                    .map_err(|e| CliError::input("--stats", e.to_string()))?,
+                None => Stats::default(),
+            };
+            let (r, t) = plugin.admit(&config, &run_ctx, &stats, &limits).await;
+            (json!({"admission": r.map_err(fail)?}), t)
+        }
+        World::Mutator => {
+            let Some(job) = &job else {
+                return Err(CliError::input(
+                    "--job",
+                    "a mutator plugin needs --job FILE",
+                ));
+            };
+            let job = read_json_file(job, "--job")?;
+            let (r, t) = plugin.mutate(&config, &run_ctx, &job, &[], &limits).await;
+            let (patched, ops) = r.map_err(fail)?;
+            (json!({"patch": ops, "job": patched}), t)
+        }
+    };
+    let mut out = out;
+    out["world"] = json!(plugin.world());
+    out["digest"] = json!(plugin.digest());
+    out["elapsed_ms"] = json!(elapsed.as_secs_f64() * 1000.0);
+    let text = if json_output {
+        super::output::pretty(&out)
+    } else {
+        let mut s = format!(
+            "{} plugin {} ({:.3} ms)\n",
+            plugin.world(),
+            plugin.digest(),
+            elapsed.as_secs_f64() * 1000.0
+        );
+        for key in ["route", "admission", "patch", "job"] {
+            if let Some(v) = out.get(key) {
+                s.push_str(&format!("{key}:\n{}\n", super::output::pretty(v)));
+            }
+        }
+        s
+    };
+    super::output::emit(text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_refs_and_bodies() {
+        assert_eq!(parse_plugin_ref("a").ok(), Some(("a".into(), None)));
+        assert_eq!(parse_plugin_ref("a@3").ok(), Some(("a".into(), Some(3))));
+        assert!(parse_plugin_ref("a@x").is_err());
+        let body = binding_body(
+            "gpu@2",
+            &BindOptions {
+                config: Some(r#"{"k": 1}"#.into()),
+                order: Some(5),
+                on_error: Some(OnErrorArg::FailOpen),
+                deadline_ms: Some(20),
+                memory_mb: None,
+            },
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            body,
+            json!({"plugin": "gpu", "version": 2, "config": {"k": 1}, "order": 5,
+                   "on_error": "fail-open", "deadline_ms": 20})
+        );
+        let err = binding_body(
+            "p",
+            &BindOptions {
+                config: Some("{".into()),
+                order: None,
+                on_error: None,
+                deadline_ms: None,
+                memory_mb: None,
+            },
+        )
+        .expect_err("bad JSON");
+        assert!(err.to_string().contains("--config"));
+    }
+}

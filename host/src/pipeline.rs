@@ -1,0 +1,510 @@
+//! The plugin stages of a run's life, in their fixed order:
+//! routers (global, in binding order) → admission (the pool's bindings) →
+//! (the scheduler waits for slots) → render → mutators (the pool's bindings,
+//! in order) → backend. Every plugin outcome becomes a history line with the
+//! plugin's name, version, digest, decision or patch, and time taken.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use crate::domain::{HistoryEntry, OnError, PluginBinding, PluginVersion, PoolType, RunState};
+use crate::plugin::{Admission, Counts, RunContext, Stats};
+use crate::registry::{Registry, limits_of};
+use crate::store::{Occupancy, Store};
+
+/// A fail-closed plugin failure or a rejection: the run ends with this.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+    pub detail: Value,
+}
+
+pub enum AdmissionVerdict {
+    Admit,
+    Reject(Refusal),
+    Defer { seconds: u32, reason: String },
+}
+
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+fn cause(world: &str, plugin: &str) -> String {
+    format!("{world}:{plugin}")
+}
+
+fn detail(
+    binding: &PluginBinding,
+    version: Option<&PluginVersion>,
+    world: &str,
+    elapsed: Duration,
+) -> Map<String, Value> {
+    let mut d = Map::new();
+    d.insert("plugin".into(), json!(binding.plugin));
+    d.insert("world".into(), json!(world));
+    if let Some(v) = version {
+        d.insert("version".into(), json!(v.version));
+        d.insert("digest".into(), json!(v.digest));
+    }
+    d.insert("elapsed_ms".into(), json!(ms(elapsed)));
+    d
+}
+
+fn entry(
+    state: RunState,
+    message: String,
+    cause: String,
+    detail: Map<String, Value>,
+) -> HistoryEntry {
+    HistoryEntry {
+        state,
+        at: Utc::now(),
+        message,
+        cause,
+        detail: Some(Value::Object(detail)),
+    }
+}
+
+fn counts(o: Occupancy) -> Counts {
+    Counts {
+        running: u32::try_from(o.active).unwrap_or(u32::MAX),
+        queued: u32::try_from(o.queued).unwrap_or(u32::MAX),
+    }
+}
+
+fn config_text(config: &Value) -> String {
+    serde_json::to_string(config).unwrap_or_else(|_| "null".into())
+}
+
+/// Paths a mutator may not touch: what Weir stamps on every job.
+pub fn forbidden_paths(pool_type: PoolType) -> Vec<String> {
+    match pool_type {
+        PoolType::Kubernetes => vec![
+            "/job_manifest/apiVersion".into(),
+            "/job_manifest/kind".into(),
+            "/job_manifest/metadata/name".into(),
+            "/job_manifest/metadata/namespace".into(),
+            "/job_manifest/metadata/labels/weir.dev~1".into(),
+            "/job_manifest/spec/template/metadata/labels/weir.dev~1".into(),
+            "/namespace".into(),
+        ],
+        PoolType::Process => vec![
+            "/env/WEIR_RUN_ID".into(),
+            "/env/WEIR_API_URL".into(),
+            "/env/WEIR_PARAMETERS".into(),
+        ],
+    }
+}
+
+/// What a failed call means for the run, by the binding's policy.
+enum Failure {
+    Skip(HistoryEntry),
+    Refuse(Refusal),
+}
+
+fn failure(
+    binding: &PluginBinding,
+    version: Option<&PluginVersion>,
+    world: &str,
+    state: RunState,
+    elapsed: Duration,
+    kind: &str,
+    message: String,
+) -> Failure {
+    let mut d = detail(binding, version, world, elapsed);
+    d.insert("error".into(), json!({"kind": kind, "message": message}));
+    d.insert("on_error".into(), json!(binding.on_error.as_str()));
+    let label = match version {
+        Some(v) => format!("{}@{}", binding.plugin, v.version),
+        None => binding.plugin.clone(),
+    };
+    match binding.on_error {
+        OnError::FailOpen => Failure::Skip(entry(
+            state,
+            format!("{world} {label} failed ({kind}: {message}); skipped (fail-open)"),
+            cause(world, &binding.plugin),
+            d,
+        )),
+        OnError::FailClosed => Failure::Refuse(Refusal {
+            message: format!("{world} plugin {label} failed ({kind}): {message}"),
+            detail: Value::Object(d),
+        }),
+    }
+}
+
+impl Pipeline {
+    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>) -> Self {
+        Self { registry, store }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stage 1: routers may set the pool and queue and add tags. On a
+    /// fail-closed failure the run is refused (its history so far is in
+    /// `history`).
+    pub async fn route(
+        &self,
+        ctx: &mut RunContext,
+        history: &mut Vec<HistoryEntry>,
+    ) -> Result<(), Refusal> {
+        let bindings = self.store.list_bindings(None).await.map_err(|e| Refusal {
+            message: format!("cannot read router bindings: {e}"),
+            detail: Value::Null,
+        })?;
+        let state = RunState::Scheduled;
+        for b in &bindings {
+            let (version, plugin) = match self.registry.resolve(b).await {
+                Ok(r) => r,
+                Err(e) => match failure(b, None, "router", state, Duration::ZERO, "host", e) {
+                    Failure::Skip(h) => {
+                        history.push(h);
+                        continue;
+                    }
+                    Failure::Refuse(r) => return Err(r),
+                },
+            };
+            let (result, elapsed) = plugin
+                .route(&config_text(&b.config), ctx, &limits_of(b))
+                .await;
+            match result {
+                Ok(route) => {
+                    let mut changes = Vec::new();
+                    if let Some(p) = &route.pool {
+                        ctx.pool = p.clone();
+                        changes.push(format!("pool {p}"));
+                    }
+                    if let Some(q) = &route.queue {
+                        ctx.queue = q.clone();
+                        changes.push(format!("queue {q}"));
+                    }
+                    for t in &route.add_tags {
+                        if !ctx.tags.contains(t) {
+                            ctx.tags.push(t.clone());
+                        }
+                    }
+                    if !route.add_tags.is_empty() {
+                        changes.push(format!("tags +{}", route.add_tags.join(" +")));
+                    }
+                    let mut d = detail(b, Some(&version), "router", elapsed);
+                    d.insert(
+                        "decision".into(),
+                        json!({"pool": route.pool, "queue": route.queue, "add_tags": route.add_tags}),
+                    );
+                    history.push(entry(
+                        state,
+                        format!(
+                            "router {}@{}: {} ({} ms)",
+                            b.plugin,
+                            version.version,
+                            if changes.is_empty() {
+                                "no change".into()
+                            } else {
+                                changes.join(", ")
+                            },
+                            ms(elapsed)
+                        ),
+                        cause("router", &b.plugin),
+                        d,
+                    ));
+                }
+                Err(e) => match failure(
+                    b,
+                    Some(&version),
+                    "router",
+                    state,
+                    elapsed,
+                    e.kind(),
+                    e.to_string(),
+                ) {
+                    Failure::Skip(h) => history.push(h),
+                    Failure::Refuse(r) => return Err(r),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, ctx: &RunContext) -> Result<Stats, String> {
+        let s = &self.store;
+        let err = |e: crate::store::StoreError| e.to_string();
+        let pool = s.pool_occupancy(&ctx.pool).await.map_err(err)?;
+        let queue = s
+            .queue_occupancy(&ctx.pool, &ctx.queue)
+            .await
+            .map_err(err)?;
+        let mut tags = Vec::new();
+        for t in &ctx.tags {
+            tags.push((t.clone(), counts(s.tag_occupancy(t).await.map_err(err)?)));
+        }
+        let team = ctx.labels.get("team").cloned();
+        let team_counts = match &team {
+            Some(t) => counts(s.label_occupancy("team", t).await.map_err(err)?),
+            None => Counts::default(),
+        };
+        Ok(Stats {
+            pool: counts(pool),
+            queue: counts(queue),
+            tags,
+            team,
+            team_counts,
+        })
+    }
+
+    /// Stage 2: the pool's admission plugins, in order. The first reject
+    /// or defer decides; all must admit for the run to wait for slots.
+    pub async fn admit(
+        &self,
+        ctx: &RunContext,
+        state: RunState,
+        history: &mut Vec<HistoryEntry>,
+    ) -> AdmissionVerdict {
+        let bindings = match self.store.list_bindings(Some(&ctx.pool)).await {
+            Ok(b) => b,
+            Err(e) => {
+                return AdmissionVerdict::Reject(Refusal {
+                    message: format!("cannot read admission bindings: {e}"),
+                    detail: Value::Null,
+                });
+            }
+        };
+        let mut stats: Option<Stats> = None;
+        for b in &bindings {
+            let (version, plugin) = match self.registry.resolve(b).await {
+                Ok(r) => r,
+                Err(e) => match failure(b, None, "admission", state, Duration::ZERO, "host", e) {
+                    Failure::Skip(h) => {
+                        history.push(h);
+                        continue;
+                    }
+                    Failure::Refuse(r) => return AdmissionVerdict::Reject(r),
+                },
+            };
+            if version.world != crate::domain::World::Admission {
+                continue;
+            }
+            if stats.is_none() {
+                match self.stats(ctx).await {
+                    Ok(s) => stats = Some(s),
+                    Err(e) => {
+                        return AdmissionVerdict::Reject(Refusal {
+                            message: format!("cannot read admission stats: {e}"),
+                            detail: Value::Null,
+                        });
+                    }
+                }
+            }
+            let Some(st) = &stats else { continue };
+            let (result, elapsed) = plugin
+                .admit(&config_text(&b.config), ctx, st, &limits_of(b))
+                .await;
+            let label = format!("{}@{}", b.plugin, version.version);
+            let mut d = detail(b, Some(&version), "admission", elapsed);
+            match result {
+                Ok(Admission::Admit) => {
+                    d.insert("decision".into(), json!({"decision": "admit"}));
+                    history.push(entry(
+                        state,
+                        format!("admission {label}: admit ({} ms)", ms(elapsed)),
+                        cause("admission", &b.plugin),
+                        d,
+                    ));
+                }
+                Ok(Admission::Reject { reason }) => {
+                    d.insert(
+                        "decision".into(),
+                        json!({"decision": "reject", "reason": reason}),
+                    );
+                    return AdmissionVerdict::Reject(Refusal {
+                        message: format!("rejected by admission plugin {label}: {reason}"),
+                        detail: Value::Object(d),
+                    });
+                }
+                Ok(Admission::Defer { seconds, reason }) => {
+                    let seconds = seconds.max(1);
+                    d.insert(
+                        "decision".into(),
+                        json!({"decision": "defer", "seconds": seconds, "reason": reason}),
+                    );
+                    history.push(entry(
+                        state,
+                        format!(
+                            "admission {label}: defer {seconds}s: {reason} ({} ms)",
+                            ms(elapsed)
+                        ),
+                        cause("admission", &b.plugin),
+                        d,
+                    ));
+                    return AdmissionVerdict::Defer { seconds, reason };
+                }
+                Err(e) => match failure(
+                    b,
+                    Some(&version),
+                    "admission",
+                    state,
+                    elapsed,
+                    e.kind(),
+                    e.to_string(),
+                ) {
+                    Failure::Skip(h) => history.push(h),
+                    Failure::Refuse(r) => return AdmissionVerdict::Reject(r),
+                },
+            }
+        }
+        AdmissionVerdict::Admit
+    }
+
+    /// Stage 4: the pool's mutators patch the rendered job, in order.
+    /// `record` is false for previews (`deployment render`).
+    pub async fn mutate(
+        &self,
+        pool: &str,
+        pool_type: PoolType,
+        ctx: &RunContext,
+        mut job: Value,
+        state: RunState,
+        history: &mut Vec<HistoryEntry>,
+    ) -> Result<Value, Refusal> {
+        let bindings = self
+            .store
+            .list_bindings(Some(pool))
+            .await
+            .map_err(|e| Refusal {
+                message: format!("cannot read mutator bindings: {e}"),
+                detail: Value::Null,
+            })?;
+        let forbidden = forbidden_paths(pool_type);
+        for b in &bindings {
+            let (version, plugin) = match self.registry.resolve(b).await {
+                Ok(r) => r,
+                Err(e) => match failure(b, None, "mutator", state, Duration::ZERO, "host", e) {
+                    Failure::Skip(h) => {
+                        history.push(h);
+                        continue;
+                    }
+                    Failure::Refuse(r) => return Err(r),
+                },
+            };
+            if version.world != crate::domain::World::Mutator {
+                continue;
+            }
+            let (result, elapsed) = plugin
+                .mutate(
+                    &config_text(&b.config),
+                    ctx,
+                    &job,
+                    &forbidden,
+                    &limits_of(b),
+                )
+                .await;
+            match result {
+                Ok((patched, ops)) => {
+                    let n = ops.as_array().map(Vec::len).unwrap_or(0);
+                    let mut d = detail(b, Some(&version), "mutator", elapsed);
+                    d.insert("patch".into(), ops);
+                    history.push(entry(
+                        state,
+                        format!(
+                            "mutator {}@{}: {n} patch operation(s) ({} ms)",
+                            b.plugin,
+                            version.version,
+                            ms(elapsed)
+                        ),
+                        cause("mutator", &b.plugin),
+                        d,
+                    ));
+                    job = patched;
+                }
+                Err(e) => match failure(
+                    b,
+                    Some(&version),
+                    "mutator",
+                    state,
+                    elapsed,
+                    e.kind(),
+                    e.to_string(),
+                ) {
+                    Failure::Skip(h) => history.push(h),
+                    Failure::Refuse(r) => return Err(r),
+                },
+            }
+        }
+        Ok(job)
+    }
+}
+
+/// The context a plugin sees for a run.
+#[allow(clippy::too_many_arguments)]
+pub fn context(
+    run_id: &str,
+    deployment: Option<&str>,
+    pool: &str,
+    queue: &str,
+    tags: &[String],
+    labels: &Map<String, Value>,
+    parameters: &Map<String, Value>,
+    job_variables: &Map<String, Value>,
+    parent_run: Option<String>,
+) -> RunContext {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    RunContext {
+        run_id: run_id.to_owned(),
+        deployment: deployment.map(str::to_owned),
+        pool: pool.to_owned(),
+        queue: queue.to_owned(),
+        tags: tags.to_vec(),
+        labels,
+        parameters: Value::Object(parameters.clone()),
+        job_variables: Value::Object(job_variables.clone()),
+        parent_run,
+    }
+}
+
+/// The merged job variables of a deployment and a run (the run's win, `env`
+/// and `labels` merge key by key), as plugins see them.
+pub fn merged_job_variables(
+    deployment: Option<&Map<String, Value>>,
+    run: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut merged = deployment.cloned().unwrap_or_default();
+    for (k, v) in run {
+        match (merged.get_mut(k), v) {
+            (Some(Value::Object(base)), Value::Object(over)) if k == "env" || k == "labels" => {
+                for (ik, iv) in over {
+                    base.insert(ik.clone(), iv.clone());
+                }
+            }
+            _ => {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    merged
+}
+
+pub fn labels_of(job_variables: &Map<String, Value>) -> Map<String, Value> {
+    job_variables
+        .get("labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}

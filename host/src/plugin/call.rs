@@ -1,0 +1,406 @@
+//! One plugin call, on a blocking thread: a fresh sandboxed Store, the guest
+//! call, and the classification of whatever went wrong.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{Deterministic, WasiCtx, WasiCtxView, WasiView};
+
+use super::error::CallError;
+use super::types::{Limits, OutputSize, World};
+
+/// Bytes of guest stdout and stderr kept per call. Past this a guest's
+/// writes fail (a Rust guest then panics), which is its problem, not ours.
+const STDIO_CAPTURE_BYTES: usize = 64 << 10;
+/// The most of a trap message (and of captured stdio in logs) kept.
+const MESSAGE_MAX_BYTES: usize = 1024;
+/// `log` calls honoured per decision; the rest are counted and dropped.
+const LOG_EVENTS_MAX: u32 = 100;
+const LOG_MESSAGE_MAX_BYTES: usize = 2048;
+const LOG_FIELDS_MAX: usize = 32;
+const LOG_FIELD_MAX_BYTES: usize = 256;
+/// Table elements an instance may grow a table to (matches the pool's slots).
+pub(crate) const TABLE_ELEMENTS_MAX: usize = 20_000;
+/// The fixed "random" bytes every plugin sees: the WIT promises plugins no
+/// randomness beyond the clocks, so that a decision is reproducible.
+const RANDOM_SEED: &[u8] = b"weir:plugin deterministic random";
+
+/// A guest call's outcome before classification: the plugin's own
+/// `plugin-error` message is the inner `Err`.
+pub(crate) type GuestResult<T> = Result<Result<T, String>, Failure>;
+
+/// How a guest call failed, by stage, so that a failure to instantiate (a
+/// host matter, unless the guest's own start code misbehaved) is told apart
+/// from a failure inside the call (the guest's fault).
+pub(crate) enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+    WrongWorld { called: World, actual: World },
+}
+
+/// The Store's data: WASI, the memory limiter, and the `log` sink.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) log: LogSink,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory at the call's limit and remembers a refusal, so that
+/// the trap a guest hits after a failed allocation is reported as what it is.
+struct MemoryLimiter {
+    limit: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The pool's slot size or the OS refused: the same thing to the guest.
+        self.denied = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
+}
+
+/// Where a plugin's `log` calls go: `tracing` events tagged with the plugin
+/// digest, world and run, bounded in number and size per decision.
+pub(crate) struct LogSink {
+    plugin: Arc<str>,
+    world: World,
+    run: Option<String>,
+    emitted: u32,
+    dropped: u32,
+}
+
+/// The WIT `log.level`, version-neutral.
+#[derive(Clone, Copy)]
+pub(crate) enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogSink {
+    pub(crate) fn emit(&mut self, level: LogLevel, message: &str, fields: &[(String, String)]) {
+        if self.emitted >= LOG_EVENTS_MAX {
+            self.dropped = self.dropped.saturating_add(1);
+            return;
+        }
+        self.emitted += 1;
+        let message = clip(message, LOG_MESSAGE_MAX_BYTES);
+        let fields = Fields(fields);
+        let plugin = &*self.plugin;
+        let world = self.world.as_str();
+        let run = self.run.as_deref().unwrap_or("");
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "weir::plugin::guest",
+                    $level,
+                    plugin,
+                    world,
+                    run,
+                    fields = %fields,
+                    "{message}"
+                )
+            };
+        }
+        match level {
+            LogLevel::Trace => event!(tracing::Level::TRACE),
+            LogLevel::Debug => event!(tracing::Level::DEBUG),
+            LogLevel::Info => event!(tracing::Level::INFO),
+            LogLevel::Warn => event!(tracing::Level::WARN),
+            LogLevel::Error => event!(tracing::Level::ERROR),
+        }
+    }
+}
+
+/// A plugin's log fields as `{key="value", ...}`, bounded.
+struct Fields<'a>(&'a [(String, String)]);
+
+impl fmt::Display for Fields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (key, value)) in self.0.iter().take(LOG_FIELDS_MAX).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(
+                f,
+                "{}={:?}",
+                clip(key, LOG_FIELD_MAX_BYTES),
+                clip(value, LOG_FIELD_MAX_BYTES)
+            )?;
+        }
+        if self.0.len() > LOG_FIELDS_MAX {
+            write!(f, ", +{} more", self.0.len() - LOG_FIELDS_MAX)?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// What a call needs to know about the plugin it runs.
+pub(crate) struct CallSite<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) digest: &'a Arc<str>,
+    pub(crate) world: World,
+    pub(crate) run: Option<String>,
+    pub(crate) epoch_tick: Duration,
+    /// The most memory an instance can have whatever `Limits` say (the
+    /// pooling allocator's slot size), so a reported limit is the real one.
+    pub(crate) memory_ceiling: usize,
+}
+
+/// Runs one guest call in a fresh sandbox and classifies the outcome. Blocks:
+/// call it on a blocking thread.
+pub(crate) fn run<T: OutputSize>(
+    site: CallSite<'_>,
+    limits: &Limits,
+    call: impl FnOnce(&mut Store<HostState>) -> GuestResult<T>,
+) -> Result<T, CallError> {
+    let memory_limit = limits.memory_bytes.min(site.memory_ceiling);
+    let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let wasi = WasiCtx::builder()
+        // No preopens, env, args or network: the builder's defaults, stated.
+        .stdin(MemoryInputPipe::new(Vec::<u8>::new()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .secure_random(Deterministic::new(RANDOM_SEED.to_vec()))
+        .insecure_random(Deterministic::new(RANDOM_SEED.to_vec()))
+        .insecure_random_seed(0)
+        .max_random_size(64 << 10)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = HostState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter {
+            limit: memory_limit,
+            denied: false,
+        },
+        log: LogSink {
+            plugin: Arc::clone(site.digest),
+            world: site.world,
+            run: site.run,
+            emitted: 0,
+            dropped: 0,
+        },
+    };
+    let mut store = Store::new(site.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(deadline_ticks(limits.deadline, site.epoch_tick));
+    store.epoch_deadline_trap();
+
+    let outcome = call(&mut store);
+
+    let state = store.data();
+    if state.log.dropped > 0 {
+        tracing::warn!(
+            plugin = &*state.log.plugin,
+            dropped = state.log.dropped,
+            "plugin log events over the per-call limit were dropped"
+        );
+    }
+    log_stdio(&state.log.plugin, "stdout", &stdout.contents());
+    let stderr = stderr.contents();
+    log_stdio(&state.log.plugin, "stderr", &stderr);
+
+    let denied = state.limiter.denied;
+    match outcome {
+        Ok(Ok(value)) => check_size(value.output_bytes(), limits).map(|()| value),
+        Ok(Err(message)) => {
+            check_size(message.len(), limits)?;
+            Err(CallError::Plugin { message })
+        }
+        Err(failure) => Err(classify(failure, denied, limits, memory_limit, &stderr)),
+    }
+}
+
+/// Epoch ticks for a deadline: rounded up, plus one because the deadline
+/// counts from the current epoch, which may be about to tick.
+fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+    let tick = tick.as_nanos().max(1);
+    let ticks = deadline.as_nanos().div_ceil(tick).saturating_add(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+fn check_size(bytes: usize, limits: &Limits) -> Result<(), CallError> {
+    if bytes > limits.max_output_bytes {
+        return Err(CallError::InvalidOutput {
+            reason: format!(
+                "output is {bytes} bytes, over the {}-byte limit",
+                limits.max_output_bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn classify(
+    failure: Failure,
+    memory_denied: bool,
+    limits: &Limits,
+    memory_limit: usize,
+    stderr: &[u8],
+) -> CallError {
+    let (error, in_call) = match failure {
+        Failure::WrongWorld { called, actual } => {
+            return CallError::Host {
+                reason: format!("{called} function called on a {actual} plugin"),
+            };
+        }
+        Failure::Instantiate(error) => (error, false),
+        Failure::Call(error) => (error, true),
+    };
+    let trap = error.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return CallError::Timeout {
+            deadline: limits.deadline,
+        };
+    }
+    if memory_denied {
+        return CallError::MemoryLimit {
+            limit_bytes: memory_limit,
+        };
+    }
+    // A trap in the guest's start code is the guest's fault too; any other
+    // instantiation failure (an exhausted pool, say) is the host's.
+    if !in_call && trap.is_none() {
+        return CallError::Host {
+            reason: one_line(&format!("instantiating the plugin failed: {error:#}")),
+        };
+    }
+    // The trap code says it best; other errors (a host call that failed
+    // the guest, output that could not be lifted) say it in their chain.
+    let mut message = match trap {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    if let Some(said) = guest_last_words(stderr) {
+        message.push_str("; guest stderr: ");
+        message.push_str(&said);
+    }
+    CallError::Trap {
+        message: one_line(&message),
+    }
+}
+
+/// The guest's panic message from its stderr (Rust guests print
+/// `panicked at <file:line:col>:\n<message>` there), or else its last line.
+fn guest_last_words(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let said = match text.rfind("panicked at") {
+        Some(start) => {
+            let panic = &text[start..];
+            // Drop the `note: run with RUST_BACKTRACE=1 ...` hint.
+            panic.split("\nnote:").next().unwrap_or(panic)
+        }
+        None => text.lines().rev().find(|line| !line.trim().is_empty())?,
+    };
+    let said = one_line(said);
+    (!said.is_empty()).then_some(said)
+}
+
+/// `text` on one line (whitespace runs become one space), clipped.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    clip(&joined, MESSAGE_MAX_BYTES).into_owned()
+}
+
+/// `text` cut to at most `max` bytes on a char boundary, marked when cut.
+fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+fn log_stdio(plugin: &str, stream: &str, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    tracing::debug!(
+        target: "weir::plugin::guest",
+        plugin,
+        stream,
+        output = %clip(text.trim_end(), MESSAGE_MAX_BYTES),
+        "plugin wrote to {stream}"
+    );
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up_plus_one() {
+        let tick = Duration::from_millis(2);
+        assert_eq!(deadline_ticks(Duration::from_millis(50), tick), 26);
+        assert_eq!(deadline_ticks(Duration::from_millis(51), tick), 27);
+        assert_eq!(deadline_ticks(Duration::ZERO, tick), 1);
+        assert_eq!(
+            deadline_ticks(Duration::MAX, Duration::from_nanos(1)),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn panic_message_is_found_and_trimmed() {
+        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:20:9:\nboom: deliberate panic\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            guest_last_words(stderr).as_deref(),
+            Some("panicked at src/lib.rs:20:9: boom: deliberate panic")
+        );
+        assert_eq!(
+            guest_last_words(b"memory allocation of 1048576 bytes failed\n").as_deref(),
+            Some("memory allocation of 1048576 bytes failed")
+        );
+        assert_eq!(guest_last_words(b"  \n"), None);
+        let long = "é".repeat(4000);
+        assert!(one_line(&long).len() <= MESSAGE_MAX_BYTES + '…'.len_utf8());
+    }
+}

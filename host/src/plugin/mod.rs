@@ -1,0 +1,40 @@
+//! The WebAssembly plugin runtime: loads `weir:plugin` components and runs
+//! their decisions in a sandbox.
+//!
+//! The life of a plugin, file by file:
+//! [`PluginRuntime::load`] (`runtime.rs`) refuses what is not a component,
+//! precompiles it or reads the cached artifact, detects its world and WIT
+//! version from its export names, and links it once against the host imports
+//! of that version (`v0_1_0.rs`) → each decision ([`LoadedPlugin::route`],
+//! [`LoadedPlugin::admit`], [`LoadedPlugin::mutate`],
+//! [`LoadedPlugin::validate_config`]) waits for a concurrency permit, then on
+//! a blocking thread gets a fresh Store and instance with an epoch deadline,
+//! a memory cap and captured stdio (`call.rs`) → the output is size-checked,
+//! converted to the host's types (`types.rs`) and, for a mutator, applied as
+//! an RFC 6902 patch with forbidden paths enforced (`patch.rs`).
+//!
+//! Architecture invariant: a plugin reaches nothing of the host but its
+//! arguments, `log`, and the WASI clocks. Its WASI context has no preopened
+//! directories, no environment, no arguments, no network, an empty stdin,
+//! stdout and stderr into bounded memory, and a fixed "random" sequence.
+//!
+//! Architecture invariant: no state survives a decision. Every call
+//! instantiates afresh from the linked `InstancePre`.
+//!
+//! Architecture invariant: one binding module per WIT version. Adding
+//! `weir:plugin@0.2.0` is a `v0_2_0.rs`, its `add_to_linker` call, and one
+//! arm in `runtime::Versioned`; plugins built against 0.1.0 keep loading.
+
+mod call;
+mod error;
+mod patch;
+mod runtime;
+mod types;
+mod v0_1_0;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{CallError, LoadError};
+pub use runtime::{LoadedPlugin, PluginRuntime};
+pub use types::{Admission, Counts, Limits, Route, RunContext, Stats, World};

@@ -1,0 +1,95 @@
+//! Checking and applying a mutator's RFC 6902 operations to a rendered job.
+
+use serde_json::{Map, Value};
+
+use super::error::CallError;
+use super::types::{PatchKind, PatchOp};
+
+/// Applies `ops` to a copy of `job` and returns the patched job and the ops
+/// as an RFC 6902 JSON array (for the run's history).
+///
+/// Refused, as [`CallError::InvalidOutput`] naming the op: value text that is
+/// not JSON, a missing `value` or `from`, a malformed pointer, an op that
+/// writes at or under a `forbidden` pointer (its `path`, or the `from` of a
+/// `move`, which removes it), and a patch that does not apply. Reads are
+/// allowed anywhere (`test`, `copy` from a forbidden path). An op on an
+/// ancestor that rewrites a forbidden path (replacing all of `metadata`, say)
+/// is caught afterwards by comparing the forbidden values before and after.
+pub(crate) fn apply(
+    job: &Value,
+    ops: &[PatchOp],
+    forbidden: &[String],
+) -> Result<(Value, Value), CallError> {
+    let mut rfc_ops = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let invalid = |what: String| CallError::InvalidOutput {
+            reason: format!("op {index} ({} {}): {what}", op.op.as_str(), op.path),
+        };
+        if let Some(pointer) = writes_forbidden(op, forbidden) {
+            return Err(invalid(format!("touches forbidden path {pointer}")));
+        }
+        let mut object = Map::new();
+        object.insert("op".into(), Value::from(op.op.as_str()));
+        object.insert("path".into(), Value::from(op.path.as_str()));
+        match op.op {
+            PatchKind::Add | PatchKind::Replace | PatchKind::Test => {
+                let text = op
+                    .value
+                    .as_deref()
+                    .ok_or_else(|| invalid("has no value".into()))?;
+                let value: Value = serde_json::from_str(text)
+                    .map_err(|e| invalid(format!("value is not JSON: {e}")))?;
+                object.insert("value".into(), value);
+            }
+            PatchKind::Move | PatchKind::Copy => {
+                let from = op
+                    .from
+                    .as_deref()
+                    .ok_or_else(|| invalid("has no from".into()))?;
+                object.insert("from".into(), Value::from(from));
+            }
+            PatchKind::Remove => {}
+        }
+        rfc_ops.push(Value::Object(object));
+    }
+    let ops_json = Value::Array(rfc_ops);
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops_json.clone()).map_err(|e| CallError::InvalidOutput {
+            reason: format!("malformed patch: {e}"),
+        })?;
+    let mut patched = job.clone();
+    json_patch::patch(&mut patched, &patch).map_err(|e| CallError::InvalidOutput {
+        reason: format!("patch does not apply: {e}"),
+    })?;
+    for pointer in forbidden {
+        if job.pointer(pointer) != patched.pointer(pointer) {
+            return Err(CallError::InvalidOutput {
+                reason: format!("patch changes forbidden path {pointer}"),
+            });
+        }
+    }
+    Ok((patched, ops_json))
+}
+
+/// The forbidden pointer an op writes at or under, if any.
+fn writes_forbidden<'a>(op: &PatchOp, forbidden: &'a [String]) -> Option<&'a str> {
+    let path = Some(op.path.as_str());
+    let written: [Option<&str>; 2] = match op.op {
+        PatchKind::Test => [None, None],
+        PatchKind::Move => [path, op.from.as_deref()],
+        PatchKind::Add | PatchKind::Remove | PatchKind::Replace | PatchKind::Copy => [path, None],
+    };
+    forbidden
+        .iter()
+        .map(String::as_str)
+        .find(|f| written.iter().flatten().any(|p| is_at_or_under(p, f)))
+}
+
+/// `pointer` names `prefix` or something inside it (whole reference tokens:
+/// `/a/name` is under `/a`, `/a/namespace` is not under `/a/name`).
+fn is_at_or_under(pointer: &str, prefix: &str) -> bool {
+    match pointer.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
+    }
+}

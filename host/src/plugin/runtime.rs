@@ -1,0 +1,584 @@
+//! The process's wasm engine, loading components, and running their calls.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::call::{self, CallSite, GuestResult, HostState, TABLE_ELEMENTS_MAX};
+use super::error::{CallError, LoadError};
+use super::patch;
+use super::types::{Admission, Limits, OutputSize, Route, RunContext, Stats, World};
+use super::v0_1_0;
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// How long past its deadline a caller still waits for a call's thread.
+/// A guest is stopped at its deadline while it runs wasm; this covers one
+/// blocked inside a host call (a WASI sleep), whose thread then finishes on
+/// its own, still holding its concurrency permit.
+const WALL_CLOCK_GRACE: Duration = Duration::from_secs(1);
+
+/// Pooling allocator sizing: a few hundred instances of small plugins.
+/// Every slot reserves address space, not memory: pages are committed on use
+/// and returned on reuse, so 512 slots cost little on a 24 GiB machine.
+const POOL_INSTANCES: u32 = 512;
+/// A Rust `wasm32-wasip2` component has one memory and a few core instances
+/// (the program plus small shim modules); leave room for other toolchains.
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
+const POOL_TABLES_PER_COMPONENT: u32 = 4;
+/// The largest linear memory a plugin can have (`Limits::memory_bytes` cap).
+const POOL_MEMORY_BYTES: usize = 64 << 20;
+/// Calls run synchronously on blocking threads, so no fiber stacks are used;
+/// keep the pool's (reserved even so) small.
+const POOL_STACKS: u32 = 8;
+
+/// The plugin runtime: one wasmtime Engine and Linker for the process, a
+/// bound on calls in flight, and the precompiled-artifact cache.
+pub struct PluginRuntime {
+    engine: Engine,
+    /// Host imports for every supported WIT version, plus WASI p2.
+    linker: Linker<HostState>,
+    /// `"pooling"` or `"on-demand"`, for logs and health output.
+    allocator: &'static str,
+    /// The most memory an instance can have, whatever a call's limits say.
+    memory_ceiling: usize,
+    /// Bounds the calls in flight, and so the blocking threads wasm holds.
+    calls: Arc<Semaphore>,
+    cache_dir: Option<PathBuf>,
+    /// Loads served from the disk cache (for metrics and tests).
+    cache_hits: AtomicU64,
+    /// Stops the epoch ticker thread when the runtime goes.
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PluginRuntime {
+    /// Creates the engine (pooling allocator, falling back to on-demand
+    /// allocation when the pool cannot be reserved), the linker, and the
+    /// epoch ticker thread. `cache_dir`: where precompiled artifacts go
+    /// (`None`: no disk cache). `max_concurrent`: calls in flight (at least
+    /// one, at most the pool's instance count).
+    pub fn new(cache_dir: Option<PathBuf>, max_concurrent: usize) -> Result<Arc<Self>, LoadError> {
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| LoadError::CacheDir {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let (engine, allocator, memory_ceiling) = match Engine::new(&engine_config(true)) {
+            Ok(engine) => (engine, "pooling", POOL_MEMORY_BYTES),
+            Err(pool_error) => {
+                tracing::warn!(
+                    error = %format!("{pool_error:#}"),
+                    "plugin runtime: the pooling allocator is unavailable; using on-demand allocation"
+                );
+                let engine = Engine::new(&engine_config(false))
+                    .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+                (engine, "on-demand", usize::MAX)
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
+        v0_1_0::add_to_linker(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("linking weir:plugin@0.1.0: {e:#}")))?;
+
+        let max_concurrent = max_concurrent.clamp(1, POOL_INSTANCES as usize);
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.weak(), Arc::clone(&ticker_stop))
+            .map_err(|e| LoadError::Engine(format!("starting the epoch ticker: {e}")))?;
+        tracing::info!(
+            allocator,
+            max_concurrent,
+            cache_dir = cache_dir.as_ref().map(|d| d.display().to_string()),
+            "plugin runtime ready"
+        );
+        Ok(Arc::new(PluginRuntime {
+            engine,
+            linker,
+            allocator,
+            memory_ceiling,
+            calls: Arc::new(Semaphore::new(max_concurrent)),
+            cache_dir,
+            cache_hits: AtomicU64::new(0),
+            ticker_stop,
+        }))
+    }
+
+    /// The instance allocator in use: `"pooling"` or `"on-demand"`.
+    pub fn allocator(&self) -> &'static str {
+        self.allocator
+    }
+
+    /// Loads served from the precompiled-artifact cache so far.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    /// Checks the bytes are a component, detects its world and WIT version
+    /// from its exports, precompiles it (or loads the cached artifact, keyed
+    /// by the wasm's sha256 and the engine's compatibility hash; a cached
+    /// artifact that fails to load is a miss), and links it once. The CPU
+    /// work runs on a blocking thread.
+    pub async fn load(self: &Arc<Self>, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        check_header(wasm)?;
+        let runtime = Arc::clone(self);
+        let wasm = wasm.to_vec();
+        tokio::task::spawn_blocking(move || runtime.load_blocking(&wasm))
+            .await
+            .map_err(|e| LoadError::Host(format!("load task failed: {e}")))?
+    }
+
+    fn load_blocking(self: Arc<Self>, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let hex_digest = hex::encode(Sha256::digest(wasm));
+        let component = self.compile_or_cached(wasm, &hex_digest)?;
+        let (world, version) = detect_world(&component, &self.engine)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = match version {
+            v0_1_0::VERSION => Versioned::V0_1_0(
+                v0_1_0::Pre::new(world, pre).map_err(|e| LoadError::Link(format!("{e:#}")))?,
+            ),
+            other => {
+                return Err(LoadError::UnsupportedVersion {
+                    version: other.to_string(),
+                    supported: SUPPORTED_VERSIONS.to_vec(),
+                });
+            }
+        };
+        let digest = format!("sha256:{hex_digest}");
+        tracing::info!(plugin = %digest, %world, version, "plugin loaded");
+        Ok(LoadedPlugin {
+            inner: Arc::new(Loaded {
+                digest: Arc::from(digest),
+                world,
+                version,
+                pre,
+                runtime: self,
+            }),
+        })
+    }
+
+    fn compile_or_cached(&self, wasm: &[u8], hex_digest: &str) -> Result<Component, LoadError> {
+        let path = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hex_digest}-{}.cwasm", compat_key(&self.engine))));
+        if let Some(path) = &path
+            && let Some(component) = self.read_cached(path)
+        {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(component);
+        }
+        let artifact = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        // SAFETY: `artifact` was produced just now by this engine's
+        // `precompile_component`, which is what `deserialize` requires.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        if let Some(path) = &path {
+            write_cached(path, &artifact);
+        }
+        Ok(component)
+    }
+
+    /// The cached component at `path`, or `None` on any problem (a miss).
+    fn read_cached(&self, path: &Path) -> Option<Component> {
+        let bytes = std::fs::read(path).ok()?;
+        let (checksum, artifact) = bytes.split_at_checked(32)?;
+        if Sha256::digest(artifact).as_slice() != checksum {
+            tracing::warn!(path = %path.display(), "plugin cache: corrupt artifact, recompiling");
+            return None;
+        }
+        // SAFETY: `deserialize` trusts its input to be an artifact that
+        // wasmtime produced. This file is in the host's own cache directory,
+        // was written by `write_cached` from `precompile_component` output,
+        // and its checksum (checked above) rules out damage since; its name
+        // carries the engine's compatibility hash, and wasmtime checks the
+        // header again. A failure is only a miss.
+        match unsafe { Component::deserialize(&self.engine, artifact) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "plugin cache: unusable artifact, recompiling");
+                None
+            }
+        }
+    }
+
+    fn site<'a>(&'a self, plugin: &'a Loaded, run: Option<String>) -> CallSite<'a> {
+        CallSite {
+            engine: &self.engine,
+            digest: &plugin.digest,
+            world: plugin.world,
+            run,
+            epoch_tick: EPOCH_TICK,
+            memory_ceiling: self.memory_ceiling,
+        }
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("allocator", &self.allocator)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION];
+
+/// A linked plugin, by the WIT version it was built against.
+enum Versioned {
+    V0_1_0(v0_1_0::Pre),
+}
+
+/// A loaded plugin: cheap to clone, callable concurrently.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    inner: Arc<Loaded>,
+}
+
+struct Loaded {
+    digest: Arc<str>,
+    world: World,
+    version: &'static str,
+    pre: Versioned,
+    runtime: Arc<PluginRuntime>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("digest", &self.inner.digest)
+            .field("world", &self.inner.world)
+            .field("wit_version", &self.inner.version)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// `sha256:<hex>` of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+
+    pub fn world(&self) -> World {
+        self.inner.world
+    }
+
+    /// The `weir:plugin` version it was built against, e.g. `0.1.0`.
+    pub fn wit_version(&self) -> &str {
+        self.inner.version
+    }
+
+    /// Calls `validate-config`: `Err(CallError::Plugin)` carries the plugin's
+    /// reason for refusing the config.
+    pub async fn validate_config(
+        &self,
+        config: &str,
+        limits: &Limits,
+    ) -> (Result<(), CallError>, Duration) {
+        let config = config.to_string();
+        self.call(None, None, limits, Ok, move |pre, store| match pre {
+            Versioned::V0_1_0(pre) => pre.validate_config(store, &config),
+        })
+        .await
+    }
+
+    pub async fn route(
+        &self,
+        config: &str,
+        ctx: &RunContext,
+        limits: &Limits,
+    ) -> (Result<Route, CallError>, Duration) {
+        let (config, ctx) = (config.to_string(), ctx.clone());
+        let run = Some(ctx.run_id.clone());
+        self.call(
+            Some(World::Router),
+            run,
+            limits,
+            Ok,
+            move |pre, store| match pre {
+                Versioned::V0_1_0(pre) => pre.route(store, &config, &ctx),
+            },
+        )
+        .await
+    }
+
+    pub async fn admit(
+        &self,
+        config: &str,
+        ctx: &RunContext,
+        stats: &Stats,
+        limits: &Limits,
+    ) -> (Result<Admission, CallError>, Duration) {
+        let (config, ctx, stats) = (config.to_string(), ctx.clone(), stats.clone());
+        let run = Some(ctx.run_id.clone());
+        self.call(
+            Some(World::Admission),
+            run,
+            limits,
+            Ok,
+            move |pre, store| match pre {
+                Versioned::V0_1_0(pre) => pre.admit(store, &config, &ctx, &stats),
+            },
+        )
+        .await
+    }
+
+    /// Calls `mutate` with `job` as JSON text and applies the returned RFC
+    /// 6902 ops to it. Returns the patched job and the ops as JSON (for the
+    /// run's history). An op that writes at or under a `forbidden` pointer,
+    /// a patch that does not apply, and value text that is not JSON are
+    /// [`CallError::InvalidOutput`].
+    pub async fn mutate(
+        &self,
+        config: &str,
+        ctx: &RunContext,
+        job: &serde_json::Value,
+        forbidden: &[String],
+        limits: &Limits,
+    ) -> (
+        Result<(serde_json::Value, serde_json::Value), CallError>,
+        Duration,
+    ) {
+        let (config, ctx) = (config.to_string(), ctx.clone());
+        let run = Some(ctx.run_id.clone());
+        let job = job.clone();
+        let job_text = job.to_string();
+        let forbidden = forbidden.to_vec();
+        let apply = move |ops: Vec<_>| patch::apply(&job, &ops, &forbidden);
+        self.call(
+            Some(World::Mutator),
+            run,
+            limits,
+            apply,
+            move |pre, store| match pre {
+                Versioned::V0_1_0(pre) => pre.mutate(store, &config, &ctx, &job_text),
+            },
+        )
+        .await
+    }
+
+    /// Runs `guest` in a fresh sandbox on a blocking thread, under the
+    /// concurrency permit, then `finish` on its output (same thread). The
+    /// duration is from getting the permit to the result.
+    async fn call<T, U>(
+        &self,
+        world: Option<World>,
+        run: Option<String>,
+        limits: &Limits,
+        finish: impl FnOnce(T) -> Result<U, CallError> + Send + 'static,
+        guest: impl FnOnce(&Versioned, &mut wasmtime::Store<HostState>) -> GuestResult<T>
+        + Send
+        + 'static,
+    ) -> (Result<U, CallError>, Duration)
+    where
+        T: OutputSize,
+        U: Send + 'static,
+    {
+        if let Some(called) = world
+            && called != self.inner.world
+        {
+            let reason = format!("{called} function called on a {} plugin", self.inner.world);
+            return (Err(CallError::Host { reason }), Duration::ZERO);
+        }
+        let runtime = &self.inner.runtime;
+        let Ok(permit) = Arc::clone(&runtime.calls).acquire_owned().await else {
+            let reason = "plugin runtime is shutting down".to_string();
+            return (Err(CallError::Host { reason }), Duration::ZERO);
+        };
+        let started = Instant::now();
+        let plugin = Arc::clone(&self.inner);
+        let task_limits = limits.clone();
+        // The caller's subscriber and span (plugin name, run...) follow the
+        // work to the blocking thread, and so do the plugin's log events.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            tracing::dispatcher::with_default(&dispatch, || {
+                let _span = span.enter();
+                let site = plugin.runtime.site(&plugin, run);
+                call::run(site, &task_limits, |store| guest(&plugin.pre, store)).and_then(finish)
+            })
+        });
+        let result = match tokio::time::timeout(limits.deadline + WALL_CLOCK_GRACE, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(CallError::Host {
+                reason: format!("plugin call task failed: {e}"),
+            }),
+            Err(_) => Err(CallError::Timeout {
+                deadline: limits.deadline,
+            }),
+        };
+        (result, started.elapsed())
+    }
+}
+
+pub(super) fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Frame numbers without names add nothing to a trap message but length;
+    // the guest's panic text from its stderr is what tells the story.
+    config.wasm_backtrace_max_frames(None);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * POOL_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(POOL_INSTANCES * POOL_MEMORIES_PER_COMPONENT)
+            .total_tables(POOL_INSTANCES * POOL_TABLES_PER_COMPONENT)
+            .total_stacks(POOL_STACKS)
+            .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
+            .max_memory_size(POOL_MEMORY_BYTES)
+            .table_elements(TABLE_ELEMENTS_MAX);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until stopped or the
+/// engine is gone. A plain thread: the runtime may be built outside tokio.
+fn spawn_ticker(engine: EngineWeak, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("weir-plugin-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Refuses what is not a component before any compiling: the 8-byte header
+/// is `\0asm`, then version 0x0d and layer 1 for a component (version 1,
+/// layer 0 for a core module).
+fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
+    let Some((magic, rest)) = wasm.split_first_chunk::<4>() else {
+        return Err(LoadError::NotAComponent(format!(
+            "{} bytes is too short to be WebAssembly",
+            wasm.len()
+        )));
+    };
+    if magic != b"\0asm" {
+        return Err(LoadError::NotAComponent(
+            "no WebAssembly magic number (\\0asm)".into(),
+        ));
+    }
+    match rest.first_chunk::<4>() {
+        Some([0x0d, 0x00, 0x01, 0x00]) => Ok(()),
+        Some([0x01, 0x00, 0x00, 0x00]) => Err(LoadError::NotAComponent(
+            "a core WebAssembly module; build for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
+        )),
+        _ => Err(LoadError::NotAComponent(
+            "unknown WebAssembly version or layer".into(),
+        )),
+    }
+}
+
+/// The world and WIT version a component targets, from its export names
+/// (`weir:plugin/mutator@0.1.0` → mutator, `0.1.0`).
+fn detect_world(
+    component: &Component,
+    engine: &Engine,
+) -> Result<(World, &'static str), LoadError> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let mut found = Vec::new();
+    for name in &exports {
+        let Some((interface, version)) = name
+            .strip_prefix("weir:plugin/")
+            .and_then(|rest| rest.split_once('@'))
+        else {
+            continue;
+        };
+        let world = match interface {
+            "router" => World::Router,
+            "admission" => World::Admission,
+            "mutator" => World::Mutator,
+            _ => continue,
+        };
+        found.push((world, version));
+    }
+    match found.as_slice() {
+        [] => Err(LoadError::UnknownWorld { exports }),
+        [(world, version)] => match SUPPORTED_VERSIONS.iter().find(|v| *v == version) {
+            Some(version) => Ok((*world, version)),
+            None => Err(LoadError::UnsupportedVersion {
+                version: version.to_string(),
+                supported: SUPPORTED_VERSIONS.to_vec(),
+            }),
+        },
+        several => Err(LoadError::MultipleWorlds {
+            worlds: several.iter().map(|(w, v)| format!("{w}@{v}")).collect(),
+        }),
+    }
+}
+
+/// 16 hex digits of the engine's precompile compatibility hash: artifacts
+/// from another wasmtime version or configuration get another file name.
+fn compat_key(engine: &Engine) -> String {
+    struct Sha256Hasher(Sha256);
+    impl Hasher for Sha256Hasher {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            let digest = self.0.clone().finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            u64::from_le_bytes(first)
+        }
+    }
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Writes `artifact` behind its sha256, through a temporary file and a
+/// rename, so a reader never sees half a file. Failure only costs a
+/// recompile next time.
+fn write_cached(path: &Path, artifact: &[u8]) {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp-{}-{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut contents = Vec::with_capacity(32 + artifact.len());
+    contents.extend_from_slice(&Sha256::digest(artifact));
+    contents.extend_from_slice(artifact);
+    let written = std::fs::write(&tmp, &contents).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not write artifact");
+    }
+}

@@ -1,0 +1,682 @@
+//! Runtime tests against real components: the good and bad plugins of
+//! `tests/plugins/` (see its README), built once per test binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// Builds `tests/plugins` (its own workspace and target dir, so no wait on
+/// the outer build's lock) and returns the directory of its `.wasm` files.
+fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins");
+        let target_dir = workspace.join("target");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            // Whatever the outer build set is not for this workspace.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build tests/plugins");
+        assert!(
+            status.success(),
+            "building tests/plugins failed ({status}); is the wasm32-wasip2 target installed? \
+             (`rustup target add wasm32-wasip2`)"
+        );
+        target_dir.join("wasm32-wasip2/release")
+    })
+}
+
+fn wasm(crate_name: &str) -> Vec<u8> {
+    let path = plugins_dir().join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// One runtime shared by the tests, as in the server: a bad plugin's call
+/// must not poison it for the next test either. Its disk cache keeps repeat
+/// loads from recompiling.
+fn runtime() -> &'static Arc<PluginRuntime> {
+    static RUNTIME: OnceLock<(Arc<PluginRuntime>, tempfile::TempDir)> = OnceLock::new();
+    &RUNTIME
+        .get_or_init(|| {
+            let cache = tempfile::tempdir().expect("temp dir");
+            let runtime = PluginRuntime::new(Some(cache.path().to_path_buf()), 8)
+                .expect("creating the plugin runtime");
+            (runtime, cache)
+        })
+        .0
+}
+
+async fn load(name: &str) -> LoadedPlugin {
+    runtime()
+        .load(&wasm(name))
+        .await
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+fn ctx() -> RunContext {
+    RunContext {
+        run_id: "0190a6f2-0000-7000-8000-000000000001".into(),
+        deployment: Some("etl".into()),
+        pool: "default".into(),
+        queue: "default".into(),
+        tags: vec!["nightly".into()],
+        labels: [("team".to_string(), "data".to_string())].into(),
+        parameters: json!({"date": "2026-11-27"}),
+        job_variables: json!({}),
+        parent_run: None,
+    }
+}
+
+fn process_job() -> Value {
+    json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r1"}})
+}
+
+fn forbidden() -> Vec<String> {
+    vec!["/job_manifest/metadata/name".into()]
+}
+
+/// The good plugin call made after every bad one: the runtime still works.
+async fn assert_runtime_healthy() {
+    let plugin = load("add-label").await;
+    let (result, _) = plugin
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &forbidden(),
+            &Limits::default(),
+        )
+        .await;
+    let (patched, _) = result.expect("a good plugin after a bad one");
+    assert_eq!(patched["env"]["ADDED"], "yes");
+}
+
+#[tokio::test]
+async fn detects_each_world_and_version() {
+    for (name, world) in [
+        ("echo-router", World::Router),
+        ("always-admit", World::Admission),
+        ("add-label", World::Mutator),
+    ] {
+        let plugin = load(name).await;
+        assert_eq!(plugin.world(), world, "{name}");
+        assert_eq!(plugin.wit_version(), "0.1.0");
+        assert!(
+            plugin.digest().starts_with("sha256:"),
+            "{}",
+            plugin.digest()
+        );
+        assert_eq!(plugin.digest().len(), "sha256:".len() + 64);
+    }
+}
+
+#[tokio::test]
+async fn refuses_what_is_not_a_plugin_component() {
+    let rt = runtime();
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = rt.load(core_module).await.unwrap_err();
+    assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+
+    for garbage in [&b""[..], b"hello", b"PK\x03\x04 not wasm at all"] {
+        let err = rt.load(garbage).await.unwrap_err();
+        assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
+    }
+
+    // A component header followed by garbage does not compile.
+    let err = rt.load(b"\0asm\x0d\0\x01\0\xff\xff\xff").await.unwrap_err();
+    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+
+    // A valid but empty component exports no world.
+    let err = rt.load(b"\0asm\x0d\0\x01\0").await.unwrap_err();
+    assert!(
+        matches!(&err, LoadError::UnknownWorld { exports } if exports.is_empty()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn validate_config_accepts_and_refuses() {
+    let admit = load("always-admit").await;
+    let limits = Limits::default();
+    let (ok, took) = admit.validate_config(r#"{"max": 3}"#, &limits).await;
+    ok.expect("a good config");
+    assert!(took < Duration::from_secs(5));
+
+    let (refused, _) = admit.validate_config(r#"{"bad": true}"#, &limits).await;
+    let err = refused.unwrap_err();
+    assert_eq!(err.kind(), "plugin_error");
+    assert!(err.to_string().contains("\"bad\""), "{err}");
+
+    let router = load("echo-router").await;
+    let (refused, _) = router.validate_config(r#"{"pool": 3}"#, &limits).await;
+    assert_eq!(refused.unwrap_err().kind(), "plugin_error");
+}
+
+#[tokio::test]
+async fn router_routes() {
+    let router = load("echo-router").await;
+    let (route, _) = router
+        .route(r#"{"pool": "gpu"}"#, &ctx(), &Limits::default())
+        .await;
+    assert_eq!(
+        route.expect("a route"),
+        Route {
+            pool: Some("gpu".into()),
+            queue: None,
+            add_tags: vec!["routed".into()],
+        }
+    );
+}
+
+#[tokio::test]
+async fn plugin_log_calls_become_tracing_events() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    // A current-thread test runtime: the guard covers the whole test body.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let router = load("echo-router").await;
+    let (route, _) = router
+        .route(r#"{"pool": "gpu"}"#, &ctx(), &Limits::default())
+        .await;
+    route.expect("a route");
+    let logs = captured.text();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("routing"))
+        .unwrap_or_else(|| panic!("no `routing` event in:\n{logs}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains(router.digest()), "{line}");
+    assert!(line.contains(&ctx().run_id), "{line}");
+    assert!(
+        line.contains(r#"fields={from="default", to="gpu"}"#),
+        "{line}"
+    );
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn admission_admits_and_passes_plugin_errors_through() {
+    let stats = Stats {
+        pool: Counts {
+            running: 2,
+            queued: 1,
+        },
+        team: Some("data".into()),
+        ..Stats::default()
+    };
+    let limits = Limits::default();
+    let admit = load("always-admit").await;
+    let (decision, _) = admit.admit("{}", &ctx(), &stats, &limits).await;
+    assert_eq!(decision.expect("a decision"), Admission::Admit);
+
+    let refuses = load("plugin-error").await;
+    let (decision, _) = refuses.admit("{}", &ctx(), &stats, &limits).await;
+    let err = decision.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Plugin {
+            message: "quota service says no".into()
+        }
+    );
+    assert_eq!(err.kind(), "plugin_error");
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn mutator_patches_the_job_and_returns_the_ops() {
+    let plugin = load("add-label").await;
+    let (result, _) = plugin
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &forbidden(),
+            &Limits::default(),
+        )
+        .await;
+    let (patched, ops) = result.expect("a patch");
+    assert_eq!(
+        patched,
+        json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r1", "ADDED": "yes"}})
+    );
+    assert_eq!(
+        ops,
+        json!([{"op": "add", "path": "/env/ADDED", "value": "yes"}])
+    );
+}
+
+#[tokio::test]
+async fn no_state_leaks_between_calls() {
+    // add-label adds a second op when its static call counter passes one:
+    // only a reused instance could make it do so.
+    let plugin = load("add-label").await;
+    let mut all_ops = Vec::new();
+    for _ in 0..3 {
+        let (result, _) = plugin
+            .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+            .await;
+        all_ops.push(result.expect("a patch").1);
+    }
+    let expected = json!([{"op": "add", "path": "/env/ADDED", "value": "yes"}]);
+    assert!(all_ops.iter().all(|ops| *ops == expected), "{all_ops:?}");
+}
+
+#[tokio::test]
+async fn calling_the_wrong_world_is_a_host_error() {
+    let router = load("echo-router").await;
+    let (result, _) = router
+        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "host", "{err}");
+    assert!(
+        err.to_string()
+            .contains("mutator function called on a router plugin")
+    );
+    let (result, _) = router
+        .admit("{}", &ctx(), &Stats::default(), &Limits::default())
+        .await;
+    assert_eq!(result.unwrap_err().kind(), "host");
+}
+
+#[tokio::test]
+async fn an_endless_loop_times_out() {
+    let plugin = load("loop-forever").await;
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let (result, took) = plugin
+        .mutate("{}", &ctx(), &process_job(), &[], &limits)
+        .await;
+    assert_eq!(
+        result.unwrap_err(),
+        CallError::Timeout {
+            deadline: Duration::from_millis(50)
+        }
+    );
+    assert!(took >= Duration::from_millis(50), "{took:?}");
+    assert!(took < Duration::from_secs(1), "stopped late: {took:?}");
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_limit() {
+    let plugin = load("alloc-forever").await;
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let (result, _) = plugin
+        .mutate("{}", &ctx(), &process_job(), &[], &limits)
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::MemoryLimit {
+            limit_bytes: 16 << 20
+        }
+    );
+    assert_eq!(err.kind(), "memory_limit");
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn a_panic_is_a_trap_carrying_the_panic_message() {
+    let plugin = load("panics").await;
+    let (result, _) = plugin
+        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "trap", "{err}");
+    let message = err.to_string();
+    assert!(message.contains("boom: deliberate panic"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert!(message.contains("unreachable"), "{message}");
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn bad_patches_are_invalid_output() {
+    let k8s_job = json!({"job_manifest": {"metadata": {"name": "run-1", "labels": {}}}});
+    for (name, job, expect_in_reason) in [
+        ("bad-patch", process_job(), "does not apply"),
+        (
+            "forbidden-patch",
+            k8s_job,
+            "forbidden path /job_manifest/metadata/name",
+        ),
+        ("huge-output", process_job(), "over the 1048576-byte limit"),
+        ("malformed", process_job(), "value is not JSON"),
+    ] {
+        let plugin = load(name).await;
+        // What is checked here is the output; a generous deadline keeps a
+        // busy machine from turning an 8 MiB answer into a timeout.
+        let limits = Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let (result, _) = plugin
+            .mutate("{}", &ctx(), &job, &forbidden(), &limits)
+            .await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "invalid_output", "{name}: {err}");
+        assert!(err.to_string().contains(expect_in_reason), "{name}: {err}");
+        assert_runtime_healthy().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_the_permits() {
+    let runtime = PluginRuntime::new(None, 2).expect("runtime");
+    let plugin = runtime.load(&wasm("add-label")).await.expect("load");
+    let calls = (0..8).map(|_| {
+        let plugin = plugin.clone();
+        tokio::spawn(async move {
+            plugin
+                .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+                .await
+                .0
+        })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.expect("task").expect("mutate");
+    }
+}
+
+#[tokio::test]
+async fn precompiled_artifacts_are_cached_and_a_corrupt_one_is_a_miss() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = PluginRuntime::new(Some(dir.path().to_path_buf()), 2).expect("runtime");
+    let bytes = wasm("echo-router");
+
+    let first = runtime.load(&bytes).await.expect("first load");
+    assert_eq!(runtime.cache_hits(), 0);
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let artifact = &artifacts[0];
+    let hex = first.digest().trim_start_matches("sha256:");
+    let file_name = artifact.file_name().unwrap().to_string_lossy().to_string();
+    assert!(file_name.starts_with(hex), "{file_name}");
+
+    runtime.load(&bytes).await.expect("second load");
+    assert_eq!(runtime.cache_hits(), 1);
+
+    // A flipped byte in the middle: the checksum catches it; a miss.
+    let mut damaged = std::fs::read(artifact).expect("artifact");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(artifact, &damaged).expect("damage");
+    let reloaded = runtime.load(&bytes).await.expect("load after damage");
+    assert_eq!(runtime.cache_hits(), 1);
+    // The recompiled artifact replaced the damaged one.
+    runtime.load(&bytes).await.expect("load after repair");
+    assert_eq!(runtime.cache_hits(), 2);
+
+    // Garbage and a truncated file are misses too.
+    for junk in [&b"not an artifact"[..], &[][..]] {
+        std::fs::write(artifact, junk).expect("junk");
+        runtime.load(&bytes).await.expect("load over junk");
+    }
+    assert_eq!(runtime.cache_hits(), 2);
+
+    // What came from the cache works.
+    let (route, _) = reloaded
+        .route(r#"{"pool": "a"}"#, &ctx(), &Limits::default())
+        .await;
+    assert_eq!(route.expect("route").pool.as_deref(), Some("a"));
+}
+
+#[test]
+fn both_engine_configurations_are_valid() {
+    // The on-demand one is the fallback: it must work when it is needed.
+    for pooling in [true, false] {
+        let engine = wasmtime::Engine::new(&super::runtime::engine_config(pooling));
+        assert!(engine.is_ok(), "pooling={pooling}: {:?}", engine.err());
+    }
+}
+
+#[tokio::test]
+async fn uses_the_pooling_allocator_here() {
+    // The machines this project runs on can reserve the pool; on one that
+    // cannot, the runtime falls back to on-demand and this says so.
+    assert_eq!(runtime().allocator(), "pooling");
+}
+
+mod patches {
+    use super::super::patch::apply;
+    use super::super::types::{PatchKind, PatchOp};
+    use super::*;
+
+    fn op(kind: PatchKind, path: &str, from: Option<&str>, value: Option<&str>) -> PatchOp {
+        PatchOp {
+            op: kind,
+            path: path.into(),
+            from: from.map(Into::into),
+            value: value.map(Into::into),
+        }
+    }
+
+    fn job() -> Value {
+        json!({"job_manifest": {"metadata": {"name": "run-1", "namespace": "ns", "labels": {}}}})
+    }
+
+    #[test]
+    fn forbidden_means_at_or_under_the_pointer() {
+        let forbidden = forbidden();
+        let ok = apply(
+            &job(),
+            &[op(
+                PatchKind::Replace,
+                "/job_manifest/metadata/namespace",
+                None,
+                Some("\"b\""),
+            )],
+            &forbidden,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = apply(
+            &job(),
+            &[op(
+                PatchKind::Remove,
+                "/job_manifest/metadata/name",
+                None,
+                None,
+            )],
+            &forbidden,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("op 0 (remove /job_manifest/metadata/name)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_of_forbidden_paths_are_allowed_writes_through_move_are_not() {
+        let forbidden = forbidden();
+        let read = apply(
+            &job(),
+            &[
+                op(
+                    PatchKind::Test,
+                    "/job_manifest/metadata/name",
+                    None,
+                    Some("\"run-1\""),
+                ),
+                op(
+                    PatchKind::Copy,
+                    "/job_manifest/metadata/labels/run",
+                    Some("/job_manifest/metadata/name"),
+                    None,
+                ),
+            ],
+            &forbidden,
+        );
+        let (patched, _) = read.expect("reads are fine");
+        assert_eq!(
+            patched["job_manifest"]["metadata"]["labels"]["run"],
+            "run-1"
+        );
+        let moved = apply(
+            &job(),
+            &[op(
+                PatchKind::Move,
+                "/job_manifest/metadata/labels/run",
+                Some("/job_manifest/metadata/name"),
+                None,
+            )],
+            &forbidden,
+        );
+        assert_eq!(moved.unwrap_err().kind(), "invalid_output");
+    }
+
+    #[test]
+    fn an_ancestor_rewrite_of_a_forbidden_path_is_caught() {
+        let forbidden = forbidden();
+        let same_name = apply(
+            &job(),
+            &[op(
+                PatchKind::Replace,
+                "/job_manifest/metadata",
+                None,
+                Some(r#"{"name":"run-1"}"#),
+            )],
+            &forbidden,
+        );
+        assert!(same_name.is_ok(), "{same_name:?}");
+        let err = apply(
+            &job(),
+            &[op(
+                PatchKind::Replace,
+                "/job_manifest/metadata",
+                None,
+                Some(r#"{"name":"x"}"#),
+            )],
+            &forbidden,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("changes forbidden path"), "{err}");
+    }
+
+    #[test]
+    fn missing_value_or_from_and_bad_pointers_are_invalid() {
+        for bad in [
+            op(PatchKind::Add, "/env/X", None, None),
+            op(PatchKind::Copy, "/env/X", None, None),
+            op(PatchKind::Add, "no-leading-slash", None, Some("1")),
+        ] {
+            let err = apply(&process_job(), &[bad], &[]).unwrap_err();
+            assert_eq!(err.kind(), "invalid_output", "{err}");
+        }
+    }
+
+    #[test]
+    fn a_failed_patch_leaves_nothing_half_applied() {
+        let (patched, ops) = apply(&process_job(), &[], &[]).expect("empty patch");
+        assert_eq!(patched, process_job());
+        assert_eq!(ops, json!([]));
+        let err = apply(
+            &process_job(),
+            &[
+                op(PatchKind::Add, "/env/A", None, Some("\"1\"")),
+                op(PatchKind::Test, "/env/A", None, Some("\"2\"")),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not apply"), "{err}");
+    }
+}
+
+mod serde_shapes {
+    use super::*;
+
+    #[test]
+    fn admission_is_tagged_by_decision() {
+        let defer = Admission::Defer {
+            seconds: 30,
+            reason: "busy".into(),
+        };
+        let json = serde_json::to_value(&defer).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"decision": "defer", "seconds": 30, "reason": "busy"})
+        );
+        let admit: Admission = serde_json::from_str(r#"{"decision":"admit"}"#).unwrap();
+        assert_eq!(admit, Admission::Admit);
+    }
+
+    #[test]
+    fn run_context_reads_a_minimal_file_and_refuses_unknown_keys() {
+        let ctx: RunContext =
+            serde_json::from_str(r#"{"run_id":"r1","pool":"p","queue":"default"}"#).unwrap();
+        assert_eq!(ctx.parameters, serde_json::json!({}));
+        assert!(ctx.tags.is_empty());
+        let err = serde_json::from_str::<RunContext>(
+            r#"{"run_id":"r1","pool":"p","queue":"q","colour":"red"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn world_is_lowercase() {
+        assert_eq!(serde_json::to_value(World::Mutator).unwrap(), "mutator");
+        assert_eq!(World::Admission.to_string(), "admission");
+    }
+}

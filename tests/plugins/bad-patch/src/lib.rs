@@ -1,0 +1,33 @@
+//! Mutator whose patch does not apply (removes a path that does not exist): `invalid_output`.
+
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "mutator-plugin" });
+
+use exports::weir::plugin::config::Guest as Config;
+use exports::weir::plugin::mutator::Guest as Mutator;
+#[allow(unused_imports)]
+use weir::plugin::types::{PatchKind, PatchOp, PluginError, RunContext};
+
+struct Plugin;
+
+impl Config for Plugin {
+    fn validate_config(_config: String) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl Mutator for Plugin {
+    fn mutate(
+        _config: String,
+        _ctx: RunContext,
+        _job: String,
+    ) -> Result<Vec<PatchOp>, PluginError> {
+        Ok(vec![PatchOp {
+            op: PatchKind::Remove,
+            path: "/does/not/exist".to_string(),
+            from: None,
+            value: None,
+        }])
+    }
+}
+
+export!(Plugin);

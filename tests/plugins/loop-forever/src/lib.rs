@@ -1,0 +1,32 @@
+//! Mutator that never returns: the host's epoch deadline must stop it (`timeout`).
+
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "mutator-plugin" });
+
+use exports::weir::plugin::config::Guest as Config;
+use exports::weir::plugin::mutator::Guest as Mutator;
+#[allow(unused_imports)]
+use weir::plugin::types::{PatchKind, PatchOp, PluginError, RunContext};
+
+struct Plugin;
+
+impl Config for Plugin {
+    fn validate_config(_config: String) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl Mutator for Plugin {
+    fn mutate(
+        _config: String,
+        _ctx: RunContext,
+        _job: String,
+    ) -> Result<Vec<PatchOp>, PluginError> {
+        // `black_box` keeps the optimiser from reasoning about the loop.
+        let mut spins: u64 = 0;
+        loop {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+    }
+}
+
+export!(Plugin);

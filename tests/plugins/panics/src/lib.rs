@@ -1,0 +1,28 @@
+//! Mutator that panics: the host must report a `trap` whose message carries the panic text.
+
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "mutator-plugin" });
+
+use exports::weir::plugin::config::Guest as Config;
+use exports::weir::plugin::mutator::Guest as Mutator;
+#[allow(unused_imports)]
+use weir::plugin::types::{PatchKind, PatchOp, PluginError, RunContext};
+
+struct Plugin;
+
+impl Config for Plugin {
+    fn validate_config(_config: String) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
+
+impl Mutator for Plugin {
+    fn mutate(
+        _config: String,
+        _ctx: RunContext,
+        _job: String,
+    ) -> Result<Vec<PatchOp>, PluginError> {
+        panic!("boom: deliberate panic")
+    }
+}
+
+export!(Plugin);

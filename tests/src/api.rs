@@ -1,0 +1,120 @@
+//! A Weir server started in-process on a loopback port with a temporary data
+//! directory, and a small JSON client for it.
+
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use weir::server::{ServeOptions, Server};
+
+use crate::harness::eventually;
+
+pub struct Api {
+    _dir: tempfile::TempDir,
+    pub server: Server,
+    pub base: String,
+    pub http: Client,
+}
+
+pub async fn start() -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ServeOptions::resolve(
+        None,
+        Some(dir.path().to_owned()),
+        Some("127.0.0.1:0".parse().expect("addr")),
+        None,
+    )
+    .expect("options");
+    let server = Server::start(options).await.expect("start weir");
+    let base = format!("http://{}", server.addr);
+    Api {
+        _dir: dir,
+        server,
+        base,
+        http: Client::new(),
+    }
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .request(method.parse().expect("method"), self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let value = resp.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// Uploads a component file as a version of plugin `name`.
+    pub async fn upload(&self, name: &str, file: &std::path::Path) -> (StatusCode, Value) {
+        let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        self.raw("POST", &format!("/api/v1/plugins/{name}"), bytes)
+            .await
+    }
+
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.send(method, path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v
+    }
+
+    pub async fn wait_state(&self, id: &str, states: &[&str]) -> Value {
+        eventually(
+            &format!("run {id} to reach {states:?}"),
+            Duration::from_secs(30),
+            || async {
+                let run = self.ok("GET", &format!("/api/v1/runs/{id}"), None).await;
+                states
+                    .contains(&run["state"].as_str().unwrap_or(""))
+                    .then_some(run)
+            },
+        )
+        .await
+    }
+
+    /// Everything a client can see, to prove a refused request changed nothing.
+    pub async fn snapshot(&self) -> Value {
+        let mut s = json!({});
+        s["pools"] = self.ok("GET", "/api/v1/pools", None).await;
+        s["limits"] = self.ok("GET", "/api/v1/limits", None).await;
+        s["deployments"] = self.ok("GET", "/api/v1/deployments", None).await;
+        s["runs"] = self.ok("GET", "/api/v1/runs?limit=1000", None).await;
+        let mut queues = Vec::new();
+        for p in s["pools"]["items"].as_array().cloned().unwrap_or_default() {
+            let name = p["name"].as_str().unwrap_or_default().to_owned();
+            queues.push(
+                self.ok("GET", &format!("/api/v1/pools/{name}/queues"), None)
+                    .await,
+            );
+        }
+        s["queues"] = Value::Array(queues);
+        s
+    }
+}

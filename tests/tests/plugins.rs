@@ -1,0 +1,606 @@
+//! WebAssembly plugins end to end: real components compiled from
+//! `plugins/` and `tests/plugins/`, loaded by wasmtime inside a real Weir,
+//! judging real runs.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use weir_tests::api::{Api, start};
+use weir_tests::harness::component;
+
+async fn add(api: &Api, name: &str, file: &str) -> Value {
+    let (status, v) = api.upload(name, &component(file)).await;
+    assert!(status.is_success(), "upload {name}: {status} {v}");
+    v
+}
+
+async fn process_pool(api: &Api, name: &str) {
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": name, "type": "process"})),
+    )
+    .await;
+}
+
+async fn kube_pool(api: &Api, name: &str) {
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": name, "type": "kubernetes"})),
+    )
+    .await;
+}
+
+fn history_causes(run: &Value) -> Vec<String> {
+    run["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["cause"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn plugin_entries<'a>(run: &'a Value, plugin: &str) -> Vec<&'a Value> {
+    run["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["detail"]["plugin"] == plugin)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn registry_versions_worlds_and_bindings() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    let v1 = add(&api, "quota", "team-quota").await;
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["world"], "admission");
+    assert!(
+        v1["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    // The same bytes again: no new version.
+    let (status, same) = api.upload("quota", &component("team-quota")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["version"], 1);
+    // Garbage is refused, naming the upload.
+    let (status, e) = api
+        .raw("POST", "/api/v1/plugins/junk", b"not wasm".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["field"], "wasm");
+    // A router cannot bind to a pool, an admission plugin not as a router.
+    add(&api, "router", "tag-router").await;
+    let (status, e) = api
+        .send(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "router"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (status, _) = api
+        .send("POST", "/api/v1/routers", Some(json!({"plugin": "quota"})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A bad config is refused with the plugin's own message.
+    let (status, e) = api
+        .send(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "quota", "config": {"max_running": "many"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["field"], "config");
+    assert!(
+        e["detail"].as_str().unwrap_or("").contains("max_running"),
+        "{e}"
+    );
+    let b = api
+        .ok(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "quota", "config": {"max_running": 2, "defer_seconds": 5}})),
+        )
+        .await;
+    assert_eq!(b["on_error"], "fail-closed");
+    assert_eq!(b["deadline_ms"], 50);
+    let (status, _) = api.send("DELETE", "/api/v1/plugins/quota", None).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a bound plugin cannot be deleted"
+    );
+    let detail = api.ok("GET", "/api/v1/plugins/quota", None).await;
+    assert_eq!(detail["bindings"].as_array().map(Vec::len), Some(1));
+    let (status, _) = api
+        .send("DELETE", "/api/v1/pools/local/bindings/quota", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.send("DELETE", "/api/v1/plugins/quota", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.server.shutdown();
+}
+
+#[tokio::test]
+async fn mutators_shape_the_job_a_run_gets() {
+    let api = start().await;
+    kube_pool(&api, "gpu").await;
+    add(&api, "gpu-node-selector", "gpu-node-selector").await;
+    add(&api, "team-resources", "team-resources").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/gpu/bindings",
+        Some(json!({"plugin": "gpu-node-selector", "config": {
+            "node_selector": {"accelerator": "nvidia-a100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        }})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/gpu/bindings",
+        Some(
+            json!({"plugin": "team-resources", "config": {"teams": {"ml": {
+            "default": {"cpu": "500m", "memory": "1Gi"}, "max": {"cpu": "4", "memory": "8Gi"}}}}}),
+        ),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "train", "pool": "gpu", "tags": ["gpu"],
+            "job_variables": {"image": "registry.example.com/train:1", "labels": {"team": "ml"},
+                              "cpu_limit": "16"}})),
+    )
+    .await;
+    let rendered = api
+        .ok("POST", "/api/v1/deployments/train/render", Some(json!({})))
+        .await;
+    let pod = &rendered["job_configuration"]["job_manifest"]["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["accelerator"], "nvidia-a100", "{pod}");
+    assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+    let resources = &pod["containers"][0]["resources"];
+    assert_eq!(
+        resources["limits"]["nvidia.com/gpu"],
+        json!("1"),
+        "{resources}"
+    );
+    assert_eq!(
+        resources["limits"]["cpu"], "4",
+        "clamped to the team's max: {resources}"
+    );
+    assert_eq!(
+        resources["requests"]["memory"], "1Gi",
+        "team default: {resources}"
+    );
+    api.server.shutdown();
+}
+
+#[tokio::test]
+async fn a_process_run_gets_its_mutation_and_history_records_it() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    add(&api, "add-label", "add-label").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "add-label"})),
+    )
+    .await;
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "sh -c 'echo added=$ADDED'"}})),
+        )
+        .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    let done = api
+        .wait_state(&id, &["Completed", "Failed", "Crashed"])
+        .await;
+    assert_eq!(done["state"], "Completed", "{done}");
+    let logs = api
+        .http
+        .get(api.url(&format!("/api/v1/runs/{id}/logs")))
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(logs, "added=yes\n");
+    let entries = plugin_entries(&done, "add-label");
+    assert_eq!(entries.len(), 1, "{done}");
+    let d = &entries[0]["detail"];
+    assert_eq!(d["world"], "mutator");
+    assert_eq!(d["version"], 1);
+    assert!(
+        d["digest"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:"))
+    );
+    assert!(d["elapsed_ms"].as_f64().is_some());
+    assert_eq!(d["patch"][0]["path"], "/env/ADDED");
+    api.server.shutdown();
+}
+
+#[tokio::test]
+async fn admission_rejects_and_defers_with_recorded_reasons() {
+    let api = start().await;
+    kube_pool(&api, "k8s").await;
+    add(&api, "approved-registries", "approved-registries").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/k8s/bindings",
+        Some(json!({"plugin": "approved-registries",
+                    "config": {"prefixes": ["registry.example.com/"]}})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "job", "pool": "k8s"})),
+    )
+    .await;
+    let (status, run) = api
+        .send(
+            "POST",
+            "/api/v1/runs",
+            Some(
+                json!({"deployment": "job", "job_variables": {"image": "docker.io/evil/miner:1"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["state"], "Failed", "{run}");
+    let msg = run["state_message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("approved-registries") && msg.contains("docker.io/evil/miner:1"),
+        "{msg}"
+    );
+
+    // team-quota on a process pool: team "a" may have one running; the
+    // second run is deferred, then admitted when its time comes again.
+    process_pool(&api, "local").await;
+    add(&api, "team-quota", "team-quota").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "team-quota", "config": {"max_running": 1, "defer_seconds": 1}})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "work", "pool": "local",
+                    "job_variables": {"command": "sleep 1.5", "labels": {"team": "a"}}})),
+    )
+    .await;
+    let first = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "work"})))
+        .await;
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    api.wait_state(&first_id, &["Running"]).await;
+    let second = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "work"})))
+        .await;
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let deferred = plugin_entries(&second, "team-quota");
+    assert_eq!(deferred.len(), 1, "{second}");
+    assert_eq!(deferred[0]["detail"]["decision"]["decision"], "defer");
+    let first_done = api.wait_state(&first_id, &["Completed", "Failed"]).await;
+    let second_done = api.wait_state(&second_id, &["Completed", "Failed"]).await;
+    assert_eq!(first_done["state"], "Completed");
+    assert_eq!(second_done["state"], "Completed", "{second_done}");
+    let decisions: Vec<String> = plugin_entries(&second_done, "team-quota")
+        .iter()
+        .map(|e| {
+            e["detail"]["decision"]["decision"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(decisions.first().map(String::as_str), Some("defer"));
+    assert_eq!(
+        decisions.last().map(String::as_str),
+        Some("admit"),
+        "{decisions:?}"
+    );
+    let started = second_done["started_at"].as_str().expect("started");
+    let ended = first_done["ended_at"].as_str().expect("ended");
+    assert!(
+        started >= ended,
+        "the quota held: second started {started}, first ended {ended}"
+    );
+    api.server.shutdown();
+}
+
+#[tokio::test]
+async fn routers_choose_pool_and_queue() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    process_pool(&api, "gpu-pool").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/gpu-pool/queues",
+        Some(json!({"name": "fast"})),
+    )
+    .await;
+    add(&api, "tag-router", "tag-router").await;
+    api.ok(
+        "POST",
+        "/api/v1/routers",
+        Some(json!({"plugin": "tag-router", "config": {"rules": [
+            {"tag": "gpu", "pool": "gpu-pool", "queue": "fast", "add_tags": ["routed"]}]}})),
+    )
+    .await;
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "tags": ["gpu"], "job": {"command": "true"}})),
+        )
+        .await;
+    assert_eq!(run["pool"], "gpu-pool", "{run}");
+    assert_eq!(run["queue"], "fast");
+    assert_eq!(run["tags"], json!(["gpu", "routed"]));
+    assert!(history_causes(&run).contains(&"router:tag-router".to_owned()));
+    let plain = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "true"}})),
+        )
+        .await;
+    assert_eq!(plain["pool"], "local");
+    api.server.shutdown();
+}
+
+/// Every misbehaving plugin is contained, the run gets the outcome its
+/// binding's on-error says, and the next run through a good plugin is fine.
+#[tokio::test]
+async fn misbehaving_plugins_are_contained() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    add(&api, "good", "add-label").await;
+    let cases = [
+        ("loop-forever", "timeout", ""),
+        ("alloc-forever", "memory_limit", ""),
+        ("panics", "trap", "boom: deliberate panic"),
+        ("bad-patch", "invalid_output", ""),
+        ("forbidden-patch", "invalid_output", ""),
+        ("huge-output", "invalid_output", ""),
+        ("malformed", "invalid_output", ""),
+    ];
+    for (plugin, kind, text) in cases {
+        add(&api, plugin, plugin).await;
+        for on_error in ["fail-closed", "fail-open"] {
+            api.ok(
+                "POST",
+                "/api/v1/pools/local/bindings",
+                Some(json!({"plugin": plugin, "on_error": on_error,
+                            "memory_mb": if plugin == "alloc-forever" { 16 } else { 64 }})),
+            )
+            .await;
+            let run = api
+                .ok(
+                    "POST",
+                    "/api/v1/runs",
+                    Some(json!({"pool": "local", "job": {"command": "true"}})),
+                )
+                .await;
+            let id = run["id"].as_str().expect("id").to_owned();
+            let done = api
+                .wait_state(&id, &["Completed", "Failed", "Crashed"])
+                .await;
+            let entries = plugin_entries(&done, plugin);
+            let msg = done["state_message"].as_str().unwrap_or("");
+            if on_error == "fail-closed" {
+                assert_eq!(done["state"], "Failed", "{plugin}: {done}");
+                assert!(
+                    msg.contains(plugin) && msg.contains(kind),
+                    "{plugin}: {msg}"
+                );
+                assert!(msg.contains(text), "{plugin}: {msg}");
+                let failed = done["history"].as_array().and_then(|h| h.last()).cloned();
+                assert_eq!(
+                    failed
+                        .as_ref()
+                        .map(|f| f["detail"]["error"]["kind"].clone()),
+                    Some(json!(kind)),
+                    "{plugin}: {done}"
+                );
+            } else {
+                assert_eq!(done["state"], "Completed", "{plugin} fail-open: {done}");
+                assert_eq!(entries.len(), 1, "{plugin}: {done}");
+                assert_eq!(entries[0]["detail"]["error"]["kind"], kind);
+                assert!(
+                    entries[0]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("skipped")
+                );
+            }
+            api.ok(
+                "DELETE",
+                &format!("/api/v1/pools/local/bindings/{plugin}"),
+                None,
+            )
+            .await;
+            let health = api.ok("GET", "/healthz", None).await;
+            assert_eq!(health["status"], "ok");
+        }
+        // The next run through a good plugin is unaffected.
+        api.ok(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "good"})),
+        )
+        .await;
+        let run = api
+            .ok(
+                "POST",
+                "/api/v1/runs",
+                Some(json!({"pool": "local", "job": {"command": "sh -c 'test \"$ADDED\" = yes'"}})),
+            )
+            .await;
+        let id = run["id"].as_str().expect("id").to_owned();
+        let done = api
+            .wait_state(&id, &["Completed", "Failed", "Crashed"])
+            .await;
+        assert_eq!(done["state"], "Completed", "after {plugin}: {done}");
+        api.ok("DELETE", "/api/v1/pools/local/bindings/good", None)
+            .await;
+    }
+    api.server.shutdown();
+}
+
+#[tokio::test]
+async fn a_new_version_takes_effect_without_restart_and_a_bad_one_never_replaces_a_working_one() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    // Version 1: admits everything; it refuses a config with key "bad".
+    add(&api, "gate", "always-admit").await;
+    let (status, e) = api
+        .send(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "gate", "config": {"bad": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let config = json!({"max_running": 5, "defer_seconds": 1});
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "gate", "config": config})),
+    )
+    .await;
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "true"}})),
+        )
+        .await;
+    let v1 = plugin_entries(&run, "gate")[0]["detail"]["digest"].clone();
+    // Version 2 (team-quota, also an admission plugin) accepts the binding's
+    // config and is used by the next decision, with no restart.
+    let v2 = add(&api, "gate", "team-quota").await;
+    assert_eq!(v2["version"], 2);
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "true"}})),
+        )
+        .await;
+    let used = plugin_entries(&run, "gate")[0]["detail"].clone();
+    assert_eq!(used["version"], 2);
+    assert_eq!(used["digest"], v2["digest"]);
+    assert_ne!(used["digest"], v1);
+    // A version that refuses the binding's config is not taken.
+    let (status, e) = api.upload("gate", &component("approved-registries")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["field"], "config");
+    let detail = api.ok("GET", "/api/v1/plugins/gate", None).await;
+    assert_eq!(detail["newest_version"], 2, "{detail}");
+    // And decisions still use version 2.
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "true"}})),
+        )
+        .await;
+    assert_eq!(plugin_entries(&run, "gate")[0]["detail"]["version"], 2);
+    api.server.shutdown();
+}
+
+/// The plugin author's path: `plugin test` offline, `plugin add`,
+/// `pool bind`, `plugin inspect`, through the real CLI binary.
+#[test]
+fn plugin_cli_from_test_to_bind() {
+    use weir_tests::harness::{WeirProcess, weir_bin};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = component("gpu-node-selector");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let ctx = dir.path().join("run.json");
+    std::fs::write(
+        &ctx,
+        json!({"run_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "deployment": "train",
+               "pool": "gpu", "queue": "default", "tags": ["gpu"], "labels": {"team": "ml"},
+               "parameters": {}, "job_variables": {}, "parent_run": null})
+        .to_string(),
+    )
+    .expect("write ctx");
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        json!({"namespace": "default", "job_manifest": {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "weir-x"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "job", "image": "busybox"}]}}}}})
+        .to_string(),
+    )
+    .expect("write job");
+    let cfg = dir.path().join("cfg.json");
+    std::fs::write(&cfg, json!({"node_selector": {"gpu": "yes"}}).to_string()).expect("cfg");
+
+    // Offline: no server needed.
+    let out = std::process::Command::new(weir_bin())
+        .args(["-o", "json", "plugin", "test", wasm, "--ctx"])
+        .arg(&ctx)
+        .arg("--job")
+        .arg(&job)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("plugin test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(result["world"], "mutator");
+    assert_eq!(
+        result["job"]["job_manifest"]["spec"]["template"]["spec"]["nodeSelector"]["gpu"], "yes",
+        "{result}"
+    );
+
+    let weir = WeirProcess::start(&dir.path().join("data"), None);
+    weir.cli_json(&["pool", "create", "gpu", "--type", "kubernetes"]);
+    let added = weir.cli_json(&["plugin", "add", "gpu-node-selector", wasm]);
+    assert_eq!(added["version"], 1);
+    let cfg_arg = format!("@{}", cfg.display());
+    let bound = weir.cli_json(&[
+        "pool",
+        "bind",
+        "gpu",
+        "gpu-node-selector@1",
+        "--config",
+        &cfg_arg,
+        "--on-error",
+        "fail-open",
+        "--deadline-ms",
+        "100",
+    ]);
+    assert_eq!(bound["pinned_version"], 1);
+    assert_eq!(bound["on_error"], "fail-open");
+    let inspect = weir.cli_json(&["plugin", "inspect", "gpu-node-selector"]);
+    assert_eq!(inspect["bindings"][0]["pool"], "gpu");
+    let bindings = weir.cli_json(&["pool", "bindings", "gpu"]);
+    assert_eq!(bindings["items"].as_array().map(Vec::len), Some(1));
+    let out = weir.cli(&["pool", "bind", "gpu", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
