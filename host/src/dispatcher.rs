@@ -3,8 +3,8 @@
 //! and the config file both go through here, so validation lives in one place.
 //!
 //! Run creation is the first stage of the pipeline:
-//! validate → (routers) → (admission) → store as Scheduled → wake the scheduler.
-//! Router and admission plugins are not built yet; their place is marked below.
+//! validate → routers → admission → store as Scheduled → wake the scheduler
+//! (the plugin stages live in [`crate::pipeline`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -197,8 +197,6 @@ async fn launch(
         }
     };
 
-    // Pipeline: mutator plugins will patch `job` here (issue 3).
-
     let Some(backend) = backends.get(pool_type) else {
         let t = Transition::new(
             RunState::Crashed,

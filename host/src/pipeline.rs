@@ -141,6 +141,18 @@ fn failure(
     }
 }
 
+/// Applies a failure's policy: a skipped plugin is recorded and the chain
+/// goes on; a refusal ends it.
+fn settle(f: Failure, history: &mut Vec<HistoryEntry>) -> Result<(), Refusal> {
+    match f {
+        Failure::Skip(h) => {
+            history.push(h);
+            Ok(())
+        }
+        Failure::Refuse(r) => Err(r),
+    }
+}
+
 impl Pipeline {
     pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>) -> Self {
         Self { registry, store }
@@ -166,13 +178,11 @@ impl Pipeline {
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
-                Err(e) => match failure(b, None, "router", state, Duration::ZERO, "host", e) {
-                    Failure::Skip(h) => {
-                        history.push(h);
-                        continue;
-                    }
-                    Failure::Refuse(r) => return Err(r),
-                },
+                Err(e) => {
+                    let f = failure(b, None, "router", state, Duration::ZERO, "host", e);
+                    settle(f, history)?;
+                    continue;
+                }
             };
             let (result, elapsed) = plugin
                 .route(&config_text(&b.config), ctx, &limits_of(b))
@@ -282,13 +292,13 @@ impl Pipeline {
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
-                Err(e) => match failure(b, None, "admission", state, Duration::ZERO, "host", e) {
-                    Failure::Skip(h) => {
-                        history.push(h);
-                        continue;
+                Err(e) => {
+                    let f = failure(b, None, "admission", state, Duration::ZERO, "host", e);
+                    if let Err(r) = settle(f, history) {
+                        return AdmissionVerdict::Reject(r);
                     }
-                    Failure::Refuse(r) => return AdmissionVerdict::Reject(r),
-                },
+                    continue;
+                }
             };
             if version.world != crate::domain::World::Admission {
                 continue;
@@ -387,13 +397,11 @@ impl Pipeline {
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
-                Err(e) => match failure(b, None, "mutator", state, Duration::ZERO, "host", e) {
-                    Failure::Skip(h) => {
-                        history.push(h);
-                        continue;
-                    }
-                    Failure::Refuse(r) => return Err(r),
-                },
+                Err(e) => {
+                    let f = failure(b, None, "mutator", state, Duration::ZERO, "host", e);
+                    settle(f, history)?;
+                    continue;
+                }
             };
             if version.world != crate::domain::World::Mutator {
                 continue;

@@ -181,6 +181,39 @@ async fn mutators_shape_the_job_a_run_gets() {
         resources["requests"]["memory"], "1Gi",
         "team default: {resources}"
     );
+
+    // A submitted run goes through both mutators at launch; their patches are
+    // on its history. (The run then ends Crashed: the Kubernetes backend is
+    // issue #4.)
+    let run = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "train"})))
+        .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    let done = api
+        .wait_state(&id, &["Crashed", "Failed", "Completed"])
+        .await;
+    let gpu = plugin_entries(&done, "gpu-node-selector");
+    assert_eq!(gpu.len(), 1, "{done}");
+    let ops = gpu[0]["detail"]["patch"].to_string();
+    assert!(
+        ops.contains("nodeSelector") && ops.contains("nvidia.com~1gpu"),
+        "{ops}"
+    );
+    let team = plugin_entries(&done, "team-resources");
+    assert_eq!(team.len(), 1, "{done}");
+    assert!(
+        team[0]["detail"]["patch"]
+            .to_string()
+            .contains("/resources"),
+        "{done}"
+    );
+    assert_eq!(done["state"], "Crashed");
+    assert!(
+        done["state_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no backend for kubernetes")
+    );
     api.server.shutdown();
 }
 

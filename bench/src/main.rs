@@ -1,0 +1,335 @@
+//! `cargo run --release -p weir-bench -- [SCENARIO...] [--json FILE] [--iterations N]`
+//!
+//! Scenarios (more come with issue #5):
+//! - `plugin-chain`: route + admit + mutate with the example plugins on a
+//!   ~2 KB Kubernetes Job, a fresh instance per call, next to native Rust
+//!   code making the same decisions and the same change in the same run.
+//!
+//! Prints a table (median, p99, min–max) and, with `--json`, writes the
+//! results for comparisons between commits. Nothing here is a test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weir::plugin::{Admission, Counts, Limits, LoadedPlugin, PluginRuntime, RunContext, Stats};
+
+struct Summary {
+    name: String,
+    samples: Vec<Duration>,
+}
+
+impl Summary {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        let idx = ((s.len() as f64 - 1.0) * p).round() as usize;
+        s.get(idx).copied().unwrap_or_default()
+    }
+
+    fn json(&self) -> Value {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        json!({
+            "name": self.name,
+            "samples": self.samples.len(),
+            "median_us": us(self.percentile(0.5)),
+            "p99_us": us(self.percentile(0.99)),
+            "min_us": us(self.percentile(0.0)),
+            "max_us": us(self.percentile(1.0)),
+        })
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn build_plugins() -> Result<PathBuf, String> {
+    let out = Command::new("bash")
+        .arg(root().join("plugins/build.sh"))
+        .output()
+        .map_err(|e| format!("cannot run plugins/build.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "plugins/build.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(root().join("plugins/dist"))
+}
+
+/// A realistic ~2 KB Job configuration, as the template renders it.
+fn job() -> Value {
+    json!({
+        "namespace": "batch",
+        "pod_start_timeout_seconds": 300,
+        "job_manifest": {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "weir-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                "namespace": "batch",
+                "labels": {"weir.dev/run-id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                           "weir.dev/pool": "gpu", "weir.dev/queue": "default",
+                           "weir.dev/deployment": "train", "team": "ml", "app": "trainer"},
+                "annotations": {"example.com/owner": "ml-platform", "example.com/cost-center": "4711"}
+            },
+            "spec": {
+                "backoffLimit": 0,
+                "ttlSecondsAfterFinished": 3600,
+                "template": {
+                    "metadata": {"labels": {"weir.dev/run-id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                                             "weir.dev/pool": "gpu", "team": "ml"}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "serviceAccountName": "trainer",
+                        "containers": [{
+                            "name": "job",
+                            "image": "registry.example.com/ml/trainer:2024.11.3",
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": ["python", "-m", "trainer.main", "--epochs", "10", "--batch-size", "256",
+                                     "--dataset", "s3://example-datasets/imagenet/train", "--checkpoint-every", "1000"],
+                            "env": [
+                                {"name": "WEIR_API_URL", "value": "http://weir.weir.svc:4680"},
+                                {"name": "WEIR_RUN_ID", "value": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"},
+                                {"name": "WEIR_PARAMETERS", "value": "{\"epochs\":10,\"lr\":0.001}"},
+                                {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml.svc:5000"},
+                                {"name": "NCCL_DEBUG", "value": "WARN"},
+                                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                                {"name": "OMP_NUM_THREADS", "value": "8"}
+                            ],
+                            "resources": {"requests": {"cpu": "4", "memory": "16Gi"},
+                                          "limits": {"cpu": "8", "memory": "32Gi"}},
+                            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"},
+                                             {"name": "shm", "mountPath": "/dev/shm"}]
+                        }],
+                        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "100Gi"}},
+                                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn ctx() -> RunContext {
+    serde_json::from_value(json!({
+        "run_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        "deployment": "train",
+        "pool": "default-pool",
+        "queue": "default",
+        "tags": ["gpu", "ml"],
+        "labels": {"team": "ml"},
+        "parameters": {"epochs": 10, "lr": 0.001},
+        "job_variables": {"image": "registry.example.com/ml/trainer:2024.11.3", "labels": {"team": "ml"}},
+        "parent_run": null
+    }))
+    .unwrap_or_else(|e| panic!("bench context: {e}"))
+}
+
+const ROUTER_CONFIG: &str =
+    r#"{"rules": [{"tag": "gpu", "pool": "gpu", "queue": "default", "add_tags": ["routed"]}]}"#;
+const ADMISSION_CONFIG: &str = r#"{"prefixes": ["registry.example.com/", "ghcr.io/acme/"]}"#;
+const MUTATOR_CONFIG: &str = r#"{"node_selector": {"accelerator": "nvidia-a100"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}"#;
+
+/// The same decisions and change, in plain Rust.
+fn native_chain(ctx: &RunContext, job: &Value) -> Value {
+    // Route: first rule whose tag matches.
+    let mut pool = ctx.pool.clone();
+    if ctx.tags.iter().any(|t| t == "gpu") {
+        pool = "gpu".into();
+    }
+    std::hint::black_box(&pool);
+    // Admit: the image has an approved prefix.
+    let image = ctx.job_variables["image"].as_str().unwrap_or("");
+    let admitted = ["registry.example.com/", "ghcr.io/acme/"]
+        .iter()
+        .any(|p| image.starts_with(p));
+    std::hint::black_box(admitted);
+    // Mutate: nodeSelector, tolerations and GPU limits, as an RFC 6902 diff
+    // applied to the job (what the host does with a plugin's answer).
+    let mut after = job.clone();
+    let spec = &mut after["job_manifest"]["spec"]["template"]["spec"];
+    spec["nodeSelector"] = json!({"accelerator": "nvidia-a100"});
+    spec["tolerations"] =
+        json!([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]);
+    if let Some(cs) = spec["containers"].as_array_mut() {
+        for c in cs {
+            c["resources"]["limits"]["nvidia.com/gpu"] = json!("1");
+            c["resources"]["requests"]["nvidia.com/gpu"] = json!("1");
+        }
+    }
+    let patch = json_patch::diff(job, &after);
+    let mut patched = job.clone();
+    if json_patch::patch(&mut patched, &patch).is_err() {
+        panic!("native patch does not apply");
+    }
+    patched
+}
+
+async fn plugin_chain(
+    router: &LoadedPlugin,
+    admission: &LoadedPlugin,
+    mutator: &LoadedPlugin,
+    ctx: &RunContext,
+    job: &Value,
+    limits: &Limits,
+) -> Value {
+    let (r, _) = router.route(ROUTER_CONFIG, ctx, limits).await;
+    let route = r.unwrap_or_else(|e| panic!("route: {e}"));
+    std::hint::black_box(route);
+    let stats = Stats {
+        pool: Counts::default(),
+        queue: Counts::default(),
+        tags: Vec::new(),
+        team: Some("ml".into()),
+        team_counts: Counts::default(),
+    };
+    let (a, _) = admission.admit(ADMISSION_CONFIG, ctx, &stats, limits).await;
+    match a.unwrap_or_else(|e| panic!("admit: {e}")) {
+        Admission::Admit => {}
+        other => panic!("unexpected admission {other:?}"),
+    }
+    let (m, _) = mutator.mutate(MUTATOR_CONFIG, ctx, job, &[], limits).await;
+    m.unwrap_or_else(|e| panic!("mutate: {e}")).0
+}
+
+async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String> {
+    let dist = build_plugins()?;
+    let runtime = PluginRuntime::new(None, 8).map_err(|e| e.to_string())?;
+    let load = |name: &str| {
+        let runtime: Arc<PluginRuntime> = runtime.clone();
+        let path = dist.join(format!("{name}.wasm"));
+        async move {
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            runtime.load(&bytes).await.map_err(|e| e.to_string())
+        }
+    };
+    let router = load("tag-router").await?;
+    let admission = load("approved-registries").await?;
+    let mutator = load("gpu-node-selector").await?;
+    let ctx = ctx();
+    let job = job();
+    let job_bytes = job.to_string().len();
+    eprintln!(
+        "plugin-chain: job is {job_bytes} bytes; allocator {}; {iterations} iterations after warm-up",
+        runtime.allocator()
+    );
+    let limits = Limits::default();
+    // The two must agree on the result.
+    let from_plugins = plugin_chain(&router, &admission, &mutator, &ctx, &job, &limits).await;
+    let from_native = native_chain(&ctx, &job);
+    let spec = |v: &Value| v["job_manifest"]["spec"]["template"]["spec"]["nodeSelector"].clone();
+    if spec(&from_plugins) != spec(&from_native) {
+        return Err("the plugin chain and the native chain disagree".into());
+    }
+    for _ in 0..iterations / 10 {
+        plugin_chain(&router, &admission, &mutator, &ctx, &job, &limits).await;
+        std::hint::black_box(native_chain(&ctx, &job));
+    }
+    let mut wasm = Vec::with_capacity(iterations);
+    let mut native = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        std::hint::black_box(
+            plugin_chain(&router, &admission, &mutator, &ctx, &job, &limits).await,
+        );
+        wasm.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(native_chain(&ctx, &job));
+        native.push(t.elapsed());
+    }
+    Ok(vec![
+        Summary {
+            name: "plugin-chain: wasm (route+admit+mutate, fresh instances)".into(),
+            samples: wasm,
+        },
+        Summary {
+            name: "plugin-chain: native Rust, same change".into(),
+            samples: native,
+        },
+    ])
+}
+
+fn fmt_us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut scenarios = Vec::new();
+    let mut json_out: Option<PathBuf> = None;
+    let mut iterations = 2000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--json" => json_out = args.next().map(PathBuf::from),
+            "--iterations" => {
+                iterations = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("--iterations needs a number");
+                    std::process::exit(2)
+                })
+            }
+            "-h" | "--help" => {
+                println!("usage: weir-bench [plugin-chain] [--iterations N] [--json FILE]");
+                return;
+            }
+            s => scenarios.push(s.to_owned()),
+        }
+    }
+    if scenarios.is_empty() {
+        scenarios.push("plugin-chain".into());
+    }
+    let mut results = Vec::new();
+    for s in &scenarios {
+        let r = match s.as_str() {
+            "plugin-chain" => scenario_plugin_chain(iterations).await,
+            other => Err(format!("unknown scenario {other:?}; known: plugin-chain")),
+        };
+        match r {
+            Ok(mut r) => results.append(&mut r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!(
+        "{:<58} {:>10} {:>10} {:>22}",
+        "scenario", "median", "p99", "min – max"
+    );
+    for r in &results {
+        println!(
+            "{:<58} {:>10} {:>10} {:>22}",
+            r.name,
+            fmt_us(r.percentile(0.5)),
+            fmt_us(r.percentile(0.99)),
+            format!(
+                "{} – {}",
+                fmt_us(r.percentile(0.0)),
+                fmt_us(r.percentile(1.0))
+            )
+        );
+    }
+    if results.len() == 2 {
+        let ratio = results[0].percentile(0.5).as_secs_f64()
+            / results[1].percentile(0.5).as_secs_f64().max(1e-12);
+        println!("ratio wasm/native (median): {ratio:.1}x");
+    }
+    if let Some(path) = json_out {
+        let doc = json!({
+            "results": results.iter().map(Summary::json).collect::<Vec<_>>(),
+            "iterations": iterations,
+        });
+        if let Err(e) = std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        ) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
