@@ -230,6 +230,23 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
         plugin_chain(&router, &admission, &mutator, &ctx, &job, &limits).await;
         std::hint::black_box(native_chain(&ctx, &job));
     }
+    // Where the chain's time goes, call by call (each measured by the
+    // runtime from its concurrency permit to its result).
+    let mut stages: [Vec<Duration>; 3] = Default::default();
+    let stats = Stats::default();
+    for _ in 0..iterations.min(500) {
+        stages[0].push(router.route(ROUTER_CONFIG, &ctx, &limits).await.1);
+        stages[1].push(admission.admit(ADMISSION_CONFIG, &ctx, &stats, &limits).await.1);
+        stages[2].push(mutator.mutate(MUTATOR_CONFIG, &ctx, &job, &[], &limits).await.1);
+    }
+    let mut stage_summaries: Vec<Summary> = ["route", "admit", "mutate"]
+        .iter()
+        .zip(stages)
+        .map(|(n, samples)| Summary {
+            name: format!("plugin-chain: {n} alone (call time)"),
+            samples,
+        })
+        .collect();
     let mut wasm = Vec::with_capacity(iterations);
     let mut native = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -242,7 +259,7 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
         std::hint::black_box(native_chain(&ctx, &job));
         native.push(t.elapsed());
     }
-    Ok(vec![
+    let mut out = vec![
         Summary {
             name: "plugin-chain: wasm (route+admit+mutate, fresh instances)".into(),
             samples: wasm,
@@ -251,7 +268,9 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
             name: "plugin-chain: native Rust, same change".into(),
             samples: native,
         },
-    ])
+    ];
+    out.append(&mut stage_summaries);
+    Ok(out)
 }
 
 fn fmt_us(d: Duration) -> String {
@@ -314,7 +333,7 @@ async fn main() {
             )
         );
     }
-    if results.len() == 2 {
+    if results.len() >= 2 {
         let ratio = results[0].percentile(0.5).as_secs_f64()
             / results[1].percentile(0.5).as_secs_f64().max(1e-12);
         println!("ratio wasm/native (median): {ratio:.1}x");
