@@ -236,8 +236,18 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
     let stats = Stats::default();
     for _ in 0..iterations.min(500) {
         stages[0].push(router.route(ROUTER_CONFIG, &ctx, &limits).await.1);
-        stages[1].push(admission.admit(ADMISSION_CONFIG, &ctx, &stats, &limits).await.1);
-        stages[2].push(mutator.mutate(MUTATOR_CONFIG, &ctx, &job, &[], &limits).await.1);
+        stages[1].push(
+            admission
+                .admit(ADMISSION_CONFIG, &ctx, &stats, &limits)
+                .await
+                .1,
+        );
+        stages[2].push(
+            mutator
+                .mutate(MUTATOR_CONFIG, &ctx, &job, &[], &limits)
+                .await
+                .1,
+        );
     }
     let mut stage_summaries: Vec<Summary> = ["route", "admit", "mutate"]
         .iter()

@@ -434,9 +434,6 @@ impl LoadedPlugin {
     }
 }
 
-/// Per memory and table slot; see `linear_memory_keep_resident`.
-const POOL_KEEP_RESIDENT_BYTES: usize = 2 << 20;
-
 pub(super) fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -455,12 +452,7 @@ pub(super) fn engine_config(pooling: bool) -> Config {
             .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
             .max_memory_size(POOL_MEMORY_BYTES)
-            .table_elements(TABLE_ELEMENTS_MAX)
-            // A fresh instance per decision: keep the first pages of a
-            // reused slot resident and zero them, rather than returning them
-            // to the kernel and faulting them back in on the next call.
-            .linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES)
-            .table_keep_resident(POOL_KEEP_RESIDENT_BYTES);
+            .table_elements(TABLE_ELEMENTS_MAX);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
