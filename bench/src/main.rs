@@ -1,12 +1,24 @@
 //! `cargo run --release -p weir-bench -- [SCENARIO...] [--json FILE] [--iterations N]`
 //!
-//! Scenarios (more come with issue #5):
+//! Scenarios (issue #5):
 //! - `plugin-chain`: route + admit + mutate with the example plugins on a
 //!   ~2 KB Kubernetes Job, a fresh instance per call, next to native Rust
 //!   code making the same decisions and the same change in the same run.
+//! - `scheduler`: `release_ready` on a real SQLite store (one pool, 10
+//!   queues, 3 tag limits) with runs completed instantly, next to the same
+//!   decisions on an in-memory model (`--runs N`, default 10,000).
+//! - `api`: 32 clients creating runs over HTTP on an in-process server (pool
+//!   paused), next to the same clients hitting `GET /healthz`.
+//! - `process-e2e`: 1,000 runs of `true` on a process pool limited to 8,
+//!   next to a plain loop spawning `true` with at most 8 at a time.
+//! - `memory`: the bench process's RSS before and after queuing 10,000 runs.
 //!
-//! Prints a table (median, p99, min–max) and, with `--json`, writes the
-//! results for comparisons between commits. Nothing here is a test.
+//! Prints a table (median, p99, min–max for latencies; a rate for
+//! throughput) and, with `--json`, writes the results for comparisons between
+//! commits. Nothing here is a test.
+
+mod scheduler;
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,9 +28,106 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use weir::plugin::{Admission, Counts, Limits, LoadedPlugin, PluginRuntime, RunContext, Stats};
 
-struct Summary {
-    name: String,
-    samples: Vec<Duration>,
+pub(crate) struct Summary {
+    pub(crate) name: String,
+    pub(crate) samples: Vec<Duration>,
+}
+
+/// A throughput: `count` things in `seconds`.
+pub(crate) struct Rate {
+    pub(crate) name: String,
+    pub(crate) count: u64,
+    pub(crate) seconds: f64,
+    pub(crate) unit: &'static str,
+}
+
+impl Rate {
+    fn per_second(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-12)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "count": self.count,
+            "seconds": self.seconds,
+            "unit": self.unit,
+            "per_second": self.per_second(),
+        })
+    }
+}
+
+/// One line of the report.
+pub(crate) enum Row {
+    Latency(Summary),
+    Rate(Rate),
+    /// A measured quantity that is neither (e.g. memory), with its unit.
+    Value {
+        name: String,
+        value: f64,
+        unit: &'static str,
+    },
+}
+
+impl Row {
+    pub(crate) fn latency(name: impl Into<String>, samples: Vec<Duration>) -> Self {
+        Row::Latency(Summary {
+            name: name.into(),
+            samples,
+        })
+    }
+
+    pub(crate) fn rate(
+        name: impl Into<String>,
+        count: u64,
+        elapsed: Duration,
+        unit: &'static str,
+    ) -> Self {
+        Row::Rate(Rate {
+            name: name.into(),
+            count,
+            seconds: elapsed.as_secs_f64(),
+            unit,
+        })
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Row::Latency(s) => s.json(),
+            Row::Rate(r) => r.json(),
+            Row::Value { name, value, unit } => json!({"name": name, "value": value, "unit": unit}),
+        }
+    }
+
+    fn print(&self) {
+        match self {
+            Row::Latency(r) => println!(
+                "{:<64} {:>12} {:>12} {:>24}",
+                r.name,
+                fmt_us(r.percentile(0.5)),
+                fmt_us(r.percentile(0.99)),
+                format!(
+                    "{} – {}",
+                    fmt_us(r.percentile(0.0)),
+                    fmt_us(r.percentile(1.0))
+                )
+            ),
+            Row::Rate(r) => println!(
+                "{:<64} {:>12} {:>12} {:>24}",
+                r.name,
+                format!("{:.0} {}/s", r.per_second(), r.unit),
+                "",
+                format!("{} in {:.2} s", r.count, r.seconds)
+            ),
+            Row::Value { name, value, unit } => println!(
+                "{:<64} {:>12} {:>12} {:>24}",
+                name,
+                format!("{value:.1} {unit}"),
+                "",
+                ""
+            ),
+        }
+    }
 }
 
 impl Summary {
@@ -284,7 +393,12 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
 }
 
 fn fmt_us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
 }
 
 #[tokio::main]
@@ -292,6 +406,7 @@ async fn main() {
     let mut scenarios = Vec::new();
     let mut json_out: Option<PathBuf> = None;
     let mut iterations = 2000usize;
+    let mut runs = 10_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -302,8 +417,17 @@ async fn main() {
                     std::process::exit(2)
                 })
             }
+            "--runs" => {
+                runs = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("--runs needs a number");
+                    std::process::exit(2)
+                })
+            }
             "-h" | "--help" => {
-                println!("usage: weir-bench [plugin-chain] [--iterations N] [--json FILE]");
+                println!(
+                    "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [memory] \
+                     [--iterations N] [--runs N] [--json FILE]"
+                );
                 return;
             }
             s => scenarios.push(s.to_owned()),
@@ -315,8 +439,16 @@ async fn main() {
     let mut results = Vec::new();
     for s in &scenarios {
         let r = match s.as_str() {
-            "plugin-chain" => scenario_plugin_chain(iterations).await,
-            other => Err(format!("unknown scenario {other:?}; known: plugin-chain")),
+            "plugin-chain" => scenario_plugin_chain(iterations)
+                .await
+                .map(|v| v.into_iter().map(Row::Latency).collect()),
+            "scheduler" => scheduler::scenario(runs).await,
+            "api" => server::scenario_api(5000, 32).await,
+            "process-e2e" => server::scenario_process_e2e(1000, 8, 32).await,
+            "memory" => server::scenario_memory(runs, 32).await,
+            other => Err(format!(
+                "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, memory"
+            )),
         };
         match r {
             Ok(mut r) => results.append(&mut r),
@@ -327,31 +459,24 @@ async fn main() {
         }
     }
     println!(
-        "{:<58} {:>10} {:>10} {:>22}",
+        "{:<64} {:>12} {:>12} {:>24}",
         "scenario", "median", "p99", "min – max"
     );
     for r in &results {
-        println!(
-            "{:<58} {:>10} {:>10} {:>22}",
-            r.name,
-            fmt_us(r.percentile(0.5)),
-            fmt_us(r.percentile(0.99)),
-            format!(
-                "{} – {}",
-                fmt_us(r.percentile(0.0)),
-                fmt_us(r.percentile(1.0))
-            )
-        );
+        r.print();
     }
-    if results.len() >= 2 {
-        let ratio = results[0].percentile(0.5).as_secs_f64()
-            / results[1].percentile(0.5).as_secs_f64().max(1e-12);
+    if let [Row::Latency(wasm), Row::Latency(native), ..] = results.as_slice()
+        && wasm.name.starts_with("plugin-chain: wasm")
+    {
+        let ratio =
+            wasm.percentile(0.5).as_secs_f64() / native.percentile(0.5).as_secs_f64().max(1e-12);
         println!("ratio wasm/native (median): {ratio:.1}x");
     }
     if let Some(path) = json_out {
         let doc = json!({
-            "results": results.iter().map(Summary::json).collect::<Vec<_>>(),
+            "results": results.iter().map(Row::json).collect::<Vec<_>>(),
             "iterations": iterations,
+            "runs": runs,
         });
         if let Err(e) = std::fs::write(
             &path,

@@ -1,0 +1,315 @@
+//! `scheduler`: `release_ready` on a real SQLite store, each released run
+//! moved to Running and Completed at once (the backend stubbed to complete
+//! instantly), next to the same ordering and limit logic on an in-memory
+//! model with no store.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{Map, json};
+use weir::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, RunState};
+use weir::store::{NewRun, SqliteStore, Store, Transition};
+use weir::template::BaseJobTemplate;
+
+use crate::Row;
+
+const POOL: &str = "bench";
+const POOL_LIMIT: u32 = 100;
+const TAGS: [(&str, u32); 3] = [("t20", 20), ("t40", 40), ("t60", 60)];
+const BATCH: usize = 512;
+
+/// Queue `i` of the 10: priorities 1–5, two queues each.
+fn queue(i: usize) -> (String, u32) {
+    let priority = (i / 2) as u32 + 1;
+    let side = if i.is_multiple_of(2) { 'a' } else { 'b' };
+    (format!("p{priority}-{side}"), priority)
+}
+
+/// The workload: for run `i`, its queue index and its 0–2 tags (indices into
+/// `TAGS`), from a fixed pseudo-random sequence.
+fn workload(n: usize) -> Vec<(usize, Vec<usize>)> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let q = (next() % 10) as usize;
+            let tags = match next() % 3 {
+                0 => vec![],
+                1 => vec![(next() % 3) as usize],
+                _ => {
+                    let a = (next() % 3) as usize;
+                    vec![a, (a + 1 + (next() % 2) as usize) % 3]
+                }
+            };
+            (q, tags)
+        })
+        .collect()
+}
+
+pub(crate) async fn scenario(n: usize) -> Result<Vec<Row>, String> {
+    let work = workload(n);
+    let (mut rows, store_counts) = store_run(&work).await?;
+    let (model_rows, model_counts) = model_run(&work);
+    rows.extend(model_rows);
+    eprintln!(
+        "scheduler: store and model released the same number of runs per call: {}",
+        store_counts == model_counts
+    );
+    Ok(rows)
+}
+
+async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>), String> {
+    let n = work.len();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&dir.path().join("weir.db"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = Utc::now();
+    store
+        .create_pool(&Pool {
+            name: POOL.into(),
+            pool_type: PoolType::Process,
+            base_job_template: BaseJobTemplate::default_for(PoolType::Process.template_kind()),
+            concurrency_limit: Some(POOL_LIMIT),
+            paused: false,
+            description: String::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    for i in 0..10 {
+        let (name, priority) = queue(i);
+        store
+            .create_queue(&Queue {
+                pool: POOL.into(),
+                name,
+                priority,
+                concurrency_limit: None,
+                paused: false,
+                description: String::new(),
+                created_at: now,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for (tag, limit) in TAGS {
+        store
+            .create_limit(&ConcurrencyLimit {
+                tag: tag.into(),
+                limit,
+                created_at: now,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // The store has no batch insert: one transaction per run, as the API does.
+    let scheduled_at = Utc::now() - chrono::Duration::seconds(1);
+    let t = Instant::now();
+    for (q, tags) in work {
+        let run = NewRun {
+            id: uuid::Uuid::now_v7(),
+            pool: POOL.into(),
+            queue: queue(*q).0,
+            deployment: None,
+            job: Some(json!({"command": ["true"]})),
+            tags: tags.iter().map(|t| TAGS[*t].0.to_owned()).collect(),
+            parameters: Map::new(),
+            job_variables: Map::new(),
+            parent_run_id: None,
+            idempotency_key: None,
+            scheduled_at,
+            retries: RetryPolicy::default(),
+            message: "created".into(),
+            cause: "bench".into(),
+            history: Vec::new(),
+            needs_admission: false,
+            labels: Map::new(),
+        };
+        store.insert_run(run).await.map_err(|e| e.to_string())?;
+    }
+    let insert = t.elapsed();
+
+    let mut calls = Vec::new();
+    let mut counts = Vec::new();
+    let mut finish = Vec::new();
+    let mut released = 0usize;
+    let t = Instant::now();
+    while released < n {
+        let c = Instant::now();
+        let batch = store
+            .release_ready(Utc::now(), BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        calls.push(c.elapsed());
+        if batch.is_empty() {
+            return Err(format!(
+                "scheduler: release_ready released nothing with {} of {n} runs left",
+                n - released
+            ));
+        }
+        counts.push(batch.len());
+        released += batch.len();
+        for r in batch {
+            let c = Instant::now();
+            for to in [RunState::Running, RunState::Completed] {
+                store
+                    .transition(r.run.id, Transition::new(to, "done", "bench"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            finish.push(c.elapsed());
+        }
+    }
+    let wall = t.elapsed();
+    let in_release: Duration = calls.iter().sum();
+    eprintln!(
+        "scheduler: {n} runs, {} release calls (pool limit {POOL_LIMIT}, batch {BATCH})",
+        calls.len()
+    );
+    let rows = vec![
+        Row::rate(
+            "scheduler: sqlite insert_run (one transaction each)",
+            n as u64,
+            insert,
+            "runs",
+        ),
+        Row::rate(
+            "scheduler: sqlite decisions (released / wall, incl. completes)",
+            n as u64,
+            wall,
+            "runs",
+        ),
+        Row::rate(
+            "scheduler: sqlite decisions (released / time in release_ready)",
+            n as u64,
+            in_release,
+            "runs",
+        ),
+        Row::latency("scheduler: sqlite release_ready call", calls),
+        Row::latency(
+            "scheduler: sqlite transition Running+Completed, per run",
+            finish,
+        ),
+    ];
+    Ok((rows, counts))
+}
+
+struct ModelQueue {
+    runs: VecDeque<(usize, Vec<usize>)>,
+}
+
+/// The store's release logic on plain data: priority levels in order,
+/// round-robin across a level's queues, a queue's runs in order, runs whose
+/// tags are full skipped (not blocking the queue), the pool limit over all.
+struct Model {
+    levels: BTreeMap<u32, Vec<usize>>,
+    queues: Vec<ModelQueue>,
+    pool_used: u32,
+    tag_used: [u32; 3],
+}
+
+impl Model {
+    fn release(&mut self, max: usize) -> Vec<(usize, Vec<usize>)> {
+        let mut out = Vec::new();
+        'levels: for qs in self.levels.values() {
+            let mut done: HashSet<usize> = HashSet::new();
+            let mut pos = vec![0usize; qs.len()];
+            while done.len() < qs.len() {
+                for (i, &q) in qs.iter().enumerate() {
+                    if done.contains(&i) {
+                        continue;
+                    }
+                    if out.len() >= max {
+                        break 'levels;
+                    }
+                    if self.pool_used >= POOL_LIMIT {
+                        done.insert(i);
+                        continue;
+                    }
+                    let runs = &mut self.queues[q].runs;
+                    let tag_used = &self.tag_used;
+                    while pos[i] < runs.len()
+                        && runs[pos[i]].1.iter().any(|t| tag_used[*t] >= TAGS[*t].1)
+                    {
+                        pos[i] += 1;
+                    }
+                    let Some(run) = runs.remove(pos[i]) else {
+                        done.insert(i);
+                        continue;
+                    };
+                    for t in &run.1 {
+                        self.tag_used[*t] += 1;
+                    }
+                    self.pool_used += 1;
+                    out.push(run);
+                }
+            }
+        }
+        out
+    }
+
+    fn complete(&mut self, run: &(usize, Vec<usize>)) {
+        self.pool_used -= 1;
+        for t in &run.1 {
+            self.tag_used[*t] -= 1;
+        }
+    }
+}
+
+fn model_run(work: &[(usize, Vec<usize>)]) -> (Vec<Row>, Vec<usize>) {
+    let n = work.len();
+    let mut model = Model {
+        levels: BTreeMap::new(),
+        queues: (0..10)
+            .map(|_| ModelQueue {
+                runs: VecDeque::new(),
+            })
+            .collect(),
+        pool_used: 0,
+        tag_used: [0; 3],
+    };
+    for q in 0..10 {
+        model.levels.entry(queue(q).1).or_default().push(q);
+    }
+    for (i, (q, tags)) in work.iter().enumerate() {
+        model.queues[*q].runs.push_back((i, tags.clone()));
+    }
+    let mut calls = Vec::new();
+    let mut counts = Vec::new();
+    let mut released = 0;
+    let t = Instant::now();
+    while released < n {
+        let c = Instant::now();
+        let batch = model.release(BATCH);
+        calls.push(c.elapsed());
+        if batch.is_empty() {
+            break;
+        }
+        counts.push(batch.len());
+        released += batch.len();
+        for r in &batch {
+            model.complete(r);
+        }
+        std::hint::black_box(&batch);
+    }
+    let wall = t.elapsed();
+    (
+        vec![
+            Row::rate(
+                "scheduler: in-memory model decisions (released / wall)",
+                released as u64,
+                wall,
+                "runs",
+            ),
+            Row::latency("scheduler: in-memory model release call", calls),
+        ],
+        counts,
+    )
+}
