@@ -250,22 +250,14 @@ async fn launch(
 }
 
 /// After a restart: runs that held slots when the host stopped. A process
-/// job dies with its host, so its attempt crashed; it is retried if it may be.
+/// job dies with its host, so its attempt crashed; it is retried if it may
+/// be. Kubernetes pools have no backend in this build (issue #4), so their
+/// released runs cannot be running anywhere either and are treated the same;
+/// the Kubernetes backend will reconcile them against the cluster instead.
 pub async fn recover(dispatcher: &Dispatcher) -> Result<usize, DispatchError> {
     let runs = dispatcher.store.active_runs().await?;
     let mut recovered = 0;
     for run in runs {
-        let pool_type = match dispatcher.store.get_pool(&run.pool).await {
-            Ok(p) => p.pool_type,
-            Err(e) => {
-                warn!(run = %run.id, "cannot recover: {e}");
-                continue;
-            }
-        };
-        if pool_type != PoolType::Process {
-            // Kubernetes runs are reconciled against the cluster (issue 4).
-            continue;
-        }
         let t = if run.state == RunState::Cancelling {
             Transition::new(
                 RunState::Cancelled,

@@ -17,7 +17,12 @@ pub struct Api {
 }
 
 pub async fn start() -> Api {
-    let dir = tempfile::tempdir().expect("tempdir");
+    start_in(tempfile::tempdir().expect("tempdir")).await
+}
+
+/// Starts a server on an existing data directory (e.g. one prepared by a
+/// test directly through the store).
+pub async fn start_in(dir: tempfile::TempDir) -> Api {
     let options = ServeOptions::resolve(
         None,
         Some(dir.path().to_owned()),

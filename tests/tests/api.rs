@@ -834,3 +834,102 @@ async fn every_documented_route_is_served() {
     assert_eq!(ready["status"], "ready");
     api.server.shutdown();
 }
+
+/// A host that died between releasing a run and its end leaves the run
+/// holding slots; the restart records what happened and gives them back.
+#[tokio::test]
+async fn restart_recovers_released_runs_in_every_pool_type() {
+    use weir::domain::{Pool, PoolType, RunState};
+    use weir::store::{NewRun, SqliteStore, Store};
+    use weir::template::BaseJobTemplate;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut released = Vec::new();
+    {
+        let store = SqliteStore::open(&dir.path().join("weir.db"))
+            .await
+            .expect("open store");
+        for (name, pool_type) in [("proc", PoolType::Process), ("kube", PoolType::Kubernetes)] {
+            let now = chrono::Utc::now();
+            store
+                .create_pool(&Pool {
+                    name: name.into(),
+                    pool_type,
+                    base_job_template: BaseJobTemplate::default_for(pool_type.template_kind()),
+                    concurrency_limit: Some(1),
+                    paused: false,
+                    description: String::new(),
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await
+                .expect("pool");
+            store
+                .insert_run(NewRun {
+                    id: uuid::Uuid::now_v7(),
+                    pool: name.into(),
+                    queue: "default".into(),
+                    deployment: None,
+                    job: Some(json!({"command": "true"})),
+                    tags: vec!["t".into()],
+                    parameters: Default::default(),
+                    job_variables: Default::default(),
+                    parent_run_id: None,
+                    idempotency_key: None,
+                    scheduled_at: now,
+                    retries: Default::default(),
+                    message: "created".into(),
+                    cause: "test".into(),
+                    history: Vec::new(),
+                    needs_admission: false,
+                    labels: Default::default(),
+                })
+                .await
+                .expect("run");
+        }
+        for r in store
+            .release_ready(chrono::Utc::now(), 10)
+            .await
+            .expect("release")
+        {
+            assert_eq!(r.run.state, RunState::Pending);
+            released.push(r.run.id);
+        }
+        assert_eq!(released.len(), 2);
+        // The host "dies" here: the store is dropped with both runs Pending.
+    }
+    let api = weir_tests::api::start_in(dir).await;
+    for id in &released {
+        let run = api.ok("GET", &format!("/api/v1/runs/{id}"), None).await;
+        assert_eq!(run["state"], "Crashed", "{run}");
+        assert!(
+            run["state_message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("weir stopped while the run was Pending"),
+            "{run}"
+        );
+    }
+    for pool in ["proc", "kube"] {
+        let p = api.ok("GET", &format!("/api/v1/pools/{pool}"), None).await;
+        assert_eq!(p["active_runs"], 0, "slots of {pool} came back: {p}");
+    }
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for pool in ["proc", "kube"] {
+        let line = format!("weir_slots_in_use{{kind=\"pool\",key=\"{pool}\"}} 0");
+        assert!(metrics.contains(&line), "{line} missing: {metrics}");
+    }
+    assert!(
+        !metrics.contains("weir_slots_in_use{kind=\"tag\",key=\"t\"} 1"),
+        "{metrics}"
+    );
+    api.server.shutdown();
+}
