@@ -11,6 +11,8 @@
 //!   paused), next to the same clients hitting `GET /healthz`.
 //! - `process-e2e`: 1,000 runs of `true` on a process pool limited to 8,
 //!   next to a plain loop spawning `true` with at most 8 at a time.
+//! - `pickup`: created → started when idle (200 runs, one at a time), next to
+//!   the time to spawn `true` directly.
 //! - `memory`: the bench process's RSS before and after queuing 10,000 runs.
 //!
 //! Prints a table (median, p99, min–max for latencies; a rate for
@@ -425,7 +427,7 @@ async fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [memory] \
+                    "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
                      [--iterations N] [--runs N] [--json FILE]"
                 );
                 return;
@@ -445,9 +447,10 @@ async fn main() {
             "scheduler" => scheduler::scenario(runs).await,
             "api" => server::scenario_api(5000, 32).await,
             "process-e2e" => server::scenario_process_e2e(1000, 8, 32).await,
+            "pickup" => server::scenario_pickup(200).await,
             "memory" => server::scenario_memory(runs, 32).await,
             other => Err(format!(
-                "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, memory"
+                "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, pickup, memory"
             )),
         };
         match r {

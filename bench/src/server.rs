@@ -267,6 +267,57 @@ pub(crate) async fn scenario_process_e2e(
     ])
 }
 
+/// Created → started when Weir is idle: one run at a time, each waited for
+/// before the next is created, so nothing queues. Baseline: the time to
+/// spawn `true` directly.
+pub(crate) async fn scenario_pickup(total: usize) -> Result<Vec<Row>, String> {
+    let bench = Bench::start().await?;
+    bench.setup(Some(8), false).await?;
+    let http = reqwest::Client::new();
+    let mut waits = Vec::with_capacity(total);
+    for _ in 0..total {
+        let run = bench
+            .post("/api/v1/runs", json!({"deployment": "noop"}))
+            .await?;
+        let id = run["id"].as_str().unwrap_or_default().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done = loop {
+            let r: Value = http
+                .get(format!("{}/api/v1/runs/{id}", bench.base))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r["state"] == "Completed" {
+                break r;
+            }
+            if r["state"] == "Failed" || r["state"] == "Crashed" || Instant::now() > deadline {
+                return Err(format!("pickup: run did not complete: {r}"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if let (Some(c), Some(s)) = (time(&done, "created_at"), time(&done, "started_at")) {
+            waits.push((s - c).to_std().unwrap_or_default());
+        }
+    }
+    bench.stop().await;
+    let mut spawns = Vec::with_capacity(total);
+    for _ in 0..total {
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new("true")
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        spawns.push(t.elapsed());
+        child.wait().await.map_err(|e| e.to_string())?;
+    }
+    Ok(vec![
+        Row::latency("pickup: idle created → started (one run at a time)", waits),
+        Row::latency("pickup: baseline spawn of `true`", spawns),
+    ])
+}
+
 fn rss_kib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
