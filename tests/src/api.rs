@@ -77,6 +77,14 @@ impl Api {
         (status, value)
     }
 
+    /// Creates a run and waits until it has ended; returns it with history.
+    pub async fn run_to_end(&self, body: Value) -> Value {
+        let run = self.ok("POST", "/api/v1/runs", Some(body)).await;
+        let id = run["id"].as_str().unwrap_or_default().to_owned();
+        self.wait_state(&id, &["Completed", "Failed", "Crashed", "Cancelled"])
+            .await
+    }
+
     /// Uploads a component file as a version of plugin `name`.
     pub async fn upload(&self, name: &str, file: &std::path::Path) -> (StatusCode, Value) {
         let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));

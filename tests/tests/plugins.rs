@@ -185,13 +185,7 @@ async fn mutators_shape_the_job_a_run_gets() {
     // A submitted run goes through both mutators at launch; their patches are
     // on its history. (The run then ends Crashed: the Kubernetes backend is
     // issue #4.)
-    let run = api
-        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "train"})))
-        .await;
-    let id = run["id"].as_str().expect("id").to_owned();
-    let done = api
-        .wait_state(&id, &["Crashed", "Failed", "Completed"])
-        .await;
+    let done = api.run_to_end(json!({"deployment": "train"})).await;
     let gpu = plugin_entries(&done, "gpu-node-selector");
     assert_eq!(gpu.len(), 1, "{done}");
     let ops = gpu[0]["detail"]["patch"].to_string();
@@ -228,18 +222,11 @@ async fn a_process_run_gets_its_mutation_and_history_records_it() {
         Some(json!({"plugin": "add-label"})),
     )
     .await;
-    let run = api
-        .ok(
-            "POST",
-            "/api/v1/runs",
-            Some(json!({"pool": "local", "job": {"command": "sh -c 'echo added=$ADDED'"}})),
-        )
-        .await;
-    let id = run["id"].as_str().expect("id").to_owned();
     let done = api
-        .wait_state(&id, &["Completed", "Failed", "Crashed"])
+        .run_to_end(json!({"pool": "local", "job": {"command": "sh -c 'echo added=$ADDED'"}}))
         .await;
     assert_eq!(done["state"], "Completed", "{done}");
+    let id = done["id"].as_str().expect("id");
     let logs = api
         .http
         .get(api.url(&format!("/api/v1/runs/{id}/logs")))
@@ -424,16 +411,8 @@ async fn misbehaving_plugins_are_contained() {
                             "memory_mb": if plugin == "alloc-forever" { 16 } else { 64 }})),
             )
             .await;
-            let run = api
-                .ok(
-                    "POST",
-                    "/api/v1/runs",
-                    Some(json!({"pool": "local", "job": {"command": "true"}})),
-                )
-                .await;
-            let id = run["id"].as_str().expect("id").to_owned();
             let done = api
-                .wait_state(&id, &["Completed", "Failed", "Crashed"])
+                .run_to_end(json!({"pool": "local", "job": {"command": "true"}}))
                 .await;
             let entries = plugin_entries(&done, plugin);
             let msg = done["state_message"].as_str().unwrap_or("");
@@ -479,16 +458,10 @@ async fn misbehaving_plugins_are_contained() {
             Some(json!({"plugin": "good"})),
         )
         .await;
-        let run = api
-            .ok(
-                "POST",
-                "/api/v1/runs",
-                Some(json!({"pool": "local", "job": {"command": "sh -c 'test \"$ADDED\" = yes'"}})),
-            )
-            .await;
-        let id = run["id"].as_str().expect("id").to_owned();
         let done = api
-            .wait_state(&id, &["Completed", "Failed", "Crashed"])
+            .run_to_end(
+                json!({"pool": "local", "job": {"command": "sh -c 'test \"$ADDED\" = yes'"}}),
+            )
             .await;
         assert_eq!(done["state"], "Completed", "after {plugin}: {done}");
         api.ok("DELETE", "/api/v1/pools/local/bindings/good", None)

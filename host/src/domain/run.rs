@@ -7,9 +7,9 @@ use super::{RetryPolicy, RunState};
 
 pub type RunId = Uuid;
 
-/// Who or what caused a state change, recorded in the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cause(pub String);
+/// The names of who or what causes a state change, recorded in the history
+/// (`HistoryEntry::cause`; plugins add `router:NAME` and the like).
+pub struct Cause;
 
 impl Cause {
     pub const API: &'static str = "api";
