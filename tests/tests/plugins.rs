@@ -407,7 +407,11 @@ async fn misbehaving_plugins_are_contained() {
             api.ok(
                 "POST",
                 "/api/v1/pools/local/bindings",
+                // Only loop-forever is about time; the others get a deadline
+                // a loaded 2-core CI machine cannot hit (copying 8 MiB out of
+                // huge-output took over 50 ms in a debug build there once).
                 Some(json!({"plugin": plugin, "on_error": on_error,
+                            "deadline_ms": if plugin == "loop-forever" { 50 } else { 5000 },
                             "memory_mb": if plugin == "alloc-forever" { 16 } else { 64 }})),
             )
             .await;
