@@ -73,6 +73,7 @@ async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>
     let now = Utc::now();
     store
         .create_pool(&Pool {
+            cluster: None,
             name: POOL.into(),
             pool_type: PoolType::Process,
             base_job_template: BaseJobTemplate::default_for(PoolType::Process.template_kind()),

@@ -34,6 +34,9 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    /// Kubernetes cluster connections.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
     #[serde(default)]
@@ -60,6 +63,37 @@ pub struct ServerConfig {
     pub process_grace_seconds: Option<u32>,
 }
 
+/// `[kubernetes]`: the default connection (used by kubernetes pools that
+/// name no cluster) and `[kubernetes.clusters.<name>]`, named ones.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; default: in-cluster when running in a pod, else
+    /// `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context in that kubeconfig; default: its current context.
+    pub context: Option<String>,
+    /// Client-side request budget: requests per second (default 50).
+    pub qps: Option<f64>,
+    /// Client-side request budget: burst (default 100).
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub clusters: std::collections::BTreeMap<String, ClusterConfig>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Required: a named connection always says where its kubeconfig is,
+    /// or `in_cluster = true`.
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub in_cluster: bool,
+    pub context: Option<String>,
+    pub qps: Option<f64>,
+    pub burst: Option<u32>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
@@ -70,6 +104,8 @@ pub struct PoolConfig {
     pub base_job_template: Option<toml::Value>,
     /// Or a JSON file holding it, relative to the config file.
     pub base_job_template_file: Option<PathBuf>,
+    /// Kubernetes pools: a connection from `[kubernetes.clusters.<name>]`.
+    pub cluster: Option<String>,
     pub concurrency_limit: Option<u32>,
     /// Applied only when given, so a pool paused at run time stays paused.
     pub paused: Option<bool>,
@@ -208,6 +244,7 @@ impl Config {
                             &pool.name,
                             PoolUpdate {
                                 base_job_template: template,
+                                cluster: Some(pool.cluster.clone()),
                                 concurrency_limit: Some(pool.concurrency_limit),
                                 paused: pool.paused,
                                 description: Some(pool.description.clone()),
@@ -222,6 +259,7 @@ impl Config {
                             name: pool.name.clone(),
                             pool_type: pool.pool_type,
                             base_job_template: template,
+                            cluster: pool.cluster.clone(),
                             concurrency_limit: pool.concurrency_limit,
                             paused: pool.paused.unwrap_or(false),
                             description: pool.description.clone(),

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::backend::Backends;
 use crate::domain::{
     Cause, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
     RunId, RunState, ValidationError, validate_dns_label, validate_tag,
@@ -50,6 +51,8 @@ pub struct Settings {
     pub late_after: chrono::Duration,
     /// Per-run log files live here.
     pub log_dir: PathBuf,
+    /// Names of the Kubernetes cluster connections a pool may choose.
+    pub clusters: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -63,6 +66,10 @@ pub struct PoolSpec {
     pub pool_type: PoolType,
     #[serde(default)]
     pub base_job_template: Option<Value>,
+    /// Kubernetes pools: a named cluster connection from the server's
+    /// configuration (default: the server's default connection).
+    #[serde(default)]
+    pub cluster: Option<String>,
     #[serde(default)]
     pub concurrency_limit: Option<u32>,
     #[serde(default)]
@@ -76,6 +83,8 @@ pub struct PoolSpec {
 pub struct PoolUpdate {
     #[serde(default)]
     pub base_job_template: Option<Value>,
+    #[serde(default, with = "double_option")]
+    pub cluster: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub concurrency_limit: Option<Option<u32>>,
     #[serde(default)]
@@ -285,6 +294,9 @@ pub struct Dispatcher {
     pub pipeline: Arc<Pipeline>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// The backends by pool type (the launcher runs jobs on them; the API
+    /// reads Kubernetes runs' logs through them).
+    pub backends: Backends,
     wake: Arc<Notify>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
 }
@@ -295,8 +307,10 @@ impl Dispatcher {
         pipeline: Arc<Pipeline>,
         settings: Settings,
         metrics: Arc<Metrics>,
+        backends: Backends,
     ) -> Self {
         Self {
+            backends,
             store,
             pipeline,
             settings,
@@ -326,11 +340,13 @@ impl Dispatcher {
         validate_limit("concurrency_limit", spec.concurrency_limit)?;
         validate_description("description", &spec.description)?;
         let template = parse_template(spec.pool_type, spec.base_job_template)?;
+        self.validate_cluster(spec.pool_type, spec.cluster.as_deref())?;
         let now = Utc::now();
         let pool = Pool {
             name: spec.name,
             pool_type: spec.pool_type,
             base_job_template: template,
+            cluster: spec.cluster,
             concurrency_limit: spec.concurrency_limit,
             paused: spec.paused,
             description: spec.description,
@@ -349,6 +365,9 @@ impl Dispatcher {
         if let Some(d) = &update.description {
             validate_description("description", d)?;
         }
+        if let Some(c) = &update.cluster {
+            self.validate_cluster(pool.pool_type, c.as_deref())?;
+        }
         let base_job_template = match update.base_job_template {
             Some(v) => Some(parse_template(pool.pool_type, Some(v))?),
             None => None,
@@ -359,6 +378,7 @@ impl Dispatcher {
                 name,
                 PoolPatch {
                     base_job_template,
+                    cluster: update.cluster,
                     concurrency_limit: update.concurrency_limit,
                     paused: update.paused,
                     description: update.description,
@@ -367,6 +387,33 @@ impl Dispatcher {
             .await?;
         self.wake_scheduler();
         Ok(updated)
+    }
+
+    fn validate_cluster(&self, pool_type: PoolType, cluster: Option<&str>) -> Result<()> {
+        let Some(name) = cluster else { return Ok(()) };
+        if pool_type != PoolType::Kubernetes {
+            return Err(ValidationError::new(
+                "cluster",
+                "only kubernetes pools connect to a cluster",
+            )
+            .into());
+        }
+        if !self.settings.clusters.iter().any(|c| c == name) {
+            let known = if self.settings.clusters.is_empty() {
+                "none is configured".to_owned()
+            } else {
+                format!("configured: {}", self.settings.clusters.join(", "))
+            };
+            return Err(ValidationError::new(
+                "cluster",
+                format!(
+                    "no cluster connection named {name:?} in this Weir's configuration \
+                     ([kubernetes.clusters.<name>]; {known})"
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     // -- queues --------------------------------------------------------------

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::backend::{Backends, Execution, Outcome};
+use crate::backend::{Backend, Backends, Execution, Outcome, Resume};
 use crate::dispatcher::{DispatchError, Dispatcher, with_job_prefix};
-use crate::domain::{Cause, PoolType, Run, RunSource, RunState};
+use crate::domain::{Cause, Pool, PoolType, Run, RunSource, RunState};
 use crate::pipeline;
 use crate::store::{StoreError, Transition};
 use crate::template::{self, RunMetadata};
@@ -30,10 +30,7 @@ pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
 /// deployment's and the run's job variables, or its raw job, finalised with
 /// Weir's labels and env either way; then the pool's mutators patch it
 /// (stage 4), each outcome recorded in the run's history.
-pub async fn build_job(
-    dispatcher: &Dispatcher,
-    run: &Run,
-) -> Result<(PoolType, Value), BuildFailure> {
+pub async fn build_job(dispatcher: &Dispatcher, run: &Run) -> Result<(Pool, Value), BuildFailure> {
     let pool = dispatcher
         .store
         .get_pool(&run.pool)
@@ -108,7 +105,7 @@ pub async fn build_job(
     // Weir's own stamps are re-applied over whatever the mutators did.
     let job = template::finalize(kind, job, &meta)
         .map_err(|e| format!("the mutated job is invalid: {e}"))?;
-    Ok((pool.pool_type, job))
+    Ok((pool, job))
 }
 
 /// Why a run's job could not be built, with a plugin's structured detail
@@ -180,7 +177,7 @@ async fn launch(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     // Render.
-    let (pool_type, job) = match build_job(dispatcher, &run).await {
+    let (pool, job) = match build_job(dispatcher, &run).await {
         Ok(built) => built,
         Err(e) => {
             let mut t = outcome_transition(
@@ -197,12 +194,12 @@ async fn launch(
         }
     };
 
-    let Some(backend) = backends.get(pool_type) else {
+    let Some(backend) = backends.get(pool.pool_type) else {
         let t = Transition::new(
             RunState::Crashed,
             format!(
-                "this Weir has no backend for {} pools (the Kubernetes backend is not built yet)",
-                pool_type.as_str()
+                "this Weir has no backend for {} pools",
+                pool.pool_type.as_str()
             ),
             Cause::LAUNCHER,
         );
@@ -220,44 +217,99 @@ async fn launch(
         return;
     }
 
-    // Execute.
+    // Record the intent before submitting, so a restart looks for the job
+    // instead of guessing whether it was submitted.
+    if backend.records_intent() {
+        let intent = json!({"job": job, "cluster": pool.cluster});
+        if let Err(e) = dispatcher
+            .store
+            .record_submission(run.id, run.attempt, &intent)
+            .await
+        {
+            let t = outcome_transition(
+                &run,
+                Outcome::Crashed {
+                    reason: format!("cannot record the submission before making it: {e}"),
+                },
+                Cause::LAUNCHER,
+            );
+            record(dispatcher, &run, t).await;
+            return;
+        }
+    }
+    execute(dispatcher, backend, &run, job, pool.cluster, None, cancel).await;
+}
+
+/// Executes an attempt on its backend and records Running and the outcome.
+async fn execute(
+    dispatcher: &Dispatcher,
+    backend: std::sync::Arc<dyn Backend>,
+    run: &Run,
+    job: Value,
+    cluster: Option<String>,
+    resume: Option<Resume>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     let (started_tx, mut started_rx) = oneshot::channel();
     let exec = backend.execute(Execution {
         run_id: run.id,
         attempt: run.attempt,
         job,
+        cluster,
+        resume,
         log_path: dispatcher.log_path(run.id),
         cancel: cancel.clone(),
         started: started_tx,
     });
     tokio::pin!(exec);
     let running = || Transition::new(RunState::Running, "started", Cause::BACKEND);
-    let mut running_recorded = false;
+    // A resumed run may have been seen Running already.
+    let mut running_recorded = run.state != RunState::Pending;
     let outcome = tokio::select! {
         outcome = &mut exec => outcome,
-        Ok(()) = &mut started_rx => {
-            record(dispatcher, &run, running()).await;
+        Ok(()) = &mut started_rx, if !running_recorded => {
+            record(dispatcher, run, running()).await;
             running_recorded = true;
             exec.await
         }
     };
     if !running_recorded && started_rx.try_recv().is_ok() {
         // It finished before its start was recorded: record both, in order.
-        record(dispatcher, &run, running()).await;
+        record(dispatcher, run, running()).await;
     }
-    let t = outcome_transition(&run, outcome, Cause::BACKEND);
-    record(dispatcher, &run, t).await;
+    let t = outcome_transition(run, outcome, Cause::BACKEND);
+    record(dispatcher, run, t).await;
 }
 
-/// After a restart: runs that held slots when the host stopped. A process
-/// job dies with its host, so its attempt crashed; it is retried if it may
-/// be. Kubernetes pools have no backend in this build (issue #4), so their
-/// released runs cannot be running anywhere either and are treated the same;
-/// the Kubernetes backend will reconcile them against the cluster instead.
-pub async fn recover(dispatcher: &Dispatcher) -> Result<usize, DispatchError> {
+/// After a restart: runs that held slots when the host stopped.
+///
+/// A process job dies with its host, so its attempt crashed; it is retried
+/// if it may be. A backend that records its intent (Kubernetes) is asked to
+/// look for the attempt's job and follow it: an attempt whose intent was
+/// never recorded was never submitted and is launched now; one recorded but
+/// not found is created if the run never started, and Crashed (outcome
+/// unknown) if it had. Returns how many runs were recovered.
+pub async fn recover(
+    dispatcher: &Arc<Dispatcher>,
+    backends: &Backends,
+) -> Result<usize, DispatchError> {
     let runs = dispatcher.store.active_runs().await?;
     let mut recovered = 0;
     for run in runs {
+        recovered += 1;
+        let pool_type = match dispatcher.store.get_pool(&run.pool).await {
+            Ok(p) => p.pool_type,
+            Err(e) => {
+                warn!(run = %run.id, "cannot read the run's pool: {e}");
+                PoolType::Process
+            }
+        };
+        let backend = backends.get(pool_type).filter(|b| b.records_intent());
+        if let Some(backend) = backend {
+            let intent = dispatcher.store.submission(run.id, run.attempt).await?;
+            resume(dispatcher.clone(), backend, backends.clone(), run, intent);
+            continue;
+        }
         let t = if run.state == RunState::Cancelling {
             Transition::new(
                 RunState::Cancelled,
@@ -277,7 +329,61 @@ pub async fn recover(dispatcher: &Dispatcher) -> Result<usize, DispatchError> {
             )
         };
         record(dispatcher, &run, t).await;
-        recovered += 1;
     }
     Ok(recovered)
+}
+
+/// Picks up one in-flight run of an intent-recording backend on its own task.
+fn resume(
+    dispatcher: Arc<Dispatcher>,
+    backend: Arc<dyn Backend>,
+    backends: Backends,
+    run: Run,
+    intent: Option<Value>,
+) {
+    let Some(intent) = intent else {
+        // Never submitted: the intent is recorded before the backend call.
+        if run.state == RunState::Cancelling {
+            tokio::spawn(async move {
+                let t = Transition::new(
+                    RunState::Cancelled,
+                    "cancelled before it was submitted",
+                    Cause::RECOVERY,
+                );
+                record(&dispatcher, &run, t).await;
+            });
+        } else {
+            info!(run = %run.id, "was released but never submitted; launching it");
+            spawn(dispatcher, backends, run);
+        }
+        return;
+    };
+    let cancel = dispatcher.register_cancel(run.id);
+    if run.state == RunState::Cancelling {
+        cancel.cancel();
+    }
+    tokio::spawn(async move {
+        let id = run.id;
+        let job = intent.get("job").cloned().unwrap_or(Value::Null);
+        let cluster = intent
+            .get("cluster")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let resume = Resume {
+            may_create: run.state == RunState::Pending,
+        };
+        info!(run = %id, state = %run.state, "resuming after a restart");
+        execute(
+            &dispatcher,
+            backend,
+            &run,
+            job,
+            cluster,
+            Some(resume),
+            cancel,
+        )
+        .await;
+        dispatcher.forget_cancel(id);
+        dispatcher.wake_scheduler();
+    });
 }

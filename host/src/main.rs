@@ -34,12 +34,18 @@ fn main() -> ExitCode {
 
 async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     weir::server::init_tracing();
-    let options = weir::server::ServeOptions::resolve(
+    let mut options = weir::server::ServeOptions::resolve(
         args.config.as_deref(),
         args.data_dir,
         args.listen,
         args.api_url,
     )?;
+    if let Some(path) = args.kubeconfig {
+        options.kubernetes.default.kubeconfig = Some(path);
+    }
+    if let Some(context) = args.kube_context {
+        options.kubernetes.default.context = Some(context);
+    }
     weir::server::serve(options).await?;
     Ok(())
 }

@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api;
-use crate::backend::{Backends, ProcessBackend, ProcessSettings};
+use crate::backend::kubernetes::{
+    ClusterConfigs, ClusterSettings, DEFAULT_BURST, DEFAULT_QPS, KubeSettings,
+};
+use crate::backend::{Backends, KubernetesBackend, ProcessBackend, ProcessSettings};
 use crate::config::{Config, ConfigError};
 use crate::dispatcher::{DispatchError, Dispatcher, Settings};
 use crate::domain::PoolType;
@@ -59,6 +62,8 @@ pub struct ServeOptions {
     pub api_url: Option<String>,
     pub late_after: chrono::Duration,
     pub process: ProcessSettings,
+    /// Kubernetes cluster connections (`[kubernetes]`, flags win).
+    pub kubernetes: ClusterConfigs,
     pub config: Config,
 }
 
@@ -96,14 +101,56 @@ impl ServeOptions {
                 config.server.process_grace_seconds.unwrap_or(10),
             )),
         };
+        let kubernetes = cluster_configs(&config);
         Ok(Self {
             listen,
             data_dir,
             api_url,
             late_after,
             process,
+            kubernetes,
             config,
         })
+    }
+}
+
+/// `[kubernetes]` as connection settings; relative kubeconfig paths are
+/// resolved against the config file's directory.
+fn cluster_configs(config: &Config) -> ClusterConfigs {
+    let k = &config.kubernetes;
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref().map(|p| {
+            if p.is_relative() {
+                config.base_dir.join(p)
+            } else {
+                p.clone()
+            }
+        })
+    };
+    ClusterConfigs {
+        default: ClusterSettings {
+            kubeconfig: path(&k.kubeconfig),
+            in_cluster: false,
+            context: k.context.clone(),
+            qps: k.qps.unwrap_or(DEFAULT_QPS),
+            burst: k.burst.unwrap_or(DEFAULT_BURST),
+        },
+        named: k
+            .clusters
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    ClusterSettings {
+                        kubeconfig: path(&c.kubeconfig),
+                        in_cluster: c.in_cluster,
+                        context: c.context.clone(),
+                        qps: c.qps.unwrap_or(DEFAULT_QPS),
+                        burst: c.burst.unwrap_or(DEFAULT_BURST),
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -148,6 +195,18 @@ impl Server {
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
         let pipeline = Arc::new(Pipeline::new(registry, store.clone()));
+        let backends = Backends::default()
+            .with(
+                PoolType::Process,
+                Arc::new(ProcessBackend::new(options.process.clone())),
+            )
+            .with(
+                PoolType::Kubernetes,
+                Arc::new(KubernetesBackend::new(
+                    options.kubernetes.clone(),
+                    KubeSettings::default(),
+                )),
+            );
         let dispatcher = Arc::new(Dispatcher::new(
             store,
             pipeline,
@@ -155,21 +214,19 @@ impl Server {
                 api_url,
                 late_after: options.late_after,
                 log_dir,
+                clusters: options.kubernetes.named.keys().cloned().collect(),
             },
             Arc::new(Metrics::new()),
+            backends.clone(),
         ));
         options.config.apply(&dispatcher).await?;
-        let recovered = launcher::recover(&dispatcher).await?;
+        let recovered = launcher::recover(&dispatcher, &backends).await?;
         if recovered > 0 {
             info!(
                 recovered,
                 "recovered runs that were in flight when weir stopped"
             );
         }
-        let backends = Backends::default().with(
-            PoolType::Process,
-            Arc::new(ProcessBackend::new(options.process.clone())),
-        );
         let shutdown = CancellationToken::new();
         let sched = tokio::spawn(scheduler::run(
             dispatcher.clone(),

@@ -23,13 +23,28 @@ pub async fn start() -> Api {
 /// Starts a server on an existing data directory (e.g. one prepared by a
 /// test directly through the store).
 pub async fn start_in(dir: tempfile::TempDir) -> Api {
-    let options = ServeOptions::resolve(
+    start_with(dir, |_| {}).await
+}
+
+/// Starts a server whose default Kubernetes connection is `kubeconfig`.
+pub async fn start_kube(kubeconfig: &std::path::Path) -> Api {
+    let kubeconfig = kubeconfig.to_owned();
+    start_with(tempfile::tempdir().expect("tempdir"), move |o| {
+        o.kubernetes.default.kubeconfig = Some(kubeconfig);
+    })
+    .await
+}
+
+/// Starts a server after `adjust` has changed its options.
+pub async fn start_with(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServeOptions)) -> Api {
+    let mut options = ServeOptions::resolve(
         None,
         Some(dir.path().to_owned()),
         Some("127.0.0.1:0".parse().expect("addr")),
         None,
     )
     .expect("options");
+    adjust(&mut options);
     let server = Server::start(options).await.expect("start weir");
     let base = format!("http://{}", server.addr);
     Api {

@@ -837,6 +837,9 @@ async fn every_documented_route_is_served() {
 
 /// A host that died between releasing a run and its end leaves the run
 /// holding slots; the restart records what happened and gives them back.
+/// A process run died with the host: Crashed. A kubernetes run with no
+/// recorded submission was never submitted: it is launched now (here its
+/// raw job is not a Job manifest, so it fails to build, with that reason).
 #[tokio::test]
 async fn restart_recovers_released_runs_in_every_pool_type() {
     use weir::domain::{Pool, PoolType, RunState};
@@ -856,6 +859,7 @@ async fn restart_recovers_released_runs_in_every_pool_type() {
                     name: name.into(),
                     pool_type,
                     base_job_template: BaseJobTemplate::default_for(pool_type.template_kind()),
+                    cluster: None,
                     concurrency_limit: Some(1),
                     paused: false,
                     description: String::new(),
@@ -900,15 +904,23 @@ async fn restart_recovers_released_runs_in_every_pool_type() {
     }
     let api = weir_tests::api::start_in(dir).await;
     for id in &released {
-        let run = api.ok("GET", &format!("/api/v1/runs/{id}"), None).await;
-        assert_eq!(run["state"], "Crashed", "{run}");
-        assert!(
-            run["state_message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("weir stopped while the run was Pending"),
-            "{run}"
-        );
+        let run = api
+            .wait_state(&id.to_string(), &["Crashed", "Failed"])
+            .await;
+        let message = run["state_message"].as_str().unwrap_or("");
+        if run["pool"] == "proc" {
+            assert_eq!(run["state"], "Crashed", "{run}");
+            assert!(
+                message.contains("weir stopped while the run was Pending"),
+                "{run}"
+            );
+        } else {
+            assert_eq!(run["state"], "Failed", "{run}");
+            assert!(
+                message.starts_with("cannot build the job: ") && message.contains("job_manifest"),
+                "{run}"
+            );
+        }
     }
     for pool in ["proc", "kube"] {
         let p = api.ok("GET", &format!("/api/v1/pools/{pool}"), None).await;

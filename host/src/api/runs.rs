@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryPairs, RunIdPath};
+use crate::backend::LogRequest;
 use crate::dispatcher::RunSpec;
 use crate::domain::{Cause, Run, RunState};
 use crate::store::RunFilter;
@@ -156,9 +157,32 @@ pub async fn logs(
         }
     }
     // 404 for an unknown run, before anything is streamed.
-    d.store.get_run(id, false).await?;
-    let path = d.log_path(id);
+    let run = d.store.get_run(id, false).await?;
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    // Kubernetes runs: the pod's log, read through the backend.
+    let pool_type = d.store.get_pool(&run.pool).await?.pool_type;
+    if let Some(backend) = d.backends.get(pool_type).filter(|b| b.records_intent()) {
+        let Some(intent) = d.store.submission(id, run.attempt).await? else {
+            // Not submitted yet: nothing to show.
+            return Ok((text_plain, Vec::new()).into_response());
+        };
+        let request = LogRequest {
+            run_id: id,
+            attempt: run.attempt,
+            job: intent.get("job").cloned().unwrap_or_default(),
+            cluster: intent
+                .get("cluster")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            follow,
+        };
+        let stream = backend
+            .logs(request)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "backend", None, e))?;
+        return Ok((text_plain, Body::from_stream(stream)).into_response());
+    }
+    let path = d.log_path(id);
     if !follow {
         let body = match tokio::fs::read(&path).await {
             Ok(b) => b,

@@ -1,6 +1,7 @@
 //! Backends execute a finalised job and report how it ended. The launcher
 //! owns the run's state; a backend only says what happened.
 
+pub mod kubernetes;
 mod process;
 
 use std::collections::HashMap;
@@ -8,12 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{PoolType, RunId};
 
+pub use kubernetes::KubernetesBackend;
 pub use process::{ProcessBackend, ProcessSettings};
 
 /// One attempt of one run, handed to a backend.
@@ -22,6 +26,11 @@ pub struct Execution {
     pub attempt: u32,
     /// The finalised job configuration (after rendering and mutators).
     pub job: Value,
+    /// The pool's cluster connection (Kubernetes pools).
+    pub cluster: Option<String>,
+    /// Set when Weir restarted while this attempt was in flight: look for
+    /// the job before doing anything.
+    pub resume: Option<Resume>,
     /// Where the job's output goes.
     pub log_path: PathBuf,
     /// Cancelled when the run is cancelled: stop the job and return
@@ -30,6 +39,26 @@ pub struct Execution {
     /// Send once the job is running.
     pub started: oneshot::Sender<()>,
 }
+
+/// Resuming an attempt after a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// The run never reached Running: if its job does not exist, the
+    /// submission may not have happened, and creating it is safe. A run seen
+    /// Running whose job is gone has an unknown outcome instead.
+    pub may_create: bool,
+}
+
+/// Where to read an attempt's output from.
+pub struct LogRequest {
+    pub run_id: RunId,
+    pub attempt: u32,
+    pub job: Value,
+    pub cluster: Option<String>,
+    pub follow: bool,
+}
+
+pub type LogStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +80,19 @@ pub enum Outcome {
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// Whether the launcher records the execution's inputs (job, cluster) in
+    /// the store before calling [`Backend::execute`], so that a restart can
+    /// resume the attempt by looking for its job.
+    fn records_intent(&self) -> bool {
+        false
+    }
+
+    /// The attempt's output, when the backend keeps it (the process backend
+    /// writes the run's log file instead).
+    async fn logs(&self, _request: LogRequest) -> Result<LogStream, String> {
+        Err("this backend keeps no output of its own".into())
+    }
+
     /// Runs the attempt to its end. Never panics on bad input: a job it
     /// cannot run is `Failed` with the reason.
     async fn execute(&self, exec: Execution) -> Outcome;

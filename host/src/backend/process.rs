@@ -236,6 +236,8 @@ mod tests {
                 run_id: uuid::Uuid::now_v7(),
                 attempt: 1,
                 job,
+                cluster: None,
+                resume: None,
                 log_path: log_path.clone(),
                 cancel,
                 started: tx,

@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// The server URL that jobs receive in WEIR_API_URL
     #[arg(long = "advertise-url", value_name = "URL", env = "WEIR_ADVERTISE_URL")]
     pub api_url: Option<String>,
+
+    /// Kubeconfig of the default cluster connection [default: in-cluster in
+    /// a pod, else $KUBECONFIG or ~/.kube/config]
+    #[arg(long, value_name = "FILE", env = "WEIR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Context of that kubeconfig [default: its current context]
+    #[arg(long, value_name = "NAME", env = "WEIR_KUBE_CONTEXT")]
+    pub kube_context: Option<String>,
 }
 
 /// What every client command gets: the HTTP client and the output format.

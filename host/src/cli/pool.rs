@@ -47,6 +47,11 @@ pub enum PoolCommand {
         /// Base job template (JSON file); default: the type's default template
         #[arg(long, value_name = "FILE")]
         base_job_template: Option<PathBuf>,
+        /// Kubernetes pools: a cluster connection named in the server's
+        /// configuration ([kubernetes.clusters.NAME]); default: the server's
+        /// default connection
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
         /// Most runs of this pool active at once
         #[arg(long, value_name = "N")]
         concurrency_limit: Option<u32>,
@@ -149,6 +154,7 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
             name,
             pool_type,
             base_job_template,
+            cluster,
             concurrency_limit,
             description,
             paused,
@@ -164,6 +170,9 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
             }
             if let Some(n) = concurrency_limit {
                 body.insert("concurrency_limit".into(), json!(n));
+            }
+            if let Some(name) = cluster {
+                body.insert("cluster".into(), json!(name));
             }
             if let Some(d) = description {
                 body.insert("description".into(), json!(d));
@@ -347,6 +356,7 @@ fn render_pool(p: &Value) -> String {
     kv_block(&[
         ("name", field(p, "name")),
         ("type", field(p, "type")),
+        ("cluster", field(p, "cluster")),
         ("status", status_text(p)),
         ("concurrency limit", limit_text(p, "concurrency_limit")),
         ("active runs", field(p, "active_runs")),

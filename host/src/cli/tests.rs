@@ -130,6 +130,8 @@ fn parses_pool_commands() {
         "4",
         "--description",
         "GPUs",
+        "--cluster",
+        "gpu-cluster",
         "--paused",
     ]);
     match cli.command {
@@ -139,6 +141,7 @@ fn parses_pool_commands() {
                     name,
                     pool_type,
                     base_job_template,
+                    cluster,
                     concurrency_limit,
                     description,
                     paused,
@@ -147,6 +150,7 @@ fn parses_pool_commands() {
             assert_eq!(name, "gpu");
             assert_eq!(pool_type, PoolTypeArg::Kubernetes);
             assert_eq!(base_job_template, Some(PathBuf::from("t.json")));
+            assert_eq!(cluster.as_deref(), Some("gpu-cluster"));
             assert_eq!(concurrency_limit, Some(4));
             assert_eq!(description.as_deref(), Some("GPUs"));
             assert!(paused);

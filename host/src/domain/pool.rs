@@ -42,6 +42,9 @@ pub struct Pool {
     #[serde(rename = "type")]
     pub pool_type: PoolType,
     pub base_job_template: BaseJobTemplate,
+    /// Kubernetes pools: the cluster connection, by name, from the server's
+    /// configuration; `None` is the default connection.
+    pub cluster: Option<String>,
     pub concurrency_limit: Option<u32>,
     pub paused: bool,
     pub description: String,

@@ -58,6 +58,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Default, Clone)]
 pub struct PoolPatch {
     pub base_job_template: Option<BaseJobTemplate>,
+    pub cluster: Option<Option<String>>,
     pub concurrency_limit: Option<Option<u32>>,
     pub paused: Option<bool>,
     pub description: Option<String>,
@@ -276,6 +277,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>>;
     async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>>;
     async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()>;
+
+    // Submission intents (crash safety between the store and a backend).
+    /// Records where an attempt is about to be submitted, before the
+    /// backend is called; recording the same attempt again replaces it.
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()>;
+    /// The intent recorded for an attempt, if any.
+    async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>>;
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ fn pool_from_row(row: &SqliteRow) -> Result<Pool> {
         pool_type: PoolType::parse(&pool_type)
             .ok_or_else(|| StoreError::Corrupt(format!("pool type {pool_type:?}")))?,
         base_job_template: from_json::<BaseJobTemplate>("base_job_template", &template)?,
+        cluster: row.try_get("cluster")?,
         concurrency_limit: row
             .try_get::<Option<i64>, _>("concurrency_limit")?
             .map(|v| to_u32("concurrency_limit", v))
@@ -376,12 +377,13 @@ impl Store for SqliteStore {
     async fn create_pool(&self, pool: &Pool) -> Result<()> {
         let mut tx = self.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO pools (name, type, base_job_template, concurrency_limit, paused, \
-             description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO pools (name, type, base_job_template, cluster, concurrency_limit, \
+             paused, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&pool.name)
         .bind(pool.pool_type.as_str())
         .bind(to_json(&pool.base_job_template)?)
+        .bind(&pool.cluster)
         .bind(pool.concurrency_limit.map(i64::from))
         .bind(pool.paused)
         .bind(&pool.description)
@@ -443,6 +445,9 @@ impl Store for SqliteStore {
         if let Some(l) = patch.concurrency_limit {
             pool.concurrency_limit = l;
         }
+        if let Some(c) = patch.cluster {
+            pool.cluster = c;
+        }
         if let Some(p) = patch.paused {
             pool.paused = p;
         }
@@ -451,10 +456,11 @@ impl Store for SqliteStore {
         }
         pool.updated_at = Utc::now();
         sqlx::query(
-            "UPDATE pools SET base_job_template = ?, concurrency_limit = ?, paused = ?, \
-             description = ?, updated_at = ? WHERE name = ?",
+            "UPDATE pools SET base_job_template = ?, cluster = ?, concurrency_limit = ?, \
+             paused = ?, description = ?, updated_at = ? WHERE name = ?",
         )
         .bind(to_json(&pool.base_job_template)?)
+        .bind(&pool.cluster)
         .bind(pool.concurrency_limit.map(i64::from))
         .bind(pool.paused)
         .bind(&pool.description)
@@ -1636,6 +1642,33 @@ impl Store for SqliteStore {
             ));
         }
         Ok(())
+    }
+
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO submissions (run_id, attempt, target, recorded_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (run_id, attempt) DO UPDATE SET target = excluded.target, \
+             recorded_at = excluded.recorded_at",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .bind(to_json(target)?)
+        .bind(micros(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT target FROM submissions WHERE run_id = ? AND attempt = ?")
+                .bind(id.to_string())
+                .bind(i64::from(attempt))
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|(t,)| from_json("target", &t)).transpose()
     }
 }
 

@@ -34,6 +34,7 @@ async fn pool(store: &SqliteStore, name: &str, limit: Option<u32>) {
     let now = Utc::now();
     store
         .create_pool(&Pool {
+            cluster: None,
             name: name.into(),
             pool_type: PoolType::Process,
             base_job_template: BaseJobTemplate::default_for(TemplateKind::Process),

@@ -1,0 +1,17 @@
+-- Kubernetes backend: which cluster connection a pool uses, and the
+-- submission intent recorded before a backend call (so a restart resolves a
+-- crash between the two by looking, not guessing).
+
+-- NULL: the server's default connection; otherwise a name from the
+-- server configuration's [kubernetes.clusters.<name>].
+ALTER TABLE pools ADD COLUMN cluster TEXT;
+
+CREATE TABLE submissions (
+    run_id      TEXT    NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    -- Backend-specific JSON: for Kubernetes the cluster, namespace, Job name
+    -- and the manifest itself.
+    target      TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, attempt)
+);
