@@ -105,10 +105,13 @@ async fn wait_ready(client: &Client, kubeconfig: &Path) {
         let request = http::Request::get("/readyz")
             .body(Vec::new())
             .expect("a GET request with an empty body is well formed");
-        let last = match client.request_text(request).await {
-            Ok(body) if body.trim() == "ok" => return,
-            Ok(body) => format!("answered {body:?}"),
-            Err(e) => format!("failed: {e}"),
+        // Bounded, so a server that accepts but never answers still fails in time.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last = match tokio::time::timeout(left, client.request_text(request)).await {
+            Ok(Ok(body)) if body.trim() == "ok" => return,
+            Ok(Ok(body)) => format!("answered {body:?}"),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(_) => "got no answer".to_owned(),
         };
         assert!(
             Instant::now() < deadline,
