@@ -611,3 +611,120 @@ async fn the_weir_role_allows_what_the_backend_needs_and_refuses_the_rest() {
     cluster::delete_namespace(&admin, &ns).await;
     cluster::delete_namespace(&admin, &other).await;
 }
+
+/// Weir itself, holding only the `weir` ServiceAccount's token and the Role
+/// from `deploy/`: it submits, watches and cancels Jobs in its namespace,
+/// and a run whose Job is meant for another namespace fails with the API
+/// server's refusal.
+#[tokio::test]
+async fn weir_with_the_service_account_token_runs_and_cancels_jobs_in_its_namespace_only() {
+    let Some(admin) = cluster::client().await else {
+        return;
+    };
+    let ns = cluster::fresh_namespace(&admin, "deploy-weir").await;
+    let other = cluster::fresh_namespace(&admin, "deploy-weir-other").await;
+    for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+        apply(&admin, &manifest(kind), &ns, false)
+            .await
+            .unwrap_or_else(|e| panic!("creating the {kind} in {ns}: {e}"));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = cluster::service_account_kubeconfig(&admin, &ns, "weir", dir.path()).await;
+    let api = weir_tests::api::start_kube(&kubeconfig).await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "k8s", "type": "kubernetes"})),
+    )
+    .await;
+    for (name, namespace, outcome) in [
+        ("ours", &ns, ""),
+        ("hang", &ns, "hang"),
+        ("theirs", &other, ""),
+    ] {
+        let mut vars = json!({"image": "busybox:1.36", "namespace": namespace});
+        if !outcome.is_empty() {
+            vars["annotations"] = json!({"weir.dev/test-outcome": outcome});
+        }
+        api.ok(
+            "POST",
+            "/api/v1/deployments",
+            Some(json!({"name": name, "pool": "k8s", "job_variables": vars})),
+        )
+        .await;
+    }
+    // The RoleBinding may take a moment to reach the authorizer's cache:
+    // the first run is retried while it fails with 403 only.
+    let done = eventually(
+        "a run as the weir ServiceAccount",
+        Duration::from_secs(60),
+        || async {
+            let run = api
+                .ok("POST", "/api/v1/runs", Some(json!({"deployment": "ours"})))
+                .await;
+            let id = run["id"].as_str().expect("id").to_owned();
+            let done = api
+                .wait_state(&id, &["Completed", "Failed", "Crashed"])
+                .await;
+            let refused = done["state_message"]
+                .as_str()
+                .is_some_and(|m| m.contains("(403 Forbidden)"));
+            (!refused).then_some(done)
+        },
+    )
+    .await;
+    assert_eq!(done["state"], "Completed", "{done}");
+
+    let run = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "hang"})))
+        .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    api.wait_state(&id, &["Running"]).await;
+    api.ok("POST", &format!("/api/v1/runs/{id}/cancel"), None)
+        .await;
+    let cancelled = api.wait_state(&id, &["Cancelled", "Crashed"]).await;
+    assert_eq!(cancelled["state"], "Cancelled", "{cancelled}");
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        jobs.get_opt(&format!("weir-{id}"))
+            .await
+            .expect("get")
+            .is_none(),
+        "the cancelled run's Job is gone"
+    );
+
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"deployment": "theirs"})),
+        )
+        .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    let refused = api
+        .wait_state(&id, &["Failed", "Crashed", "Completed"])
+        .await;
+    assert_eq!(refused["state"], "Failed", "{refused}");
+    let message = refused["state_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("(403 Forbidden)")
+            && message.contains(&format!(
+                "system:serviceaccount:{ns}:weir\" cannot create resource \"jobs\""
+            ))
+            && message.contains(&format!("in the namespace \"{other}\"")),
+        "{message}"
+    );
+    let theirs: Api<Job> = Api::namespaced(admin.clone(), &other);
+    assert!(
+        theirs
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "nothing was created outside weir's namespace"
+    );
+    api.server.shutdown();
+    cluster::delete_namespace(&admin, &ns).await;
+    cluster::delete_namespace(&admin, &other).await;
+}
