@@ -48,6 +48,24 @@ async fn setup(prefix: &str) -> Option<Setup> {
     Some(Setup { api, client, ns })
 }
 
+/// Waits for the Event Weir records on a Job with `reason`.
+async fn event_on(client: &Client, ns: &str, job: &str, reason: &str) -> String {
+    let events: KubeApi<k8s_openapi::api::events::v1::Event> =
+        KubeApi::namespaced(client.clone(), ns);
+    eventually(
+        &format!("a {reason} event on Job {job}"),
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find_map(|e| {
+                let on_job = e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(job);
+                (on_job && e.reason.as_deref() == Some(reason)).then(|| e.note.unwrap_or_default())
+            })
+        },
+    )
+    .await
+}
+
 fn run_id(run: &Value) -> String {
     run["id"].as_str().expect("run id").to_owned()
 }
@@ -140,6 +158,8 @@ async fn a_run_becomes_a_job_and_completes_with_its_pod_visible() {
         "{env:?}"
     );
     assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
+    let note = event_on(&s.client, &s.ns, &job_name(&run), "Submitted").await;
+    assert_eq!(note, format!("Weir run {} attempt 1", run_id(&run)));
 
     let pods: KubeApi<Pod> = KubeApi::namespaced(s.client.clone(), &s.ns);
     let listed = pods
@@ -213,6 +233,8 @@ async fn an_unschedulable_pod_crashes_after_the_pod_start_timeout_and_not_before
         || async { matches!(jobs.get_opt(&name).await, Ok(None)).then_some(()) },
     )
     .await;
+    let note = event_on(&s.client, &s.ns, &name, "PodStartTimeout").await;
+    assert!(note.contains("cannot be scheduled"), "{note}");
 }
 
 #[tokio::test]
@@ -239,6 +261,7 @@ async fn cancel_deletes_the_job_and_the_run_is_cancelled_when_it_is_gone() {
         jobs.get_opt(&job_name(&run)).await.expect("get").is_none(),
         "the Job is gone once the run is Cancelled"
     );
+    event_on(&s.client, &s.ns, &job_name(&run), "Cancelled").await;
 }
 
 #[tokio::test]

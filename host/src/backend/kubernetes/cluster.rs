@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -46,6 +47,8 @@ pub struct Cluster {
     pub name: String,
     pub client: kube::Client,
     pub budget: Arc<Budget>,
+    /// Events on Weir's Jobs (`kubectl describe job` shows what Weir did).
+    pub recorder: Recorder,
 }
 
 /// Connects lazily and keeps each connection.
@@ -80,8 +83,13 @@ impl Clusters {
         let config = client_config(settings).await?;
         let client = kube::Client::try_from(config)
             .map_err(|e| KubeError::Config(format!("cannot make a Kubernetes client: {e}")))?;
+        let reporter = Reporter {
+            controller: "weir.dev/weir".to_owned(),
+            instance: std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()),
+        };
         let cluster = Cluster {
             name: key.clone(),
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             budget: Arc::new(Budget::new(settings.qps, settings.burst)),
         };

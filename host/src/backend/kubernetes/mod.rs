@@ -22,14 +22,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Backend, Execution, LogRequest, LogStream, Outcome};
 use crate::domain::RunId;
@@ -244,6 +246,13 @@ impl KubernetesBackend {
                     target.name,
                     target.pod_start_timeout.as_secs()
                 );
+                record_event(
+                    cluster,
+                    target,
+                    EventType::Warning,
+                    "PodStartTimeout",
+                    format!("Weir deletes this Job: {reason}"),
+                );
                 if let Err(e) = self.delete(cluster, &api, &target.name).await {
                     warn!(job = %target.name, "cannot delete the Job that did not start: {e}");
                 }
@@ -291,6 +300,13 @@ impl KubernetesBackend {
         target: &Target,
         sub: &mut Subscription,
     ) -> Outcome {
+        record_event(
+            cluster,
+            target,
+            EventType::Normal,
+            "Cancelled",
+            "the run was cancelled in Weir; deleting the Job".to_owned(),
+        );
         if let Err(e) = self.delete(cluster, api, &target.name).await {
             return Outcome::Crashed {
                 reason: format!("cancel: cannot delete the Job: {e}"),
@@ -350,6 +366,41 @@ impl KubernetesBackend {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// Records an Event on the Job, in the background: an event that cannot be
+/// written is logged, never a reason to hold the run up.
+fn record_event(cluster: &Cluster, target: &Target, type_: EventType, reason: &str, note: String) {
+    let reference = ObjectReference {
+        api_version: Some("batch/v1".to_owned()),
+        kind: Some("Job".to_owned()),
+        name: Some(target.name.clone()),
+        namespace: Some(target.namespace.clone()),
+        ..Default::default()
+    };
+    // The Events API caps a note at 1 kB.
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    let recorder = cluster.recorder.clone();
+    let job = target.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            debug!(%job, "cannot record an event: {}", describe(&e));
+        }
+    });
 }
 
 /// How a create ended.
@@ -431,14 +482,17 @@ async fn submit(
         }),
         Err(Retried::Failed(e)) => Err(Outcome::Crashed {
             reason: format!(
-                "cannot create the Job {}/{}: {e}",
-                target.namespace, target.name
+                "cannot create the Job {}/{}: {}",
+                target.namespace,
+                target.name,
+                describe(&e)
             ),
         }),
         Err(Retried::GaveUp(e)) => Err(Outcome::Crashed {
             reason: format!(
-                "the Kubernetes API server did not take the Job within {} s: {e}",
-                give_up.as_secs()
+                "the Kubernetes API server did not take the Job within {} s: {}",
+                give_up.as_secs(),
+                describe(&e)
             ),
         }),
     }
@@ -456,9 +510,30 @@ impl std::fmt::Display for Retried {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Retried::Cancelled => write!(f, "cancelled"),
-            Retried::Failed(e) => write!(f, "{e}"),
-            Retried::GaveUp(e) => write!(f, "still failing after retries: {e}"),
+            Retried::Failed(e) => write!(f, "{}", describe(e)),
+            Retried::GaveUp(e) => write!(f, "still failing after retries: {}", describe(e)),
         }
+    }
+}
+
+/// An API error as a person reads it: `403 Forbidden: <the server's
+/// message>`, without kube-rs's debug dump of the Status.
+pub fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
+}
+
+/// A watch error, described the same way.
+pub fn describe_watch(e: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error as W;
+    match e {
+        W::InitialListFailed(e) => format!("cannot list: {}", describe(e)),
+        W::WatchStartFailed(e) => format!("cannot watch: {}", describe(e)),
+        W::WatchFailed(e) => format!("the watch failed: {}", describe(e)),
+        W::WatchError(s) => format!("the watch failed: {} {}: {}", s.code, s.reason, s.message),
+        W::NoResourceVersion => e.to_string(),
     }
 }
 
@@ -493,7 +568,7 @@ where
         if Instant::now() + backoff > until {
             return Err(Retried::GaveUp(e));
         }
-        warn!("Kubernetes API: {e}; retrying in {backoff:?}");
+        warn!("Kubernetes API: {}; retrying in {backoff:?}", describe(&e));
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = cancel.cancelled() => return Err(Retried::Cancelled),
@@ -541,7 +616,16 @@ impl Backend for KubernetesBackend {
                 )
                 .await
                 {
-                    Ok(Submitted::Created) => Instant::now(),
+                    Ok(Submitted::Created) => {
+                        record_event(
+                            &cluster,
+                            &target,
+                            EventType::Normal,
+                            "Submitted",
+                            format!("Weir run {} attempt {}", exec.run_id, exec.attempt),
+                        );
+                        Instant::now()
+                    }
                     Ok(Submitted::Adopted) => {
                         info!(run = %exec.run_id, job = %target.name, "adopted the existing Job");
                         Instant::now()
@@ -615,7 +699,7 @@ impl Backend for KubernetesBackend {
                     .labels(&format!("batch.kubernetes.io/job-name={}", target.name)),
             )
             .await
-            .map_err(|e| format!("cannot list the Job's pods: {e}"))?;
+            .map_err(|e| format!("cannot list the Job's pods: {}", describe(&e)))?;
         let Some(pod) = list
             .items
             .into_iter()
@@ -631,7 +715,13 @@ impl Backend for KubernetesBackend {
         let reader = pods
             .log_stream(&pod.name_any(), &params)
             .await
-            .map_err(|e| format!("cannot read the logs of pod {}: {e}", pod.name_any()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read the logs of pod {}: {}",
+                    pod.name_any(),
+                    describe(&e)
+                )
+            })?;
         let stream = tokio_util::io::ReaderStream::new(
             tokio_util::compat::FuturesAsyncReadCompatExt::compat(reader),
         );

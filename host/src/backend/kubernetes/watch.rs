@@ -137,6 +137,7 @@ impl NamespaceWatch {
             let mut state = self.lock();
             match event {
                 Err(e) => {
+                    let e = super::describe_watch(&e);
                     warn!(namespace = %ns, "watching jobs: {e}");
                     state.job_error = Some(format!("watching jobs in {ns}: {e}"));
                     state.notify_all();
@@ -183,6 +184,7 @@ impl NamespaceWatch {
             let mut state = self.lock();
             match event {
                 Err(e) => {
+                    let e = super::describe_watch(&e);
                     warn!(namespace = %ns, "watching pods: {e}");
                     state.pod_error = Some(format!("watching pods in {ns}: {e}"));
                     state.notify_all();
