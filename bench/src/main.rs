@@ -14,11 +14,15 @@
 //! - `pickup`: created → started when idle (200 runs, one at a time), next to
 //!   the time to spawn `true` directly.
 //! - `memory`: the bench process's RSS before and after queuing 10,000 runs.
+//! - `kubernetes` (needs `WEIR_K8S_KUBECONFIG`): Jobs created per second
+//!   through Weir next to a plain kube-rs create loop against the same API
+//!   server, and submit → Job-created latency (`--jobs N`, default 500).
 //!
 //! Prints a table (median, p99, min–max for latencies; a rate for
 //! throughput) and, with `--json`, writes the results for comparisons between
 //! commits. Nothing here is a test.
 
+mod kubernetes;
 mod scheduler;
 mod server;
 
@@ -409,6 +413,7 @@ async fn main() {
     let mut json_out: Option<PathBuf> = None;
     let mut iterations = 2000usize;
     let mut runs = 10_000usize;
+    let mut jobs = 500usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -425,10 +430,16 @@ async fn main() {
                     std::process::exit(2)
                 })
             }
+            "--jobs" => {
+                jobs = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("--jobs needs a number");
+                    std::process::exit(2)
+                })
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-                     [--iterations N] [--runs N] [--json FILE]"
+                     [kubernetes] [--iterations N] [--runs N] [--jobs N] [--json FILE]"
                 );
                 return;
             }
@@ -449,8 +460,10 @@ async fn main() {
             "process-e2e" => server::scenario_process_e2e(1000, 8, 32).await,
             "pickup" => server::scenario_pickup(200).await,
             "memory" => server::scenario_memory(runs, 32).await,
+            "kubernetes" => kubernetes::scenario(jobs).await,
             other => Err(format!(
-                "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, pickup, memory"
+                "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
+                 pickup, memory, kubernetes"
             )),
         };
         match r {
