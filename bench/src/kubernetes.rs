@@ -39,8 +39,8 @@ async fn client(kubeconfig: &std::path::Path) -> Result<Client, String> {
 async fn namespace(client: &Client, prefix: &str) -> Result<String, String> {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("{prefix}-{}", &id[id.len() - 8..]);
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))
-        .map_err(|e| e.to_string())?;
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
@@ -218,7 +218,9 @@ async fn through_weir(
 pub async fn scenario(n: usize) -> Result<Vec<Row>, String> {
     let kubeconfig = std::env::var_os("WEIR_K8S_KUBECONFIG")
         .map(std::path::PathBuf::from)
-        .ok_or("the kubernetes scenario needs WEIR_K8S_KUBECONFIG (eval \"$(tests/cluster/up.sh)\")")?;
+        .ok_or(
+            "the kubernetes scenario needs WEIR_K8S_KUBECONFIG (eval \"$(tests/cluster/up.sh)\")",
+        )?;
     let client = client(&kubeconfig).await?;
     let mut rows = Vec::new();
     let mut namespaces = Vec::new();

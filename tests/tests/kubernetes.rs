@@ -612,3 +612,159 @@ job_variables = {{ image = "busybox:1.36", namespace = "{ns}", backoff_limit = 0
         assert_eq!(job.status.as_ref().and_then(|s| s.failed), None, "{id}");
     }
 }
+
+/// A restart resolves each in-flight run by looking, from the submission
+/// intent recorded before the create: a Pending run whose Job was never
+/// created gets it now; a Pending run whose Job exists adopts it (not a
+/// second Job); a Running run whose Job is gone is Crashed with "cannot be
+/// known". The store is prepared directly, as a host killed at those
+/// instants would have left it.
+#[tokio::test]
+async fn a_restart_resolves_recorded_submissions_by_looking_at_the_cluster() {
+    use weir::domain::{Pool, PoolType, RunState};
+    use weir::store::{NewRun, SqliteStore, Store, Transition};
+    use weir::template::BaseJobTemplate;
+
+    let Some(kubeconfig) = cluster::kubeconfig_path() else {
+        return;
+    };
+    let client = cluster::client().await.expect("client");
+    let ns = cluster::fresh_namespace(&client, "weir-intent").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job_config = |id: &str| {
+        json!({"namespace": ns, "job_manifest": {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": format!("weir-{id}"), "namespace": ns,
+                         "labels": {"weir.dev/run-id": id, "weir.dev/pool": "k8s"}},
+            "spec": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": {"weir.dev/run-id": id, "weir.dev/pool": "k8s"}},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "main", "image": "busybox:1.36"}]}}}}})
+    };
+    let mut ids = Vec::new();
+    {
+        let store = SqliteStore::open(&dir.path().join("weir.db"))
+            .await
+            .expect("open store");
+        let now = chrono::Utc::now();
+        store
+            .create_pool(&Pool {
+                name: "k8s".into(),
+                pool_type: PoolType::Kubernetes,
+                base_job_template: BaseJobTemplate::default_for(
+                    PoolType::Kubernetes.template_kind(),
+                ),
+                cluster: None,
+                concurrency_limit: None,
+                paused: false,
+                description: String::new(),
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("pool");
+        for _ in 0..3 {
+            let id = uuid::Uuid::now_v7();
+            store
+                .insert_run(NewRun {
+                    id,
+                    pool: "k8s".into(),
+                    queue: "default".into(),
+                    deployment: None,
+                    job: Some(job_config(&id.to_string())["job_manifest"].clone()),
+                    tags: Vec::new(),
+                    parameters: Default::default(),
+                    job_variables: Default::default(),
+                    parent_run_id: None,
+                    idempotency_key: None,
+                    scheduled_at: now,
+                    retries: Default::default(),
+                    message: "created".into(),
+                    cause: "test".into(),
+                    history: Vec::new(),
+                    needs_admission: false,
+                    labels: Default::default(),
+                })
+                .await
+                .expect("run");
+            ids.push(id);
+        }
+        let released = store
+            .release_ready(chrono::Utc::now(), 10)
+            .await
+            .expect("release");
+        assert_eq!(released.len(), 3);
+        for id in &ids {
+            let config = job_config(&id.to_string());
+            store
+                .record_submission(*id, 1, &json!({"job": config, "cluster": null}))
+                .await
+                .expect("intent");
+        }
+        // ids[1]: the create happened before the host died.
+        let jobs: KubeApi<Job> = KubeApi::namespaced(client.clone(), &ns);
+        let mut manifest = job_config(&ids[1].to_string())["job_manifest"].clone();
+        manifest["metadata"]["labels"]["weir.dev/attempt"] = json!("1");
+        manifest["spec"]["template"]["metadata"]["labels"]["weir.dev/attempt"] = json!("1");
+        let created = jobs
+            .create(
+                &Default::default(),
+                &serde_json::from_value(manifest).expect("job"),
+            )
+            .await
+            .expect("create the Job the dead host created");
+        // ids[2]: seen Running, then its Job vanished while the host was down.
+        store
+            .transition(
+                ids[2],
+                Transition::new(RunState::Running, "started", "backend"),
+            )
+            .await
+            .expect("running");
+        // The host dies here.
+        drop(store);
+
+        let api = weir_tests::api::start_with(dir, |o| {
+            o.kubernetes.default.kubeconfig = Some(kubeconfig.clone());
+        })
+        .await;
+        let never_created = wait_end(&api, &ids[0].to_string()).await;
+        assert_eq!(never_created["state"], "Completed", "{never_created}");
+        let adopted = wait_end(&api, &ids[1].to_string()).await;
+        assert_eq!(adopted["state"], "Completed", "{adopted}");
+        let job = jobs
+            .get(&format!("weir-{}", ids[1]))
+            .await
+            .expect("adopted job");
+        assert_eq!(
+            job.metadata.uid, created.metadata.uid,
+            "the Job the dead host created was followed, not replaced"
+        );
+        let lost = wait_end(&api, &ids[2].to_string()).await;
+        assert_eq!(lost["state"], "Crashed", "{lost}");
+        assert!(
+            lost["state_message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the attempt's outcome cannot be known"),
+            "{lost}"
+        );
+        assert!(
+            jobs.get_opt(&format!("weir-{}", ids[2]))
+                .await
+                .expect("get")
+                .is_none(),
+            "no Job was created for the run whose outcome is unknown"
+        );
+        for id in &ids {
+            let listed = jobs
+                .list(&ListParams::default().labels(&format!("weir.dev/run-id={id}")))
+                .await
+                .expect("list");
+            assert!(listed.items.len() <= 1, "{id}: {listed:?}");
+        }
+        let pool = api.ok("GET", "/api/v1/pools/k8s", None).await;
+        assert_eq!(pool["active_runs"], 0, "slots came back: {pool}");
+        api.server.shutdown();
+    }
+}
