@@ -265,6 +265,35 @@ async fn cancel_deletes_the_job_and_the_run_is_cancelled_when_it_is_gone() {
 }
 
 #[tokio::test]
+async fn a_job_deleted_by_someone_else_crashes_the_run_with_that_reason() {
+    let Some(s) = setup("weir-deleted").await else {
+        return;
+    };
+    let run = create(
+        &s.api,
+        json!({"deployment": "hello", "job_variables": {
+            "annotations": {"weir.dev/test-outcome": "hang"}}}),
+    )
+    .await;
+    let id = run_id(&run);
+    s.api.wait_state(&id, &["Running"]).await;
+    let jobs: KubeApi<Job> = KubeApi::namespaced(s.client.clone(), &s.ns);
+    jobs.delete(&job_name(&run), &Default::default())
+        .await
+        .expect("someone else deletes the Job");
+    let done = wait_end(&s.api, &id).await;
+    assert_eq!(done["state"], "Crashed", "{done}");
+    assert_eq!(
+        done["state_message"],
+        format!(
+            "the Job {}/{} was deleted before it finished (not by Weir)",
+            s.ns,
+            job_name(&run)
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_server_side_validation_error_reaches_the_user_verbatim() {
     let Some(s) = setup("weir-invalid").await else {
         return;
