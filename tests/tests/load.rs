@@ -75,7 +75,7 @@ async fn concurrent_idempotent_submissions_lose_nothing_double_nothing_and_keep_
                     return;
                 }
                 let key = format!("key-{i}");
-                let tags = if i % 3 == 0 {
+                let tags = if i.is_multiple_of(3) {
                     json!(["scarce"])
                 } else {
                     json!([])
@@ -84,7 +84,7 @@ async fn concurrent_idempotent_submissions_lose_nothing_double_nothing_and_keep_
                                   "idempotency_key": key, "tags": tags});
                 // Every fifth key is sent twice, the second racing the first
                 // on another connection.
-                let times = if i % 5 == 0 { 2 } else { 1 };
+                let times = if i.is_multiple_of(5) { 2 } else { 1 };
                 let sends =
                     (0..times).map(|_| api.send("POST", "/api/v1/runs", Some(body.clone())));
                 for (status, run) in futures::future::join_all(sends).await {
@@ -97,7 +97,7 @@ async fn concurrent_idempotent_submissions_lose_nothing_double_nothing_and_keep_
                         .or_default()
                         .push(id.clone());
                     // Every seventh run is cancelled (it may have ended already).
-                    if i % 7 == 0 {
+                    if i.is_multiple_of(7) {
                         let (status, body) = api
                             .send("POST", &format!("/api/v1/runs/{id}/cancel"), None)
                             .await;
