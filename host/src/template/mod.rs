@@ -17,6 +17,8 @@ mod render;
 mod variables;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
