@@ -30,8 +30,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -150,6 +150,10 @@ impl PostgresStore {
     }
 
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        // One plain connection first: an unreachable server or refused
+        // credentials fail here at once, where the pool would retry until
+        // its acquire timeout.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
