@@ -55,6 +55,9 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`: keep state in
+    /// PostgreSQL instead of the embedded SQLite file in the data directory.
+    pub database_url: Option<String>,
     /// The URL jobs get in `WEIR_API_URL`; defaults to `http://<listen>`.
     pub api_url: Option<String>,
     /// A Scheduled run this long past its time is marked Late (default 15).

@@ -40,6 +40,9 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
         args.listen,
         args.api_url,
     )?;
+    if let Some(url) = args.database_url {
+        options.database = weir::server::Database::from_url(&url)?;
+    }
     if let Some(path) = args.kubeconfig {
         options.kubernetes.default.kubeconfig = Some(path);
     }

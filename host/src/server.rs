@@ -24,7 +24,7 @@ use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, PluginRuntime};
 use crate::registry::Registry;
 use crate::scheduler;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
 
@@ -39,6 +39,14 @@ pub enum ServeError {
     },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    DatabaseUrl(String),
+    /// The URL is shown without its password.
+    #[error("cannot open the PostgreSQL store at {url}: {source}")]
+    Postgres {
+        url: DatabaseUrl,
+        source: StoreError,
+    },
     #[error("cannot start the plugin runtime: {0}")]
     Plugins(#[from] LoadError),
     #[error("cannot recover runs: {0}")]
@@ -58,6 +66,8 @@ pub enum ServeError {
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where state is kept (`--database-url`, `[server] database_url`).
+    pub database: Database,
     /// The URL jobs get in `WEIR_API_URL`; `None`: `http://<bound address>`.
     pub api_url: Option<String>,
     pub late_after: chrono::Duration,
@@ -65,6 +75,39 @@ pub struct ServeOptions {
     /// Kubernetes cluster connections (`[kubernetes]`, flags win).
     pub kubernetes: ClusterConfigs,
     pub config: Config,
+}
+
+/// The store `serve` opens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Database {
+    /// The embedded SQLite file `weir.db` in the data directory.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database, possibly shared with other replicas.
+    Postgres(DatabaseUrl),
+}
+
+impl Database {
+    /// A `postgres://` URL; anything else is refused with the reason.
+    pub fn from_url(url: &str) -> Result<Self, ServeError> {
+        DatabaseUrl::parse(url)
+            .map(Database::Postgres)
+            .map_err(ServeError::DatabaseUrl)
+    }
+
+    async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
+        Ok(match self {
+            Database::Embedded => Arc::new(SqliteStore::open(&data_dir.join("weir.db")).await?),
+            Database::Postgres(url) => {
+                Arc::new(PostgresStore::connect(url).await.map_err(|source| {
+                    ServeError::Postgres {
+                        url: url.clone(),
+                        source,
+                    }
+                })?)
+            }
+        })
+    }
 }
 
 impl ServeOptions {
@@ -93,6 +136,10 @@ impl ServeOptions {
                 })
             })
             .unwrap_or_else(|| PathBuf::from(".weir"));
+        let database = match &config.server.database_url {
+            Some(url) => Database::from_url(url)?,
+            None => Database::Embedded,
+        };
         let api_url = api_url.or_else(|| config.server.api_url.clone());
         let late_after =
             chrono::Duration::seconds(i64::from(config.server.late_after_seconds.unwrap_or(15)));
@@ -105,6 +152,7 @@ impl ServeOptions {
         Ok(Self {
             listen,
             data_dir,
+            database,
             api_url,
             late_after,
             process,
@@ -190,8 +238,7 @@ impl Server {
             .api_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&options.data_dir.join("weir.db")).await?);
+        let store = options.database.open(&options.data_dir).await?;
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
         let pipeline = Arc::new(Pipeline::new(registry, store.clone()));

@@ -109,6 +109,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", env = "WEIR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Keep state in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)
+    /// [default: the embedded SQLite file in the data directory]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WEIR_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
     /// Address to listen on [default: 127.0.0.1:4680]
     #[arg(long, value_name = "ADDR", env = "WEIR_LISTEN")]
     pub listen: Option<SocketAddr>,

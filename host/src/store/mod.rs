@@ -1,7 +1,10 @@
 //! Durable state. Every state change is one transaction, committed before the
 //! caller is answered. [`Store`] is the interface; [`SqliteStore`] is the
-//! embedded implementation (a PostgreSQL one fills the same trait).
+//! embedded implementation (the default), [`PostgresStore`] the one for a
+//! shared database (`weir serve --database-url postgres://...`). Both pass
+//! the same tests (`tests.rs`).
 
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -16,6 +19,7 @@ use crate::domain::{
 };
 use crate::template::BaseJobTemplate;
 
+pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

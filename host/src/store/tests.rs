@@ -1,6 +1,12 @@
-//! The store's scheduling rules against a real SQLite file: ordering,
-//! limits, pausing, and property tests that random interleavings of submit,
-//! release, complete, crash and cancel never exceed a limit or leak a slot.
+//! The store's scheduling rules: ordering, limits, pausing, and property
+//! tests that random interleavings of submit, release, complete, crash and
+//! cancel never exceed a limit or leak a slot.
+//!
+//! Every test runs against both stores: `sqlite::*` on a real SQLite file,
+//! always; `postgres::*` on a fresh database of its own (so they run in
+//! parallel) on the server `WEIR_PG_URL` points at. Without `WEIR_PG_URL`
+//! the PostgreSQL tests print a `SKIPPED:` line and pass; with it, a server
+//! that cannot be reached fails them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,27 +16,105 @@ use proptest::prelude::*;
 use serde_json::Map;
 use uuid::Uuid;
 
+use std::str::FromStr;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
 use super::*;
 use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RunState};
 use crate::template::{BaseJobTemplate, TemplateKind};
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
+    /// Kept for the test's lifetime: the SQLite file's directory, or the
+    /// PostgreSQL database (dropped when the test ends).
+    _guard: Box<dyn std::any::Any + Send>,
 }
 
-async fn fixture() -> Fixture {
+async fn sqlite_fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&dir.path().join("weir.db"))
         .await
         .expect("open store");
     Fixture {
-        _dir: dir,
         store: Arc::new(store),
+        _guard: Box::new(dir),
     }
 }
 
-async fn pool(store: &SqliteStore, name: &str, limit: Option<u32>) {
+/// The server the PostgreSQL variants use, or `None` (after saying so on
+/// stderr) when `WEIR_PG_URL` is not set.
+fn pg_url(test: &str) -> Option<String> {
+    match std::env::var("WEIR_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED: store::tests::postgres::{test}: WEIR_PG_URL is not set");
+            None
+        }
+    }
+}
+
+/// A database created for one test and dropped after it.
+struct PgDatabase {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we could await in: a thread
+        // with its own runtime. Best effort; a leftover database is named
+        // weir_test_* and harmless.
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn postgres_fixture(test: &str) -> Option<Fixture> {
+    let url = pg_url(test)?;
+    let shown = super::postgres::redact_url(&url);
+    let admin = PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("WEIR_PG_URL={shown} is not a PostgreSQL URL: {e}"));
+    let name = format!("weir_test_{}", Uuid::now_v7().simple());
+    let mut conn = PgConnection::connect_with(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("WEIR_PG_URL is set but PostgreSQL at {shown} cannot be reached: {e}")
+        });
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name} at {shown}: {e}"));
+    let _ = conn.close().await;
+    let guard = PgDatabase {
+        admin: admin.clone(),
+        name: name.clone(),
+    };
+    let store = PostgresStore::connect_with(admin.database(&name))
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the store in database {name} at {shown}: {e}"));
+    Some(Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(guard),
+    })
+}
+
+async fn pool(store: &dyn Store, name: &str, limit: Option<u32>) {
     let now = Utc::now();
     store
         .create_pool(&Pool {
@@ -48,7 +132,7 @@ async fn pool(store: &SqliteStore, name: &str, limit: Option<u32>) {
         .expect("create pool");
 }
 
-async fn queue(store: &SqliteStore, pool: &str, name: &str, priority: u32, limit: Option<u32>) {
+async fn queue(store: &dyn Store, pool: &str, name: &str, priority: u32, limit: Option<u32>) {
     store
         .create_queue(&Queue {
             pool: pool.into(),
@@ -63,7 +147,7 @@ async fn queue(store: &SqliteStore, pool: &str, name: &str, priority: u32, limit
         .expect("create queue");
 }
 
-async fn limit(store: &SqliteStore, tag: &str, n: u32) {
+async fn limit(store: &dyn Store, tag: &str, n: u32) {
     store
         .create_limit(&ConcurrencyLimit {
             tag: tag.into(),
@@ -96,7 +180,7 @@ fn new_run(pool: &str, queue: &str, tags: &[&str]) -> NewRun {
     }
 }
 
-async fn submit(store: &SqliteStore, pool: &str, queue: &str, tags: &[&str]) -> RunId {
+async fn submit(store: &dyn Store, pool: &str, queue: &str, tags: &[&str]) -> RunId {
     store
         .insert_run(new_run(pool, queue, tags))
         .await
@@ -105,7 +189,7 @@ async fn submit(store: &SqliteStore, pool: &str, queue: &str, tags: &[&str]) -> 
         .id
 }
 
-async fn release(store: &SqliteStore) -> Vec<RunId> {
+async fn release(store: &dyn Store) -> Vec<RunId> {
     store
         .release_ready(Utc::now(), 10_000)
         .await
@@ -115,17 +199,15 @@ async fn release(store: &SqliteStore) -> Vec<RunId> {
         .collect()
 }
 
-async fn finish(store: &SqliteStore, id: RunId, to: RunState) {
+async fn finish(store: &dyn Store, id: RunId, to: RunState) {
     store
         .transition(id, Transition::new(to, "done", "test"))
         .await
         .expect("transition");
 }
 
-#[tokio::test]
-async fn priority_then_time_then_arrival() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn priority_then_time_then_arrival(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", Some(1)).await;
     queue(s, "p", "low", 5, None).await;
     queue(s, "p", "high", 1, None).await;
@@ -142,10 +224,8 @@ async fn priority_then_time_then_arrival() {
     assert_eq!(order, vec![b, c, a]);
 }
 
-#[tokio::test]
-async fn equal_priorities_are_served_round_robin() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn equal_priorities_are_served_round_robin(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", Some(4)).await;
     queue(s, "p", "a", 2, None).await;
     queue(s, "p", "b", 2, None).await;
@@ -161,10 +241,8 @@ async fn equal_priorities_are_served_round_robin() {
     assert_eq!(released, vec![a[0], b[0], a[1], b[1]]);
 }
 
-#[tokio::test]
-async fn a_full_queue_does_not_block_others_and_tags_do_not_block_queues() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn a_full_queue_does_not_block_others_and_tags_do_not_block_queues(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     queue(s, "p", "first", 1, Some(1)).await;
     queue(s, "p", "second", 2, None).await;
@@ -181,10 +259,8 @@ async fn a_full_queue_does_not_block_others_and_tags_do_not_block_queues() {
     assert_eq!(release(s).await, vec![s2]);
 }
 
-#[tokio::test]
-async fn paused_pools_and_queues_hold_their_runs() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn paused_pools_and_queues_hold_their_runs(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     queue(s, "p", "q", 1, None).await;
     s.update_pool(
@@ -231,10 +307,8 @@ async fn paused_pools_and_queues_hold_their_runs() {
     assert_eq!(release(s).await, vec![r]);
 }
 
-#[tokio::test]
-async fn future_runs_wait_for_their_time_and_late_runs_are_marked() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn future_runs_wait_for_their_time_and_late_runs_are_marked(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     let mut later = new_run("p", "default", &[]);
     later.scheduled_at = Utc::now() + Duration::hours(1);
@@ -264,10 +338,8 @@ async fn future_runs_wait_for_their_time_and_late_runs_are_marked() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_key_returns_the_first_run() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn idempotency_key_returns_the_first_run(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     let mut a = new_run("p", "default", &[]);
     a.idempotency_key = Some("k1".into());
@@ -288,10 +360,8 @@ async fn idempotency_key_returns_the_first_run() {
     assert_eq!(page.runs.len(), 1);
 }
 
-#[tokio::test]
-async fn history_and_illegal_transitions() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn history_and_illegal_transitions(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     let id = submit(s, "p", "default", &[]).await;
     let err = s
@@ -321,10 +391,8 @@ async fn history_and_illegal_transitions() {
     assert!(run.started_at.is_some() && run.ended_at.is_some());
 }
 
-#[tokio::test]
-async fn list_pages_newest_first_with_filters() {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn list_pages_newest_first_with_filters(store: Arc<dyn Store>) {
+    let s = &*store;
     pool(s, "p", None).await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -362,7 +430,7 @@ async fn list_pages_newest_first_with_filters() {
 
 /// Checks every limit and the slot ledger against the runs' states.
 async fn check_invariants(
-    s: &SqliteStore,
+    s: &dyn Store,
     pool_limit: u32,
     queue_limits: &HashMap<String, u32>,
     tag_limits: &HashMap<String, u32>,
@@ -433,9 +501,8 @@ fn op() -> impl Strategy<Value = Op> {
 const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
 const TAGS: [&str; 3] = ["t0", "t1", "t2"];
 
-async fn run_ops(ops: Vec<Op>) {
-    let f = fixture().await;
-    let s = &*f.store;
+async fn run_ops(store: Arc<dyn Store>, ops: Vec<Op>) {
+    let s = &*store;
     let pool_limit = 4;
     pool(s, "p", Some(pool_limit)).await;
     let mut queue_limits = HashMap::new();
@@ -502,29 +569,35 @@ async fn run_ops(ops: Vec<Op>) {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-    #[test]
-    fn random_interleavings_keep_limits_and_slots(ops in proptest::collection::vec(op(), 1..60)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(run_ops(ops));
-    }
+fn run_ops_on(postgres: bool, ops: Vec<Op>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let fixture = if postgres {
+            postgres_fixture("random_interleavings_keep_limits_and_slots").await
+        } else {
+            Some(sqlite_fixture().await)
+        };
+        if let Some(f) = fixture {
+            run_ops(f.store.clone(), ops).await;
+        }
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_callers_never_exceed_limits() {
-    let f = fixture().await;
-    let s = f.store.clone();
-    pool(&s, "p", Some(3)).await;
-    limit(&s, "t", 2).await;
+async fn concurrent_callers_never_exceed_limits(store: Arc<dyn Store>) {
+    let s = store;
+    pool(&*s, "p", Some(3)).await;
+    limit(&*s, "t", 2).await;
     let mut tasks = Vec::new();
     for w in 0..8 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
                 let tags: &[&str] = if (w + i) % 2 == 0 { &["t"] } else { &[] };
-                submit(&s, "p", "default", tags).await;
-                for id in release(&s).await {
+                submit(&*s, "p", "default", tags).await;
+                for id in release(&*s).await {
                     let holding = s.active_runs().await.expect("active");
                     assert!(holding.len() <= 3, "pool limit exceeded");
                     assert!(
@@ -535,7 +608,7 @@ async fn concurrent_callers_never_exceed_limits() {
                             <= 2,
                         "tag limit exceeded"
                     );
-                    finish(&s, id, RunState::Completed).await;
+                    finish(&*s, id, RunState::Completed).await;
                 }
             }
         }));
@@ -545,12 +618,12 @@ async fn concurrent_callers_never_exceed_limits() {
     }
     // Drain and check nothing leaked.
     loop {
-        let r = release(&s).await;
+        let r = release(&*s).await;
         if r.is_empty() {
             break;
         }
         for id in r {
-            finish(&s, id, RunState::Completed).await;
+            finish(&*s, id, RunState::Completed).await;
         }
     }
     let stats = s.stats().await.expect("stats");
@@ -560,4 +633,71 @@ async fn concurrent_callers_never_exceed_limits() {
         stats.slots
     );
     assert_eq!(stats.runs_by_state.get("Completed").copied(), Some(200));
+}
+
+/// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_stores {
+    ($(#[$attr:meta] $name:ident;)*) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[$attr]
+                async fn $name() {
+                    let f = sqlite_fixture().await;
+                    super::$name(f.store.clone()).await;
+                }
+            )*
+
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+                #[test]
+                fn random_interleavings_keep_limits_and_slots(
+                    ops in proptest::collection::vec(op(), 1..60)
+                ) {
+                    run_ops_on(false, ops);
+                }
+            }
+        }
+
+        mod postgres {
+            use super::*;
+            $(
+                #[$attr]
+                async fn $name() {
+                    let Some(f) = postgres_fixture(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(f.store.clone()).await;
+                }
+            )*
+
+            #[test]
+            fn random_interleavings_keep_limits_and_slots() {
+                // Checked once, not per case: without a server there is
+                // nothing to generate cases for.
+                if pg_url("random_interleavings_keep_limits_and_slots").is_none() {
+                    return;
+                }
+                proptest!(
+                    ProptestConfig { cases: 24, ..ProptestConfig::default() },
+                    |(ops in proptest::collection::vec(op(), 1..60))| {
+                        run_ops_on(true, ops);
+                    }
+                );
+            }
+        }
+    };
+}
+
+on_both_stores! {
+    #[tokio::test] priority_then_time_then_arrival;
+    #[tokio::test] equal_priorities_are_served_round_robin;
+    #[tokio::test] a_full_queue_does_not_block_others_and_tags_do_not_block_queues;
+    #[tokio::test] paused_pools_and_queues_hold_their_runs;
+    #[tokio::test] future_runs_wait_for_their_time_and_late_runs_are_marked;
+    #[tokio::test] idempotency_key_returns_the_first_run;
+    #[tokio::test] history_and_illegal_transitions;
+    #[tokio::test] list_pages_newest_first_with_filters;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_callers_never_exceed_limits;
 }

@@ -1,0 +1,258 @@
+//! `weir serve --database-url postgres://...` end to end: the real binary on
+//! a real PostgreSQL server, a process-pool run to Completed through it.
+//!
+//! Gated on `WEIR_PG_URL` (a server the tests may create databases on;
+//! `.ci/run` starts one): without it the test prints a `SKIPPED:` line; with
+//! it, a server that cannot be reached fails the test. The refusal of a bad
+//! URL needs no server and always runs.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use weir_tests::harness::{free_port, weir_bin};
+
+/// `weir serve` on PostgreSQL, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, database_url: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(weir_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--database-url")
+            .arg(database_url)
+            .env("WEIR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start weir serve");
+        let mut server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("weir serve --database-url exited early with {status}");
+            }
+            if server.cli(&["pool", "ls"]).status.success() {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir serve did not answer in 60s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(weir_bin())
+            .args(args)
+            .env("WEIR_API_URL", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the weir CLI")
+    }
+
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "weir {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "weir {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A database of this test's own on the `WEIR_PG_URL` server; `None` after
+/// printing `SKIPPED:` when the variable is not set.
+fn fresh_database(test: &str) -> Option<(PgConnectOptions, String)> {
+    let url = match std::env::var("WEIR_PG_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            eprintln!("SKIPPED: postgres::{test}: WEIR_PG_URL is not set");
+            return None;
+        }
+    };
+    let shown = weir::store::DatabaseUrl::parse(&url)
+        .unwrap_or_else(|e| panic!("WEIR_PG_URL: {e}"))
+        .to_string();
+    let admin = PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("WEIR_PG_URL={shown} is not a PostgreSQL URL: {e}"));
+    let name = format!("weir_e2e_{}", uuid::Uuid::now_v7().simple());
+    runtime().block_on(async {
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("WEIR_PG_URL is set but PostgreSQL at {shown} cannot be reached: {e}")
+            });
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name} at {shown}: {e}"));
+        let _ = conn.close().await;
+    });
+    Some((admin, name))
+}
+
+/// The URL of database `name` on the `WEIR_PG_URL` server.
+fn url_of(name: &str) -> String {
+    let base = std::env::var("WEIR_PG_URL").unwrap_or_default();
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h.to_owned(), format!("?{q}")),
+        None => (base.clone(), String::new()),
+    };
+    let authority_end = head
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| head[start..].find('/').map(|j| start + j))
+        .unwrap_or(head.len());
+    format!("{}/{name}{query}", &head[..authority_end])
+}
+
+#[test]
+fn a_process_run_completes_through_weir_on_postgres() {
+    let Some((admin, name)) = fresh_database("a_process_run_completes_through_weir_on_postgres")
+    else {
+        return;
+    };
+    let options = admin.clone().database(&name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = Server::start(dir.path(), &url_of(&name));
+
+    weir.cli_json(&[
+        "pool",
+        "create",
+        "local",
+        "--type",
+        "process",
+        "--concurrency-limit",
+        "1",
+    ]);
+    weir.cli_json(&[
+        "deployment",
+        "create",
+        "hello",
+        "--pool",
+        "local",
+        "--job-variables",
+        r#"{"command": "sh -c 'echo hello from postgres'"}"#,
+    ]);
+    let run = weir.cli_json(&["run", "create", "hello", "--wait"]);
+    let id = run["id"].as_str().expect("run id").to_owned();
+    let run = weir.cli_json(&["run", "inspect", &id]);
+    assert_eq!(run["state"], "Completed", "{run:#}");
+    let states: Vec<&str> = run["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["state"].as_str())
+        .collect();
+    for s in ["Scheduled", "Pending", "Running", "Completed"] {
+        assert!(states.contains(&s), "no {s} in the history: {states:?}");
+    }
+
+    // The state is in PostgreSQL, not in an SQLite file in the data dir.
+    assert!(
+        !dir.path().join("weir.db").exists(),
+        "weir serve --database-url created the embedded store"
+    );
+    let (state, slots): (String, i64) = runtime().block_on(async {
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .expect("connect to the test database");
+        let state = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .expect("the run in PostgreSQL");
+        let slots = sqlx::query_scalar("SELECT COUNT(*) FROM slots")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count slots");
+        (state, slots)
+    });
+    assert_eq!(state, "Completed");
+    assert_eq!(slots, 0, "a finished run still holds slots");
+
+    drop(weir);
+    runtime().block_on(async {
+        if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    });
+}
+
+#[test]
+fn a_bad_or_unreachable_database_url_is_refused_without_its_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1 on loopback: nothing listens there.
+    for (url, shown) in [
+        (
+            "postgres://weir:hunter2@127.0.0.1:1/weir",
+            "postgres://weir:***@127.0.0.1:1/weir",
+        ),
+        (
+            "mysql://weir:hunter2@127.0.0.1/weir",
+            "mysql://weir:***@127.0.0.1/weir",
+        ),
+    ] {
+        let out = Command::new(weir_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .env("WEIR_DATABASE_URL", url)
+            .env("WEIR_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run weir serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "weir serve accepted {shown}");
+        assert!(stderr.contains(shown), "the error names no URL: {stderr}");
+        assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    }
+}
