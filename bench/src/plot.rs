@@ -216,6 +216,9 @@ fn fmt_count(v: f64) -> String {
     }
 }
 
+/// A legend entry, its (depth, value) points and its colour.
+type Line = (String, Vec<(f64, f64)>, RGBColor);
+
 /// (depth, value) points of one growth metric, sorted by depth.
 fn series(rows: &[&Value], metric: &str, key: &str) -> Vec<(f64, f64)> {
     let mut by_depth: BTreeMap<u64, f64> = BTreeMap::new();
@@ -244,7 +247,7 @@ fn growth_chart(rows: &[&Value], path: &Path) -> Result<(), Error> {
     let dmax = depths.iter().cloned().fold(1.0, f64::max);
     let x_range = (dmin / 2.0)..(dmax * 2.0);
 
-    let lines: Vec<(String, Vec<(f64, f64)>, RGBColor)> = vec![
+    let lines: Vec<Line> = vec![
         (
             "release_ready per decision, median".into(),
             series(rows, "decision", "median_us"),
@@ -338,7 +341,7 @@ fn growth_chart(rows: &[&Value], path: &Path) -> Result<(), Error> {
         .draw()
         .map_err(err)?;
 
-    let mem: Vec<(String, Vec<(f64, f64)>, RGBColor)> = vec![
+    let mem: Vec<Line> = vec![
         (
             "weir serve on the database, VmRSS".into(),
             series(rows, "rss_serve", "value"),
