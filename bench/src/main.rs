@@ -17,13 +17,26 @@
 //! - `kubernetes` (needs `WEIR_K8S_KUBECONFIG`): Jobs created per second
 //!   through Weir next to a plain kube-rs create loop against the same API
 //!   server, and submit → Job-created latency (`--jobs N`, default 500).
+//! - `memory-serve`: RSS of a real `weir serve` idle, with 20 plugin versions
+//!   loaded and called, and with `--queued N` (default 100,000) runs queued.
+//! - `growth`: the `scheduler` set-up at `--depths` (default 1k, 10k, 100k,
+//!   1M) queued runs: per-decision cost over `--sample N` decisions (default
+//!   5,000), the other queries of a scheduler pass, and RSS, next to the
+//!   in-memory model at the same depths.
+//!
+//! `weir-bench plot RESULTS.json... [--out-dir DIR]` draws `latency.png`
+//! (p50/p90/p99 of the latency rows) and `growth.png` from such files.
 //!
 //! Prints a table (median, p99, min–max for latencies; a rate for
 //! throughput) and, with `--json`, writes the results for comparisons between
 //! commits. Nothing here is a test.
 
+mod growth;
 mod kubernetes;
+mod memory_serve;
+mod plot;
 mod scheduler;
+mod serve;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +86,14 @@ pub(crate) enum Row {
         value: f64,
         unit: &'static str,
     },
+    /// A row with fields for the plot and comparisons (scenario, depth,
+    /// metric), merged into its JSON.
+    Tagged(Value, Box<Row>),
+    /// Structured information that is not a measurement (query plans).
+    Info {
+        name: String,
+        detail: Value,
+    },
 }
 
 impl Row {
@@ -102,6 +123,16 @@ impl Row {
             Row::Latency(s) => s.json(),
             Row::Rate(r) => r.json(),
             Row::Value { name, value, unit } => json!({"name": name, "value": value, "unit": unit}),
+            Row::Tagged(tags, row) => {
+                let mut v = row.json();
+                if let (Some(o), Some(t)) = (v.as_object_mut(), tags.as_object()) {
+                    for (k, x) in t {
+                        o.insert(k.clone(), x.clone());
+                    }
+                }
+                v
+            }
+            Row::Info { name, detail } => json!({"name": name, "detail": detail}),
         }
     }
 
@@ -132,6 +163,8 @@ impl Row {
                 "",
                 ""
             ),
+            Row::Tagged(_, row) => row.print(),
+            Row::Info { name, .. } => println!("{name}: in the JSON"),
         }
     }
 }
@@ -150,6 +183,7 @@ impl Summary {
             "name": self.name,
             "samples": self.samples.len(),
             "median_us": us(self.percentile(0.5)),
+            "p90_us": us(self.percentile(0.9)),
             "p99_us": us(self.percentile(0.99)),
             "min_us": us(self.percentile(0.0)),
             "max_us": us(self.percentile(1.0)),
@@ -164,6 +198,8 @@ fn root() -> PathBuf {
 fn build_plugins() -> Result<PathBuf, String> {
     let out = Command::new("bash")
         .arg(root().join("plugins/build.sh"))
+        // build.sh expects the plugins' own target directory.
+        .env_remove("CARGO_TARGET_DIR")
         .output()
         .map_err(|e| format!("cannot run plugins/build.sh: {e}"))?;
     if !out.status.success() {
@@ -407,6 +443,55 @@ fn fmt_us(d: Duration) -> String {
     }
 }
 
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures, as "a b c".
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What the numbers were taken on and from.
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "commit": git(&["rev-parse", "HEAD"]),
+        "dirty": git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "started_at": chrono::Utc::now().to_rfc3339(),
+    })
+}
+
+fn number<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> T {
+    args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
+        eprintln!("{flag} needs a number");
+        std::process::exit(2)
+    })
+}
+
+const USAGE: &str = "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
+     [memory-serve] [growth] [kubernetes] [--iterations N] [--runs N] [--queued N] \
+     [--depths N,N,...] [--sample N] [--no-serve] [--jobs N] [--json FILE]\n       \
+     weir-bench plot RESULTS.json... [--out-dir DIR]";
+
 #[tokio::main]
 async fn main() {
     let mut scenarios = Vec::new();
@@ -414,33 +499,41 @@ async fn main() {
     let mut iterations = 2000usize;
     let mut runs = 10_000usize;
     let mut jobs = 500usize;
-    let mut args = std::env::args().skip(1);
+    let mut queued = 100_000usize;
+    let mut depths = vec![1_000usize, 10_000, 100_000, 1_000_000];
+    let mut sample = 5_000usize;
+    let mut with_serve = true;
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("plot") {
+        args.next();
+        if let Err(e) = plot::main(args) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => json_out = args.next().map(PathBuf::from),
-            "--iterations" => {
-                iterations = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
-                    eprintln!("--iterations needs a number");
-                    std::process::exit(2)
-                })
+            "--iterations" => iterations = number(&mut args, "--iterations"),
+            "--runs" => runs = number(&mut args, "--runs"),
+            "--queued" => queued = number(&mut args, "--queued"),
+            "--sample" => sample = number(&mut args, "--sample"),
+            "--no-serve" => with_serve = false,
+            "--depths" => {
+                let list = args.next().unwrap_or_default();
+                depths = list
+                    .split(',')
+                    .map(|d| d.trim().replace('_', "").parse())
+                    .collect::<Result<_, _>>()
+                    .unwrap_or_else(|_| {
+                        eprintln!("--depths needs numbers separated by commas");
+                        std::process::exit(2)
+                    });
             }
-            "--runs" => {
-                runs = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
-                    eprintln!("--runs needs a number");
-                    std::process::exit(2)
-                })
-            }
-            "--jobs" => {
-                jobs = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| {
-                    eprintln!("--jobs needs a number");
-                    std::process::exit(2)
-                })
-            }
+            "--jobs" => jobs = number(&mut args, "--jobs"),
             "-h" | "--help" => {
-                println!(
-                    "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-                     [kubernetes] [--iterations N] [--runs N] [--jobs N] [--json FILE]"
-                );
+                println!("{USAGE}");
                 return;
             }
             s => scenarios.push(s.to_owned()),
@@ -449,8 +542,13 @@ async fn main() {
     if scenarios.is_empty() {
         scenarios.push("plugin-chain".into());
     }
+    let machine = machine();
     let mut results = Vec::new();
+    let mut loads = Vec::new();
     for s in &scenarios {
+        let before = loadavg();
+        eprintln!("{s}: load average before: {before}");
+        let t = std::time::Instant::now();
         let r = match s.as_str() {
             "plugin-chain" => scenario_plugin_chain(iterations)
                 .await
@@ -461,11 +559,24 @@ async fn main() {
             "pickup" => server::scenario_pickup(200).await,
             "memory" => server::scenario_memory(runs, 32).await,
             "kubernetes" => kubernetes::scenario(jobs).await,
+            "memory-serve" => memory_serve::scenario(queued, 32).await,
+            "growth" => growth::scenario(&depths, sample, with_serve).await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
-                 pickup, memory, kubernetes"
+                 pickup, memory, memory-serve, growth, kubernetes"
             )),
         };
+        let after = loadavg();
+        eprintln!(
+            "{s}: {:.0} s; load average after: {after}",
+            t.elapsed().as_secs_f64()
+        );
+        loads.push(json!({
+            "scenario": s,
+            "load_before": before,
+            "load_after": after,
+            "seconds": t.elapsed().as_secs_f64(),
+        }));
         match r {
             Ok(mut r) => results.append(&mut r),
             Err(e) => {
@@ -490,6 +601,8 @@ async fn main() {
     }
     if let Some(path) = json_out {
         let doc = json!({
+            "machine": machine,
+            "scenarios": loads,
             "results": results.iter().map(Row::json).collect::<Vec<_>>(),
             "iterations": iterations,
             "runs": runs,

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, json};
 use weir::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, RunState};
 use weir::store::{NewRun, SqliteStore, Store, Transition};
@@ -14,42 +14,59 @@ use weir::template::BaseJobTemplate;
 
 use crate::Row;
 
-const POOL: &str = "bench";
+pub(crate) const POOL: &str = "bench";
 const POOL_LIMIT: u32 = 100;
-const TAGS: [(&str, u32); 3] = [("t20", 20), ("t40", 40), ("t60", 60)];
-const BATCH: usize = 512;
+pub(crate) const TAGS: [(&str, u32); 3] = [("t20", 20), ("t40", 40), ("t60", 60)];
+pub(crate) const BATCH: usize = 512;
 
 /// Queue `i` of the 10: priorities 1–5, two queues each.
-fn queue(i: usize) -> (String, u32) {
+pub(crate) fn queue(i: usize) -> (String, u32) {
     let priority = (i / 2) as u32 + 1;
     let side = if i.is_multiple_of(2) { 'a' } else { 'b' };
     (format!("p{priority}-{side}"), priority)
 }
 
 /// The workload: for run `i`, its queue index and its 0–2 tags (indices into
-/// `TAGS`), from a fixed pseudo-random sequence.
+/// `TAGS`), from a fixed pseudo-random sequence (xorshift), so every scenario
+/// and every commit queues the same runs.
+pub(crate) struct Workload {
+    x: u64,
+}
+
+impl Workload {
+    pub(crate) fn new() -> Self {
+        Self {
+            x: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x
+    }
+}
+
+impl Iterator for Workload {
+    type Item = (usize, Vec<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let q = (self.next_u64() % 10) as usize;
+        let tags = match self.next_u64() % 3 {
+            0 => vec![],
+            1 => vec![(self.next_u64() % 3) as usize],
+            _ => {
+                let a = (self.next_u64() % 3) as usize;
+                vec![a, (a + 1 + (self.next_u64() % 2) as usize) % 3]
+            }
+        };
+        Some((q, tags))
+    }
+}
+
 fn workload(n: usize) -> Vec<(usize, Vec<usize>)> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..n)
-        .map(|_| {
-            let q = (next() % 10) as usize;
-            let tags = match next() % 3 {
-                0 => vec![],
-                1 => vec![(next() % 3) as usize],
-                _ => {
-                    let a = (next() % 3) as usize;
-                    vec![a, (a + 1 + (next() % 2) as usize) % 3]
-                }
-            };
-            (q, tags)
-        })
-        .collect()
+    Workload::new().take(n).collect()
 }
 
 pub(crate) async fn scenario(n: usize) -> Result<Vec<Row>, String> {
@@ -64,12 +81,8 @@ pub(crate) async fn scenario(n: usize) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>), String> {
-    let n = work.len();
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&dir.path().join("weir.db"))
-        .await
-        .map_err(|e| e.to_string())?;
+/// One pool (limit `POOL_LIMIT`), its 10 queues and the 3 tag limits.
+pub(crate) async fn setup(store: &SqliteStore) -> Result<(), String> {
     let now = Utc::now();
     store
         .create_pool(&Pool {
@@ -110,29 +123,44 @@ async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>
             .await
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+/// Run `(q, tags)` of the workload as `insert_run` gets it.
+pub(crate) fn new_run(q: usize, tags: &[usize], scheduled_at: DateTime<Utc>) -> NewRun {
+    NewRun {
+        id: uuid::Uuid::now_v7(),
+        pool: POOL.into(),
+        queue: queue(q).0,
+        deployment: None,
+        job: Some(json!({"command": ["true"]})),
+        tags: tags.iter().map(|t| TAGS[*t].0.to_owned()).collect(),
+        parameters: Map::new(),
+        job_variables: Map::new(),
+        parent_run_id: None,
+        idempotency_key: None,
+        scheduled_at,
+        retries: RetryPolicy::default(),
+        message: "created".into(),
+        cause: "bench".into(),
+        history: Vec::new(),
+        needs_admission: false,
+        labels: Map::new(),
+    }
+}
+
+async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>), String> {
+    let n = work.len();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&dir.path().join("weir.db"))
+        .await
+        .map_err(|e| e.to_string())?;
+    setup(&store).await?;
     // The store has no batch insert: one transaction per run, as the API does.
     let scheduled_at = Utc::now() - chrono::Duration::seconds(1);
     let t = Instant::now();
     for (q, tags) in work {
-        let run = NewRun {
-            id: uuid::Uuid::now_v7(),
-            pool: POOL.into(),
-            queue: queue(*q).0,
-            deployment: None,
-            job: Some(json!({"command": ["true"]})),
-            tags: tags.iter().map(|t| TAGS[*t].0.to_owned()).collect(),
-            parameters: Map::new(),
-            job_variables: Map::new(),
-            parent_run_id: None,
-            idempotency_key: None,
-            scheduled_at,
-            retries: RetryPolicy::default(),
-            message: "created".into(),
-            cause: "bench".into(),
-            history: Vec::new(),
-            needs_admission: false,
-            labels: Map::new(),
-        };
+        let run = new_run(*q, tags, scheduled_at);
         store.insert_run(run).await.map_err(|e| e.to_string())?;
     }
     let insert = t.elapsed();
@@ -202,14 +230,14 @@ async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>
     Ok((rows, counts))
 }
 
-struct ModelQueue {
+pub(crate) struct ModelQueue {
     runs: VecDeque<(usize, Vec<usize>)>,
 }
 
 /// The store's release logic on plain data: priority levels in order,
 /// round-robin across a level's queues, a queue's runs in order, runs whose
 /// tags are full skipped (not blocking the queue), the pool limit over all.
-struct Model {
+pub(crate) struct Model {
     levels: BTreeMap<u32, Vec<usize>>,
     queues: Vec<ModelQueue>,
     pool_used: u32,
@@ -217,7 +245,30 @@ struct Model {
 }
 
 impl Model {
-    fn release(&mut self, max: usize) -> Vec<(usize, Vec<usize>)> {
+    /// The 10 queues of the scenario, empty.
+    pub(crate) fn new() -> Self {
+        let mut model = Model {
+            levels: BTreeMap::new(),
+            queues: (0..10)
+                .map(|_| ModelQueue {
+                    runs: VecDeque::new(),
+                })
+                .collect(),
+            pool_used: 0,
+            tag_used: [0; 3],
+        };
+        for q in 0..10 {
+            model.levels.entry(queue(q).1).or_default().push(q);
+        }
+        model
+    }
+
+    /// Queues run `i` of the workload.
+    pub(crate) fn push(&mut self, i: usize, (q, tags): (usize, Vec<usize>)) {
+        self.queues[q].runs.push_back((i, tags));
+    }
+
+    pub(crate) fn release(&mut self, max: usize) -> Vec<(usize, Vec<usize>)> {
         let mut out = Vec::new();
         'levels: for qs in self.levels.values() {
             let mut done: HashSet<usize> = HashSet::new();
@@ -256,7 +307,7 @@ impl Model {
         out
     }
 
-    fn complete(&mut self, run: &(usize, Vec<usize>)) {
+    pub(crate) fn complete(&mut self, run: &(usize, Vec<usize>)) {
         self.pool_used -= 1;
         for t in &run.1 {
             self.tag_used[*t] -= 1;
@@ -266,21 +317,9 @@ impl Model {
 
 fn model_run(work: &[(usize, Vec<usize>)]) -> (Vec<Row>, Vec<usize>) {
     let n = work.len();
-    let mut model = Model {
-        levels: BTreeMap::new(),
-        queues: (0..10)
-            .map(|_| ModelQueue {
-                runs: VecDeque::new(),
-            })
-            .collect(),
-        pool_used: 0,
-        tag_used: [0; 3],
-    };
-    for q in 0..10 {
-        model.levels.entry(queue(q).1).or_default().push(q);
-    }
-    for (i, (q, tags)) in work.iter().enumerate() {
-        model.queues[*q].runs.push_back((i, tags.clone()));
+    let mut model = Model::new();
+    for (i, item) in work.iter().enumerate() {
+        model.push(i, item.clone());
     }
     let mut calls = Vec::new();
     let mut counts = Vec::new();
