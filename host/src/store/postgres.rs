@@ -169,6 +169,9 @@ impl PostgresStore {
     }
 }
 
+/// Runs marked Late per transaction.
+const MARK_LATE_BATCH: i64 = 500;
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -1381,31 +1384,42 @@ impl Store for PostgresStore {
     }
 
     async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let now = Utc::now();
-        // One statement picks and moves them, so a run released or cancelled
-        // meanwhile is not marked.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE runs SET state = 'Late', state_message = $1 \
-             WHERE state = 'Scheduled' AND scheduled_at < $2 RETURNING id",
-        )
-        .bind("waiting past its scheduled time")
-        .bind(micros(cutoff))
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            insert_history(
-                &mut tx,
-                id,
-                RunState::Late,
-                now,
-                "waiting past its scheduled time",
-                crate::domain::Cause::SCHEDULER,
+        // In batches, each its own transaction, so a deep backlog turning
+        // Late never holds long locks.
+        let mut marked = 0u64;
+        loop {
+            let mut tx = self.begin().await?;
+            let now = Utc::now();
+            // One statement picks and moves them, so a run released or
+            // cancelled meanwhile is not marked.
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE runs SET state = 'Late', state_message = $1 WHERE id IN ( \
+                 SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < $2 \
+                 ORDER BY scheduled_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 AND state = 'Scheduled' RETURNING id",
             )
+            .bind("waiting past its scheduled time")
+            .bind(micros(cutoff))
+            .bind(MARK_LATE_BATCH)
+            .fetch_all(&mut *tx)
             .await?;
+            for id in &ids {
+                insert_history(
+                    &mut tx,
+                    id,
+                    RunState::Late,
+                    now,
+                    "waiting past its scheduled time",
+                    crate::domain::Cause::SCHEDULER,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            marked += ids.len() as u64;
+            if (ids.len() as i64) < MARK_LATE_BATCH {
+                return Ok(marked);
+            }
         }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
     }
 
     async fn next_wake(

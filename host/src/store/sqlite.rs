@@ -71,6 +71,9 @@ impl SqliteStore {
     }
 }
 
+/// Runs marked Late per transaction.
+const MARK_LATE_BATCH: i64 = 500;
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -1215,32 +1218,42 @@ impl Store for SqliteStore {
     }
 
     async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let now = Utc::now();
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < ?",
-        )
-        .bind(micros(cutoff))
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            sqlx::query("UPDATE runs SET state = 'Late', state_message = ? WHERE id = ?")
-                .bind("waiting past its scheduled time")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_history(
-                &mut tx,
-                id,
-                RunState::Late,
-                now,
-                "waiting past its scheduled time",
-                crate::domain::Cause::SCHEDULER,
+        // In batches, each its own transaction, so a deep backlog turning
+        // Late never holds the only writer for long.
+        let mut marked = 0u64;
+        loop {
+            let mut tx = self.begin().await?;
+            let now = Utc::now();
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < ? \
+                 ORDER BY scheduled_at LIMIT ?",
             )
+            .bind(micros(cutoff))
+            .bind(MARK_LATE_BATCH)
+            .fetch_all(&mut *tx)
             .await?;
+            for id in &ids {
+                sqlx::query("UPDATE runs SET state = 'Late', state_message = ? WHERE id = ?")
+                    .bind("waiting past its scheduled time")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                insert_history(
+                    &mut tx,
+                    id,
+                    RunState::Late,
+                    now,
+                    "waiting past its scheduled time",
+                    crate::domain::Cause::SCHEDULER,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            marked += ids.len() as u64;
+            if (ids.len() as i64) < MARK_LATE_BATCH {
+                return Ok(marked);
+            }
         }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
     }
 
     async fn next_wake(

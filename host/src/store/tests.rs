@@ -338,6 +338,41 @@ async fn future_runs_wait_for_their_time_and_late_runs_are_marked(store: Arc<dyn
     );
 }
 
+/// A backlog larger than one batch is marked Late completely, each run once.
+async fn a_deep_backlog_is_marked_late_in_batches_each_run_once(store: Arc<dyn Store>) {
+    let s = &*store;
+    pool(s, "p", None).await;
+    s.update_pool(
+        "p",
+        PoolPatch {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pause");
+    let mut ids = Vec::new();
+    for i in 0..1_203 {
+        let mut r = new_run("p", "default", &[]);
+        r.scheduled_at = Utc::now() - Duration::minutes(5) + Duration::milliseconds(i);
+        ids.push(s.insert_run(r).await.expect("insert").0.id);
+    }
+    let cutoff = Utc::now() - Duration::seconds(15);
+    assert_eq!(s.mark_late(cutoff).await.expect("mark late"), 1_203);
+    assert_eq!(s.mark_late(cutoff).await.expect("again"), 0);
+    for id in [ids[0], ids[499], ids[500], ids[1_202]] {
+        let run = s.get_run(id, true).await.expect("get");
+        assert_eq!(run.state, RunState::Late);
+        let late_lines = run
+            .history
+            .iter()
+            .flatten()
+            .filter(|h| h.state == RunState::Late)
+            .count();
+        assert_eq!(late_lines, 1, "{id}");
+    }
+}
+
 async fn idempotency_key_returns_the_first_run(store: Arc<dyn Store>) {
     let s = &*store;
     pool(s, "p", None).await;
@@ -695,6 +730,7 @@ on_both_stores! {
     #[tokio::test] a_full_queue_does_not_block_others_and_tags_do_not_block_queues;
     #[tokio::test] paused_pools_and_queues_hold_their_runs;
     #[tokio::test] future_runs_wait_for_their_time_and_late_runs_are_marked;
+    #[tokio::test] a_deep_backlog_is_marked_late_in_batches_each_run_once;
     #[tokio::test] idempotency_key_returns_the_first_run;
     #[tokio::test] history_and_illegal_transitions;
     #[tokio::test] list_pages_newest_first_with_filters;
