@@ -131,7 +131,13 @@ async fn registry_versions_worlds_and_bindings() {
 
 #[tokio::test]
 async fn mutators_shape_the_job_a_run_gets() {
-    let api = start().await;
+    // No cluster here: the default connection's kubeconfig does not exist,
+    // so a released run ends Crashed at once, whatever KUBECONFIG the
+    // environment has (tests/tests/kubernetes.rs runs mutated Jobs for real).
+    let api = weir_tests::api::start_with(tempfile::tempdir().expect("tempdir"), |o| {
+        o.kubernetes.default.kubeconfig = Some("/nonexistent/weir-test-kubeconfig".into());
+    })
+    .await;
     kube_pool(&api, "gpu").await;
     add(&api, "gpu-node-selector", "gpu-node-selector").await;
     add(&api, "team-resources", "team-resources").await;
@@ -183,8 +189,7 @@ async fn mutators_shape_the_job_a_run_gets() {
     );
 
     // A submitted run goes through both mutators at launch; their patches are
-    // on its history. (The run then ends Crashed: the Kubernetes backend is
-    // issue #4.)
+    // on its history. (The run then ends Crashed: no cluster to submit to.)
     let done = api.run_to_end(json!({"deployment": "train"})).await;
     let gpu = plugin_entries(&done, "gpu-node-selector");
     assert_eq!(gpu.len(), 1, "{done}");
@@ -201,12 +206,13 @@ async fn mutators_shape_the_job_a_run_gets() {
             .contains("/resources"),
         "{done}"
     );
-    assert_eq!(done["state"], "Crashed");
+    assert_eq!(done["state"], "Crashed", "{done}");
     assert!(
         done["state_message"]
             .as_str()
             .unwrap_or("")
-            .contains("no backend for kubernetes")
+            .contains("/nonexistent/weir-test-kubeconfig"),
+        "{done}"
     );
     api.server.shutdown();
 }
