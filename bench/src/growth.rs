@@ -393,7 +393,9 @@ pub(crate) async fn scenario(
             depth,
             "mark_late_all",
             Row::rate(
-                format!("growth {depth}: mark_late marking every Scheduled run Late (one tx)"),
+                format!(
+                    "growth {depth}: mark_late marking every Scheduled run Late (batches of 500)"
+                ),
                 marked,
                 t.elapsed(),
                 "runs",

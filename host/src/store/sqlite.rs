@@ -1379,8 +1379,11 @@ impl Store for SqliteStore {
     }
 
     async fn due_admissions(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Run>> {
+        // INDEXED BY: left to itself the planner walks runs_state_time over
+        // every due waiting run; the partial index holds only deferred ones.
         let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE needs_admission = 1 AND state IN {WAITING} \
+            "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_admission \
+             WHERE needs_admission = 1 AND state IN {WAITING} \
              AND scheduled_at <= ? ORDER BY scheduled_at, seq LIMIT ?"
         ))
         .bind(micros(now))
