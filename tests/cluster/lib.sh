@@ -23,9 +23,12 @@ pid_of() {
 # pid_ours STATE PID -> true if PID is alive and its command line mentions STATE
 # (every component gets a flag pointing into STATE, so a recycled pid is not mistaken for ours).
 pid_ours() {
-  local pid=$2
+  local pid=$2 cmd
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -qF -- "$1/"
+  # No pipe into `grep -q`: grep exits at the first match, the writer can get
+  # SIGPIPE, and under `set -o pipefail` a live component looked dead.
+  cmd=$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline") || return 1
+  [[ $cmd == *"$1/"* ]]
 }
 
 # stray_pids STATE -> pids of any running component binary whose command line points into STATE
