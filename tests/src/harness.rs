@@ -237,3 +237,35 @@ pub fn component(name: &str) -> PathBuf {
     assert!(safety.exists(), "no component named {name}");
     safety
 }
+
+/// When a run (as the API returns it, with `history`) first entered one of
+/// `states`.
+pub fn entered(run: &Value, states: &[&str]) -> Option<chrono::DateTime<chrono::Utc>> {
+    run["history"]
+        .as_array()?
+        .iter()
+        .find(|h| states.contains(&h["state"].as_str().unwrap_or("")))
+        .and_then(|h| h["at"].as_str())
+        .and_then(|t| t.parse().ok())
+}
+
+/// The most of `spans` open at once, from recorded start and end times. A
+/// span ending at the instant another starts does not overlap it (ends sort
+/// before starts): a slot given back and taken in the same microsecond is
+/// not two runs at once.
+pub fn most_at_once(
+    spans: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+) -> i32 {
+    let mut edges: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    for (start, end) in spans {
+        edges.push((*start, 1));
+        edges.push((*end, -1));
+    }
+    edges.sort();
+    let (mut now, mut max) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max
+}

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -16,7 +15,9 @@ use kube::{Api as KubeApi, Client};
 use serde_json::{Value, json};
 use weir_tests::api::{Api, start_kube};
 use weir_tests::cluster;
-use weir_tests::harness::{WeirProcess, component, eventually, eventually_blocking};
+use weir_tests::harness::{
+    WeirProcess, component, entered, eventually, eventually_blocking, most_at_once,
+};
 
 /// A Weir with a kubernetes pool `k8s` and a deployment `hello` whose Jobs
 /// go to a fresh namespace; `None` when the cluster is not configured.
@@ -74,16 +75,6 @@ fn job_name(run: &Value) -> String {
     format!("weir-{}", run_id(run))
 }
 
-/// When the run entered `state` (first time), from its history.
-fn entered(run: &Value, state: &str) -> Option<DateTime<Utc>> {
-    run["history"]
-        .as_array()?
-        .iter()
-        .find(|h| h["state"] == state)
-        .and_then(|h| h["at"].as_str())
-        .and_then(|t| t.parse().ok())
-}
-
 async fn wait_end(api: &Api, id: &str) -> Value {
     eventually(
         &format!("run {id} to end"),
@@ -112,7 +103,7 @@ async fn a_run_becomes_a_job_and_completes_with_its_pod_visible() {
     let run = create(&s.api, json!({"deployment": "hello"})).await;
     let done = wait_end(&s.api, &run_id(&run)).await;
     assert_eq!(done["state"], "Completed", "{done}");
-    assert!(entered(&done, "Running").is_some(), "{done}");
+    assert!(entered(&done, &["Running"]).is_some(), "{done}");
 
     let jobs: KubeApi<Job> = KubeApi::namespaced(s.client.clone(), &s.ns);
     let job = jobs
@@ -216,14 +207,14 @@ async fn an_unschedulable_pod_crashes_after_the_pod_start_timeout_and_not_before
         msg.contains("within the pod start timeout of 5 s") && msg.contains("cannot be scheduled"),
         "{msg}"
     );
-    let pending = entered(&done, "Pending").expect("released");
-    let crashed = entered(&done, "Crashed").expect("crashed");
+    let pending = entered(&done, &["Pending"]).expect("released");
+    let crashed = entered(&done, &["Crashed"]).expect("crashed");
     assert!(
         crashed - pending >= chrono::Duration::seconds(5),
         "crashed {} after release, before the 5 s timeout",
         crashed - pending
     );
-    assert!(entered(&done, "Running").is_none(), "{done}");
+    assert!(entered(&done, &["Running"]).is_none(), "{done}");
     // The Job that could not start is removed, so it cannot start later.
     let jobs: KubeApi<Job> = KubeApi::namespaced(s.client.clone(), &s.ns);
     let name = job_name(&run);
@@ -356,30 +347,18 @@ async fn pool_and_tag_limits_hold_with_real_jobs() {
         let heavy = done["tags"]
             .as_array()
             .is_some_and(|t| t.contains(&json!("heavy")));
-        let start = entered(&done, "Pending").expect("released");
-        let end = entered(&done, "Completed").expect("completed");
+        let start = entered(&done, &["Pending"]).expect("released");
+        let end = entered(&done, &["Completed"]).expect("completed");
         spans.push((start, end, heavy));
     }
-    let most = |filter: &dyn Fn(bool) -> bool| {
-        let mut edges: Vec<(DateTime<Utc>, i32)> = Vec::new();
-        for (start, end, heavy) in &spans {
-            if filter(*heavy) {
-                edges.push((*start, 1));
-                edges.push((*end, -1));
-            }
-        }
-        // Ends sort before starts at the same instant: a slot given back
-        // and taken in the same microsecond is not an overlap.
-        edges.sort();
-        let (mut now, mut max) = (0, 0);
-        for (_, d) in edges {
-            now += d;
-            max = max.max(now);
-        }
-        max
-    };
-    assert_eq!(most(&|_| true), 2, "pool limit 2: {spans:?}");
-    assert_eq!(most(&|heavy| heavy), 1, "tag limit 1: {spans:?}");
+    let all: Vec<_> = spans.iter().map(|(s, e, _)| (*s, *e)).collect();
+    let heavy: Vec<_> = spans
+        .iter()
+        .filter(|(_, _, heavy)| *heavy)
+        .map(|(s, e, _)| (*s, *e))
+        .collect();
+    assert_eq!(most_at_once(&all), 2, "pool limit 2: {spans:?}");
+    assert_eq!(most_at_once(&heavy), 1, "tag limit 1: {spans:?}");
 }
 
 #[tokio::test]

@@ -7,42 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 use weir_tests::api::start;
-use weir_tests::harness::eventually;
+use weir_tests::harness::{entered, eventually, most_at_once};
 
 const CLIENTS: usize = 64;
 const KEYS: usize = 2_000;
 const POOL_LIMIT: i32 = 4;
 const TAG_LIMIT: i32 = 2;
-
-fn entered(run: &Value, states: &[&str]) -> Option<DateTime<Utc>> {
-    run["history"]
-        .as_array()?
-        .iter()
-        .find(|h| states.contains(&h["state"].as_str().unwrap_or("")))
-        .and_then(|h| h["at"].as_str())
-        .and_then(|t| t.parse().ok())
-}
-
-/// The most spans open at once; a span ending at the instant another starts
-/// does not overlap it.
-fn most_at_once(spans: &[(DateTime<Utc>, DateTime<Utc>)]) -> i32 {
-    let mut edges: Vec<(DateTime<Utc>, i32)> = Vec::new();
-    for (start, end) in spans {
-        edges.push((*start, 1));
-        edges.push((*end, -1));
-    }
-    edges.sort();
-    let (mut now, mut max) = (0, 0);
-    for (_, d) in edges {
-        now += d;
-        max = max.max(now);
-    }
-    max
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_idempotent_submissions_lose_nothing_double_nothing_and_keep_limits() {

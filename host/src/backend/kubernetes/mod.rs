@@ -178,6 +178,37 @@ impl KubernetesBackend {
             .clone()
     }
 
+    /// Creates the attempt's Job (or adopts it) and says when that was.
+    async fn create(
+        &self,
+        cluster: &Cluster,
+        target: &Target,
+        exec: &Execution,
+    ) -> Result<Instant, Outcome> {
+        let submitted = submit(
+            cluster,
+            target,
+            exec.run_id,
+            exec.attempt,
+            self.settings.give_up_after,
+            &exec.cancel,
+        )
+        .await?;
+        match submitted {
+            Submitted::Created => record_event(
+                cluster,
+                target,
+                EventType::Normal,
+                "Submitted",
+                format!("Weir run {} attempt {}", exec.run_id, exec.attempt),
+            ),
+            Submitted::Adopted => {
+                info!(run = %exec.run_id, job = %target.name, "adopted the existing Job");
+            }
+        }
+        Ok(Instant::now())
+    }
+
     /// Follows a created (or adopted) Job to its end.
     async fn track(
         &self,
@@ -605,34 +636,10 @@ impl Backend for KubernetesBackend {
         let mut sub = watch.subscribe(&target.name);
 
         let created = match exec.resume {
-            None => {
-                match submit(
-                    &cluster,
-                    &target,
-                    exec.run_id,
-                    exec.attempt,
-                    self.settings.give_up_after,
-                    &exec.cancel,
-                )
-                .await
-                {
-                    Ok(Submitted::Created) => {
-                        record_event(
-                            &cluster,
-                            &target,
-                            EventType::Normal,
-                            "Submitted",
-                            format!("Weir run {} attempt {}", exec.run_id, exec.attempt),
-                        );
-                        Instant::now()
-                    }
-                    Ok(Submitted::Adopted) => {
-                        info!(run = %exec.run_id, job = %target.name, "adopted the existing Job");
-                        Instant::now()
-                    }
-                    Err(outcome) => return outcome,
-                }
-            }
+            None => match self.create(&cluster, &target, &exec).await {
+                Ok(at) => at,
+                Err(outcome) => return outcome,
+            },
             Some(resume) => {
                 // After a restart: look before doing anything. The watch's
                 // first list is the truth about which Jobs exist.
@@ -654,17 +661,8 @@ impl Backend for KubernetesBackend {
                         created_instant(&job)
                     }
                     None if resume.may_create => {
-                        match submit(
-                            &cluster,
-                            &target,
-                            exec.run_id,
-                            exec.attempt,
-                            self.settings.give_up_after,
-                            &exec.cancel,
-                        )
-                        .await
-                        {
-                            Ok(_) => Instant::now(),
+                        match self.create(&cluster, &target, &exec).await {
+                            Ok(at) => at,
                             Err(outcome) => return outcome,
                         }
                     }
