@@ -38,6 +38,8 @@ pub struct WeirProcess {
     pub data_dir: PathBuf,
     pub port: u16,
     config: Option<PathBuf>,
+    /// More `weir serve` arguments (e.g. `--database-url`), kept on restart.
+    extra: Vec<String>,
 }
 
 impl WeirProcess {
@@ -46,6 +48,16 @@ impl WeirProcess {
     }
 
     pub fn start_on(data_dir: &Path, config: Option<&Path>, port: u16) -> Self {
+        Self::start_with_args(data_dir, config, port, &[])
+    }
+
+    /// Like [`WeirProcess::start_on`], with more `weir serve` arguments.
+    pub fn start_with_args(
+        data_dir: &Path,
+        config: Option<&Path>,
+        port: u16,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(weir_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -59,6 +71,7 @@ impl WeirProcess {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(extra);
         let child = cmd.spawn().expect("start weir serve");
         let url = format!("http://127.0.0.1:{port}");
         let mut p = Self {
@@ -67,6 +80,7 @@ impl WeirProcess {
             data_dir: data_dir.to_owned(),
             port,
             config: config.map(Path::to_owned),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         p.wait_ready();
         p
@@ -98,10 +112,13 @@ impl WeirProcess {
     /// Starts it again on the same port, data directory and config.
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Self::start_on(
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let fresh = Self::start_with_args(
             &self.data_dir.clone(),
             self.config.clone().as_deref(),
             self.port,
+            &extra,
         );
         *self = fresh;
     }

@@ -6,96 +6,12 @@
 //! it, a server that cannot be reached fails the test. The refusal of a bad
 //! URL needs no server and always runs.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use weir_tests::harness::{free_port, weir_bin};
-
-/// `weir serve` on PostgreSQL, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path, database_url: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(weir_bin())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--database-url")
-            .arg(database_url)
-            .env("WEIR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start weir serve");
-        let mut server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("weir serve --database-url exited early with {status}");
-            }
-            if server.cli(&["pool", "ls"]).status.success() {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir serve did not answer in 60s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(weir_bin())
-            .args(args)
-            .env("WEIR_API_URL", &self.url)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the weir CLI")
-    }
-
-    fn cli_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
-        let out = self.cli(&all);
-        assert!(
-            out.status.success(),
-            "weir {} failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "weir {} printed no JSON ({e}): {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use weir_tests::harness::{WeirProcess, free_port, weir_bin};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -158,7 +74,9 @@ fn a_process_run_completes_through_weir_on_postgres() {
     };
     let options = admin.clone().database(&name);
     let dir = tempfile::tempdir().expect("tempdir");
-    let weir = Server::start(dir.path(), &url_of(&name));
+    let url = url_of(&name);
+    let weir =
+        WeirProcess::start_with_args(dir.path(), None, free_port(), &["--database-url", &url]);
 
     weir.cli_json(&[
         "pool",
