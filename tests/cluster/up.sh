@@ -166,13 +166,23 @@ spawn() {
   eval "PID_${name//-/_}=$pid"
 }
 
+# child_alive PID -> true while our own child PID runs (not a zombie). Not pid_ours: right
+# after the fork, before setsid execs, the child's command line is still this script's,
+# which names STATE without the trailing slash pid_ours looks for.
+child_alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 # wait_until NAME TIMEOUT_S WHAT COMMAND... -> poll COMMAND every 0.25 s.
 wait_until() {
   local name=$1 timeout=$2 what=$3 pidvar deadline; shift 3
   pidvar=PID_${name//-/_}
   deadline=$((SECONDS + timeout))
   until "$@"; do
-    pid_ours "$ST" "${!pidvar}" || fail "$name" "$name exited while waiting for $what"
+    child_alive "${!pidvar}" || fail "$name" "$name exited while waiting for $what"
     [ "$SECONDS" -lt "$deadline" ] || fail "$name" "timed out after ${timeout}s waiting for $what"
     sleep 0.25
   done
