@@ -24,6 +24,7 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::pipeline::{self, AdmissionVerdict, Pipeline};
+use crate::replica::{Bus, Signal};
 use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
 use crate::template::{self, BaseJobTemplate, RunMetadata, TemplateError};
 
@@ -299,6 +300,8 @@ pub struct Dispatcher {
     pub backends: Backends,
     wake: Arc<Notify>,
     cancels: Mutex<HashMap<RunId, CancellationToken>>,
+    /// This replica's link to the others (and whether it leads).
+    replicas: Bus,
 }
 
 impl Dispatcher {
@@ -317,7 +320,18 @@ impl Dispatcher {
             metrics,
             wake: Arc::new(Notify::new()),
             cancels: Mutex::new(HashMap::new()),
+            replicas: Bus::local(),
         }
+    }
+
+    /// One of several replicas on a shared database (see [`crate::replica`]).
+    pub fn with_replicas(mut self, bus: Bus) -> Self {
+        self.replicas = bus;
+        self
+    }
+
+    pub fn replicas(&self) -> &Bus {
+        &self.replicas
     }
 
     /// The scheduler waits on this; anything that may let a run go wakes it.
@@ -326,6 +340,13 @@ impl Dispatcher {
     }
 
     pub fn wake_scheduler(&self) {
+        self.wake.notify_one();
+        // Another replica may be the one scheduling.
+        self.replicas.send(Signal::Wake);
+    }
+
+    /// Wakes this replica's scheduler only (a signal from another replica).
+    pub fn wake_local(&self) {
         self.wake.notify_one();
     }
 
@@ -945,7 +966,11 @@ impl Dispatcher {
             .into());
         }
         let token = self.cancel_token(id);
-        let updated = if run.state.is_waiting() || token.is_none() {
+        // A released run with no attempt in flight here: on the leader there
+        // is none anywhere; on another replica the leader may be running it,
+        // so it goes to Cancelling and the leader is told.
+        let nothing_in_flight = token.is_none() && self.replicas.is_leader();
+        let updated = if run.state.is_waiting() || nothing_in_flight {
             self.store
                 .transition(id, Transition::new(RunState::Cancelled, "cancelled", cause))
                 .await?
@@ -957,8 +982,9 @@ impl Dispatcher {
                     Transition::new(RunState::Cancelling, "cancel requested", cause),
                 )
                 .await?;
-            if let Some(token) = token {
-                token.cancel();
+            match token {
+                Some(token) => token.cancel(),
+                None => self.replicas.send(Signal::Cancel(id)),
             }
             updated
         };
@@ -979,6 +1005,17 @@ impl Dispatcher {
     pub(crate) fn forget_cancel(&self, id: RunId) {
         if let Ok(mut map) = self.cancels.lock() {
             map.remove(&id);
+        }
+    }
+
+    /// Stops the attempt this replica has in flight for `id`, if any.
+    pub(crate) fn cancel_in_flight(&self, id: RunId) -> bool {
+        match self.cancel_token(id) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
         }
     }
 

@@ -387,3 +387,31 @@ fn resume(
         dispatcher.wake_scheduler();
     });
 }
+
+/// The leader's safety net for cancels asked on other replicas: every
+/// Cancelling run whose attempt is in flight here is stopped (a no-op if it
+/// already was), and one with no attempt in flight here on two sweeps in a
+/// row (so not one being launched right now) is Cancelled.
+pub async fn sweep_cancelling(
+    dispatcher: &Dispatcher,
+    orphans: &mut std::collections::HashSet<crate::domain::RunId>,
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    for run in dispatcher.store.active_runs().await? {
+        if run.state != RunState::Cancelling || dispatcher.cancel_in_flight(run.id) {
+            continue;
+        }
+        if orphans.contains(&run.id) {
+            let t = Transition::new(
+                RunState::Cancelled,
+                "cancelled; no attempt of the run was in flight",
+                Cause::RECOVERY,
+            );
+            record(dispatcher, &run, t).await;
+        } else {
+            seen.insert(run.id);
+        }
+    }
+    *orphans = seen;
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod registry;
+pub mod replica;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -43,6 +43,7 @@ pub struct Metrics {
     queue_active: Family<QueueLabel, Gauge>,
     slots_used: Family<SlotLabel, Gauge>,
     slots_limit: Family<SlotLabel, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,12 @@ impl Metrics {
             "Concurrency limit, by kind (absent: unlimited)",
             slots_limit.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the scheduler and the backends, else 0",
+            leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             runs_created,
@@ -107,7 +114,12 @@ impl Metrics {
             queue_active,
             slots_used,
             slots_limit,
+            leader,
         }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn run_created(&self) {

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, PluginRuntime};
 use crate::registry::Registry;
+use crate::replica::{self, Bus, Election, ReplicaError, Signal};
 use crate::scheduler;
 use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
 
@@ -56,6 +57,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -93,6 +96,23 @@ impl Database {
         DatabaseUrl::parse(url)
             .map(Database::Postgres)
             .map_err(ServeError::DatabaseUrl)
+    }
+
+    /// How this replica comes to lead: alone on its data directory, or
+    /// through the shared database's advisory lock.
+    fn election(&self, data_dir: &Path) -> Result<Election, ServeError> {
+        Ok(match self {
+            Database::Embedded => Election::sole(data_dir)?,
+            Database::Postgres(url) => {
+                let options = url
+                    .connect_options()
+                    .map_err(|source| ServeError::Postgres {
+                        url: url.clone(),
+                        source,
+                    })?;
+                Election::Postgres(Box::new(options))
+            }
+        })
     }
 
     async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
@@ -238,6 +258,7 @@ impl Server {
             .api_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let election = options.database.election(&options.data_dir)?;
         let store = options.database.open(&options.data_dir).await?;
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
@@ -254,28 +275,34 @@ impl Server {
                     KubeSettings::default(),
                 )),
             );
-        let dispatcher = Arc::new(Dispatcher::new(
-            store,
-            pipeline,
-            Settings {
-                api_url,
-                late_after: options.late_after,
-                log_dir,
-                clusters: options.kubernetes.named.keys().cloned().collect(),
-            },
-            Arc::new(Metrics::new()),
-            backends.clone(),
-        ));
-        options.config.apply(&dispatcher).await?;
-        let recovered = launcher::recover(&dispatcher, &backends).await?;
-        if recovered > 0 {
-            info!(
-                recovered,
-                "recovered runs that were in flight when weir stopped"
-            );
+        let bus = match &election {
+            Election::Postgres(pg) => Bus::postgres((**pg).clone()),
+            Election::Sole(_) => Bus::local(),
+        };
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                store,
+                pipeline,
+                Settings {
+                    api_url,
+                    late_after: options.late_after,
+                    log_dir,
+                    clusters: options.kubernetes.named.keys().cloned().collect(),
+                },
+                Arc::new(Metrics::new()),
+                backends.clone(),
+            )
+            .with_replicas(bus),
+        );
+        apply_config(&options.config, &dispatcher, election.is_replicated()).await?;
+        if !election.is_replicated() {
+            // The sole replica takes over its runs before it answers anyone.
+            recover(&dispatcher, &backends).await?;
+            dispatcher.metrics.set_leader(true);
         }
         let shutdown = CancellationToken::new();
-        let sched = tokio::spawn(scheduler::run(
+        let leading = tokio::spawn(lead(
+            election,
             dispatcher.clone(),
             backends,
             shutdown.clone(),
@@ -287,8 +314,11 @@ impl Server {
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
                 .map_err(ServeError::Serve);
-            let _ = sched.await;
-            served
+            // A lost leadership is why the server stopped: say that.
+            match leading.await {
+                Ok(Err(e)) => Err(e),
+                _ => served,
+            }
         });
         info!(%addr, "weir is listening");
         Ok(Self {
@@ -308,6 +338,111 @@ impl Server {
             .await
             .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
     }
+}
+
+/// Applies the config file. Replicas starting together may race to create
+/// the same pool; the loser sees it exist on its next try and updates it.
+async fn apply_config(
+    config: &Config,
+    dispatcher: &Dispatcher,
+    replicated: bool,
+) -> Result<(), ServeError> {
+    let tries = if replicated { 3 } else { 1 };
+    let mut attempt = 1;
+    loop {
+        match config.apply(dispatcher).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < tries => {
+                info!("applying the config file raced another replica, again: {e}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn recover(dispatcher: &Arc<Dispatcher>, backends: &Backends) -> Result<(), ServeError> {
+    let recovered = launcher::recover(dispatcher, backends).await?;
+    if recovered > 0 {
+        info!(
+            recovered,
+            "recovered runs that were in flight when weir stopped"
+        );
+    }
+    Ok(())
+}
+
+/// The leader's half: waits to lead, takes over the runs in flight (after
+/// [`replica::SETTLE`], so a deposed leader has stopped), then runs the
+/// scheduler until shutdown, or until leadership is lost, which stops this
+/// replica with an error (its supervisor restarts it as a standby).
+async fn lead(
+    election: Election,
+    dispatcher: Arc<Dispatcher>,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(leader) = election.acquire(&shutdown).await else {
+        return Ok(());
+    };
+    let stop = shutdown.child_token();
+    let _stop_helpers = stop.clone().drop_guard();
+    if election.is_replicated() {
+        info!(
+            "this replica now leads; taking over runs in flight in {:?}",
+            replica::SETTLE
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            e = leader.lost() => return Err(lost(e, &shutdown)),
+            () = tokio::time::sleep(replica::SETTLE) => {}
+        }
+        // Listen before taking over, so no cancel asked meanwhile is missed.
+        let bus = dispatcher.replicas().clone();
+        let d = dispatcher.clone();
+        let listen_stop = stop.clone();
+        tokio::spawn(async move {
+            bus.listen(listen_stop, |signal| match signal {
+                Signal::Wake => d.wake_local(),
+                Signal::Cancel(id) => {
+                    d.cancel_in_flight(id);
+                }
+            })
+            .await;
+        });
+        tokio::select! {
+            e = leader.lost() => return Err(lost(e, &shutdown)),
+            r = recover(&dispatcher, &backends) => r?,
+        }
+        dispatcher.replicas().set_leader(true);
+        dispatcher.metrics.set_leader(true);
+        dispatcher.wake_local();
+        let d = dispatcher.clone();
+        let sweep_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut orphans = std::collections::HashSet::new();
+            loop {
+                tokio::select! {
+                    () = sweep_stop.cancelled() => return,
+                    () = tokio::time::sleep(crate::replica::bus::SWEEP) => {}
+                }
+                if let Err(e) = launcher::sweep_cancelling(&d, &mut orphans).await {
+                    tracing::warn!("cannot sweep Cancelling runs: {e}");
+                }
+            }
+        });
+    }
+    tokio::select! {
+        () = scheduler::run(dispatcher, backends, shutdown.clone()) => Ok(()),
+        e = leader.lost() => Err(lost(e, &shutdown)),
+    }
+}
+
+fn lost(e: ReplicaError, shutdown: &CancellationToken) -> ServeError {
+    tracing::error!("{e}; stopping this replica so that it cannot act as a second leader");
+    shutdown.cancel();
+    e.into()
 }
 
 /// Runs until SIGINT or SIGTERM.

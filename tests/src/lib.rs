@@ -1,3 +1,4 @@
 pub mod api;
 pub mod cluster;
 pub mod harness;
+pub mod pg;

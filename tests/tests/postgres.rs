@@ -7,11 +7,11 @@
 //! URL needs no server and always runs.
 
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
 use weir_tests::harness::{WeirProcess, free_port, weir_bin};
+use weir_tests::pg;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -20,61 +20,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A database of this test's own on the `WEIR_PG_URL` server; `None` after
-/// printing `SKIPPED:` when the variable is not set.
-fn fresh_database(test: &str) -> Option<(PgConnectOptions, String)> {
-    let url = match std::env::var("WEIR_PG_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            eprintln!("SKIPPED: postgres::{test}: WEIR_PG_URL is not set");
-            return None;
-        }
-    };
-    let shown = weir::store::DatabaseUrl::parse(&url)
-        .unwrap_or_else(|e| panic!("WEIR_PG_URL: {e}"))
-        .to_string();
-    let admin = PgConnectOptions::from_str(&url)
-        .unwrap_or_else(|e| panic!("WEIR_PG_URL={shown} is not a PostgreSQL URL: {e}"));
-    let name = format!("weir_e2e_{}", uuid::Uuid::now_v7().simple());
-    runtime().block_on(async {
-        let mut conn = PgConnection::connect_with(&admin)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("WEIR_PG_URL is set but PostgreSQL at {shown} cannot be reached: {e}")
-            });
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {name} at {shown}: {e}"));
-        let _ = conn.close().await;
-    });
-    Some((admin, name))
-}
-
-/// The URL of database `name` on the `WEIR_PG_URL` server.
-fn url_of(name: &str) -> String {
-    let base = std::env::var("WEIR_PG_URL").unwrap_or_default();
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h.to_owned(), format!("?{q}")),
-        None => (base.clone(), String::new()),
-    };
-    let authority_end = head
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| head[start..].find('/').map(|j| start + j))
-        .unwrap_or(head.len());
-    format!("{}/{name}{query}", &head[..authority_end])
-}
-
 #[test]
 fn a_process_run_completes_through_weir_on_postgres() {
-    let Some((admin, name)) = fresh_database("a_process_run_completes_through_weir_on_postgres")
+    let Some(db) = pg::fresh_database("postgres::a_process_run_completes_through_weir_on_postgres")
     else {
         return;
     };
-    let options = admin.clone().database(&name);
+    let options = db.options();
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = url_of(&name);
+    let url = db.url.clone();
     let weir =
         WeirProcess::start_with_args(dir.path(), None, free_port(), &["--database-url", &url]);
 
@@ -134,13 +88,7 @@ fn a_process_run_completes_through_weir_on_postgres() {
     assert_eq!(slots, 0, "a finished run still holds slots");
 
     drop(weir);
-    runtime().block_on(async {
-        if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
-            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-    });
+    drop(db);
 }
 
 #[test]

@@ -164,7 +164,10 @@ async fn readyz(axum::extract::State(d): axum::extract::State<AppState>) -> impl
     match d.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
+            axum::Json(serde_json::json!({
+                "status": "ready",
+                "leader": d.replicas().is_leader(),
+            })),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

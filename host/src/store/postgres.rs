@@ -85,6 +85,12 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Options for a connection of one's own (the leader's lock, the
+    /// replicas' notifications).
+    pub fn connect_options(&self) -> Result<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(&self.0)?)
+    }
 }
 
 impl fmt::Display for DatabaseUrl {
