@@ -33,6 +33,7 @@
 
 mod growth;
 mod kubernetes;
+mod load;
 mod memory_serve;
 mod plot;
 mod scheduler;
@@ -488,7 +489,7 @@ fn number<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &
 }
 
 const USAGE: &str = "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-     [memory-serve] [growth] [kubernetes] [--iterations N] [--runs N] [--queued N] \
+     [memory-serve] [growth] [kubernetes] [load] [--iterations N] [--runs N] [--queued N] \
      [--depths N,N,...] [--sample N] [--no-serve] [--jobs N] [--json FILE]\n       \
      weir-bench plot RESULTS.json... [--out-dir DIR]";
 
@@ -561,9 +562,10 @@ async fn main() {
             "kubernetes" => kubernetes::scenario(jobs).await,
             "memory-serve" => memory_serve::scenario(queued, 32).await,
             "growth" => growth::scenario(&depths, sample, with_serve).await,
+            "load" => load::scenario(runs, 64).await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
-                 pickup, memory, memory-serve, growth, kubernetes"
+                 pickup, memory, memory-serve, growth, kubernetes, load"
             )),
         };
         let after = loadavg();
