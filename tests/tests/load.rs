@@ -13,8 +13,8 @@ use weir_tests::api::start;
 use weir_tests::harness::{entered, eventually, most_at_once};
 
 const CLIENTS: usize = 64;
-const KEYS: usize = 2_000;
-const POOL_LIMIT: i32 = 4;
+const KEYS: usize = 10_000;
+const POOL_LIMIT: i32 = 8;
 const TAG_LIMIT: i32 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +106,7 @@ async fn concurrent_idempotent_submissions_lose_nothing_double_nothing_and_keep_
     for (id, key) in &ids {
         let run = eventually(
             &format!("run {id} ({key}) to end"),
-            Duration::from_secs(300),
+            Duration::from_secs(900),
             || async {
                 let run = api.ok("GET", &format!("/api/v1/runs/{id}"), None).await;
                 matches!(
