@@ -105,6 +105,70 @@ pub(crate) fn label_value(value: &str) -> String {
         .to_owned()
 }
 
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters: a
+/// label's name and a non-empty label value.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_LABEL_VALUE
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain (a label key's prefix): at most 253 characters of
+/// dot-separated lowercase labels.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// Labels the API server would refuse are refused here, naming the label,
+/// so a bad `labels` job variable fails at submit rather than at the create.
+fn validate_labels(labels: &Map<String, Value>, field: &str) -> Result<(), TemplateError> {
+    for (key, value) in labels {
+        let here = format!("{field}.{key}");
+        let (prefix, name) = match key.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, key.as_str()),
+        };
+        if prefix.is_some_and(|p| !is_dns_subdomain(p)) || !is_label_name(name) {
+            return Err(TemplateError::job(
+                here,
+                "is not a valid label key: an optional DNS subdomain prefix and '/', then at \
+                 most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter \
+                 or digit",
+            ));
+        }
+        match value {
+            Value::String(v) if v.is_empty() || is_label_name(v) => {}
+            Value::String(_) => {
+                return Err(TemplateError::job(
+                    here,
+                    "is not a valid label value: at most 63 letters, digits, '-', '_' or '.', \
+                     beginning and ending with a letter or digit",
+                ));
+            }
+            other => {
+                return Err(TemplateError::job(
+                    here,
+                    format!("a label value must be a string, got {other}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The value of an environment variable, or `None` to drop it.
 fn env_text(value: &Value, field: &str) -> Result<Option<String>, TemplateError> {
     match value {
@@ -237,6 +301,7 @@ fn finalize_kubernetes(
     metadata.insert("namespace".to_owned(), Value::String(namespace.clone()));
     let job_labels = object_entry(metadata, "labels", &format!("{metadata_field}.labels"))?;
     job_labels.extend(labels.clone());
+    validate_labels(job_labels, &format!("{metadata_field}.labels"))?;
 
     // Pod template: labels and containers.
     let spec_field = format!("{manifest_field}.spec");
@@ -251,6 +316,7 @@ fn finalize_kubernetes(
         &format!("{pod_metadata_field}.labels"),
     )?;
     pod_labels.extend(labels);
+    validate_labels(pod_labels, &format!("{pod_metadata_field}.labels"))?;
 
     let pod_spec_field = format!("{template_field}.spec");
     let pod_spec = required_object(pod_template, "spec", &pod_spec_field)?;

@@ -1096,3 +1096,32 @@ fn default_kubernetes_template_accepts_prefect_job_variables() {
     assert_eq!(err.field(), "job_variables.image_pull_policy");
     assert!(err.reason().contains("IfNotPresent"), "{err}");
 }
+
+#[test]
+fn labels_the_api_server_would_refuse_are_refused_naming_the_label() {
+    let t = prefect();
+    let ok = obj(json!({"image": "i:1", "labels": {"example.com/team": "data-1", "tier": ""}}));
+    let job = build_job(&t, TemplateKind::Kubernetes, &[&ok], &META).unwrap();
+    assert_eq!(
+        job["job_manifest"]["metadata"]["labels"]["example.com/team"],
+        json!("data-1")
+    );
+    for (labels, bad) in [
+        (json!({"bad key": "x"}), "bad key"),
+        (json!({"Example.com/team": "x"}), "Example.com/team"),
+        (json!({"team": "-starts-with-a-dash"}), "team"),
+        (json!({"team": "x".repeat(64)}), "team"),
+        (json!({"team": 7}), "team"),
+        (json!({"team": "{{ image }}"}), "team"),
+    ] {
+        let vars = obj(json!({"image": "i:1", "labels": labels}));
+        let err = build_job(&t, TemplateKind::Kubernetes, &[&vars], &META).unwrap_err();
+        // The template's schema refuses a non-string first; either way the
+        // error names the labels and the bad one.
+        assert!(
+            err.field().contains("labels") && err.to_string().contains(bad),
+            "{labels}: {err} (field {})",
+            err.field()
+        );
+    }
+}
