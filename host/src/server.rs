@@ -245,7 +245,10 @@ impl Server {
         let backends = Backends::default()
             .with(
                 PoolType::Process,
-                Arc::new(ProcessBackend::new(options.process.clone())),
+                Arc::new(ProcessBackend::new(
+                    options.process.clone(),
+                    options.data_dir.join("runs"),
+                )),
             )
             .with(
                 PoolType::Kubernetes,
