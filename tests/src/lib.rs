@@ -1,3 +1,4 @@
 pub mod api;
 pub mod cluster;
+pub mod crash;
 pub mod harness;
