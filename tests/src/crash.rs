@@ -373,8 +373,7 @@ impl Crash {
         // The jobs' own records: one start per attempt, never two at once
         // for a run, limits held.
         let text = std::fs::read_to_string(&self.records).expect("job records");
-        let mut starts: BTreeMap<String, Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>> =
-            BTreeMap::new();
+        let mut starts: BTreeMap<String, Vec<JobSpan>> = BTreeMap::new();
         for line in text.lines() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let (Some(id), Some(what), Some(ts)) = (parts.first(), parts.get(1), parts.get(2))
@@ -482,6 +481,9 @@ impl Crash {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 }
+
+/// A job's recorded start, and its end when it recorded one.
+type JobSpan = (DateTime<Utc>, Option<DateTime<Utc>>);
 
 fn is_terminal(state: &Value) -> bool {
     matches!(

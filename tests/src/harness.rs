@@ -62,6 +62,18 @@ impl WeirProcess {
         port: u16,
         extra: &[&str],
     ) -> Self {
+        Self::try_start(data_dir, config, port, extra)
+            .unwrap_or_else(|status| panic!("weir serve exited early with {status}"))
+    }
+
+    /// Starts it; `Err` with its exit status if it exited before it was
+    /// ready (its stderr says why).
+    fn try_start(
+        data_dir: &Path,
+        config: Option<&Path>,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Self, std::process::ExitStatus> {
         let mut cmd = Command::new(weir_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -87,18 +99,25 @@ impl WeirProcess {
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             owns_jobs: true,
         };
-        p.wait_ready();
-        p
+        match p.wait_ready() {
+            Ok(()) => Ok(p),
+            Err(status) => {
+                // Not the owner of anything: dropping it must leave the
+                // jobs of the data directory alone.
+                p.owns_jobs = false;
+                Err(status)
+            }
+        }
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weir serve exited early with {status}");
+                return Err(status);
             }
             if let Ok(200) = probe::get_status(&format!("{}/readyz", self.url)) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -119,12 +138,26 @@ impl WeirProcess {
         self.kill();
         let extra = self.extra.clone();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let fresh = Self::start_with_args(
-            &self.data_dir.clone(),
-            self.config.clone().as_deref(),
-            self.port,
-            &extra,
-        );
+        // While the server was down, another process's outgoing connection
+        // may have been given its port as an ephemeral one: such a port is
+        // soon free again, so try a while.
+        let mut tries = 0;
+        let fresh = loop {
+            match Self::try_start(
+                &self.data_dir.clone(),
+                self.config.clone().as_deref(),
+                self.port,
+                &extra,
+            ) {
+                Ok(fresh) => break fresh,
+                Err(status) if tries < 40 => {
+                    tries += 1;
+                    eprintln!("weir serve exited early with {status}; starting it again");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(status) => panic!("weir serve exited early with {status}, 40 times"),
+            }
+        };
         self.owns_jobs = false;
         *self = fresh;
     }

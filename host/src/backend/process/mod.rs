@@ -367,7 +367,7 @@ mod tests {
         if std::env::var_os("WEIR_TEST_SUPERVISOR").is_none() {
             return;
         }
-        let Some(dir) = std::env::args().last() else {
+        let Some(dir) = std::env::args().next_back() else {
             std::process::exit(2);
         };
         std::process::exit(i32::from(supervise(Path::new(&dir))));
