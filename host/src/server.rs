@@ -147,6 +147,7 @@ impl ServeOptions {
             grace: Duration::from_secs(u64::from(
                 config.server.process_grace_seconds.unwrap_or(10),
             )),
+            supervisor: None,
         };
         let kubernetes = cluster_configs(&config);
         Ok(Self {

@@ -51,12 +51,17 @@ pub fn supervise(attempt_dir: &Path) -> u8 {
 pub struct ProcessSettings {
     /// Time between SIGTERM and SIGKILL on cancel or timeout.
     pub grace: Duration,
+    /// The `weir` binary whose `supervise` command runs each attempt
+    /// [default: this process's own binary]. Set by embedders whose binary
+    /// is not `weir` (in-process test servers, the benchmarks).
+    pub supervisor: Option<PathBuf>,
 }
 
 impl Default for ProcessSettings {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(10),
+            supervisor: None,
         }
     }
 }
@@ -79,8 +84,11 @@ struct SupervisorCommand {
 
 impl ProcessBackend {
     pub fn new(settings: ProcessSettings, runs_dir: PathBuf) -> Self {
-        let program = std::env::current_exe()
-            .map_err(|e| format!("cannot find the weir binary to start a supervisor: {e}"));
+        let program = match &settings.supervisor {
+            Some(bin) => Ok(bin.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find the weir binary to start a supervisor: {e}")),
+        };
         Self {
             settings,
             runs_dir,
@@ -377,6 +385,7 @@ mod tests {
         let mut backend = ProcessBackend::new(
             ProcessSettings {
                 grace: Duration::from_millis(500),
+                supervisor: None,
             },
             runs_dir,
         );
