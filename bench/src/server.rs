@@ -21,8 +21,15 @@ impl Bench {
     async fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-        let options = ServeOptions::resolve(None, Some(dir.path().to_owned()), Some(listen), None)
-            .map_err(|e| e.to_string())?;
+        let mut options =
+            ServeOptions::resolve(None, Some(dir.path().to_owned()), Some(listen), None)
+                .map_err(|e| e.to_string())?;
+        // Process runs are supervised by `weir supervise`: the `weir` binary
+        // built next to this one (`cargo build --release -p weir`).
+        options.process.supervisor = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("weir")))
+            .filter(|weir| weir.exists());
         let server = Server::start(options).await.map_err(|e| e.to_string())?;
         let base = format!("http://{}", server.addr);
         Ok(Self {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::backend::{Backend, Backends, Execution, Outcome, Resume};
 use crate::dispatcher::{DispatchError, Dispatcher, with_job_prefix};
-use crate::domain::{Cause, Pool, PoolType, Run, RunSource, RunState};
+use crate::domain::{Cause, Pool, Run, RunSource, RunState};
 use crate::pipeline;
 use crate::store::{StoreError, Transition};
 use crate::template::{self, RunMetadata};
@@ -283,12 +283,15 @@ async fn execute(
 
 /// After a restart: runs that held slots when the host stopped.
 ///
-/// A process job dies with its host, so its attempt crashed; it is retried
-/// if it may be. A backend that records its intent (Kubernetes) is asked to
-/// look for the attempt's job and follow it: an attempt whose intent was
-/// never recorded was never submitted and is launched now; one recorded but
-/// not found is created if the run never started, and Crashed (outcome
-/// unknown) if it had. Returns how many runs were recovered.
+/// Every backend records its intent (the finalised job) before it starts an
+/// attempt, and is asked to look for the attempt and follow it: an attempt
+/// whose intent was never recorded was never started and is launched now.
+/// A recorded one is resumed ([`Resume`]): a process attempt's supervisor
+/// kept running without the host and recorded (or will record) the exit
+/// status in the data directory; a Kubernetes Job is looked up. Either
+/// backend creates the attempt if the run never reached Running and nothing
+/// exists, and calls it Crashed (outcome unknown) only when nothing can tell
+/// how it ended. Returns how many runs were recovered.
 pub async fn recover(
     dispatcher: &Arc<Dispatcher>,
     backends: &Backends,
@@ -298,22 +301,25 @@ pub async fn recover(
     for run in runs {
         recovered += 1;
         let pool_type = match dispatcher.store.get_pool(&run.pool).await {
-            Ok(p) => p.pool_type,
+            Ok(p) => Some(p.pool_type),
             Err(e) => {
                 warn!(run = %run.id, "cannot read the run's pool: {e}");
-                PoolType::Process
+                None
             }
         };
-        let backend = backends.get(pool_type).filter(|b| b.records_intent());
+        let backend = pool_type
+            .and_then(|t| backends.get(t))
+            .filter(|b| b.records_intent());
         if let Some(backend) = backend {
             let intent = dispatcher.store.submission(run.id, run.attempt).await?;
             resume(dispatcher.clone(), backend, backends.clone(), run, intent);
             continue;
         }
+        // No backend that can find the attempt again (none of today's).
         let t = if run.state == RunState::Cancelling {
             Transition::new(
                 RunState::Cancelled,
-                "weir stopped while cancelling; the process was stopped with it",
+                "weir stopped while cancelling; the attempt cannot be followed after a restart",
                 Cause::RECOVERY,
             )
         } else {
@@ -321,7 +327,7 @@ pub async fn recover(
                 &run,
                 Outcome::Crashed {
                     reason: format!(
-                        "weir stopped while the run was {}; its process was stopped with it",
+                        "weir stopped while the run was {}; its backend cannot follow it after a restart",
                         run.state
                     ),
                 },
@@ -334,6 +340,7 @@ pub async fn recover(
 }
 
 /// Picks up one in-flight run of an intent-recording backend on its own task.
+/// `intent` is the recorded job of the run's current attempt.
 fn resume(
     dispatcher: Arc<Dispatcher>,
     backend: Arc<dyn Backend>,

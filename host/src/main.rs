@@ -5,6 +5,10 @@ use weir::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any runtime: the supervisor builds its own, on one thread.
+    if let Command::Supervise(args) = &cli.command {
+        return ExitCode::from(weir::backend::supervise(&args.attempt_dir));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

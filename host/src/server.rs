@@ -167,6 +167,7 @@ impl ServeOptions {
             grace: Duration::from_secs(u64::from(
                 config.server.process_grace_seconds.unwrap_or(10),
             )),
+            supervisor: None,
         };
         let kubernetes = cluster_configs(&config);
         Ok(Self {
@@ -266,7 +267,10 @@ impl Server {
         let backends = Backends::default()
             .with(
                 PoolType::Process,
-                Arc::new(ProcessBackend::new(options.process.clone())),
+                Arc::new(ProcessBackend::new(
+                    options.process.clone(),
+                    options.data_dir.join("runs"),
+                )),
             )
             .with(
                 PoolType::Kubernetes,

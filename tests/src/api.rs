@@ -44,6 +44,9 @@ pub async fn start_with(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServeOp
         None,
     )
     .expect("options");
+    // This test binary is not `weir`: process runs' supervisors are the real
+    // binary's `weir supervise`.
+    options.process.supervisor = Some(crate::harness::weir_bin());
     adjust(&mut options);
     let server = Server::start(options).await.expect("start weir");
     let base = format!("http://{}", server.addr);

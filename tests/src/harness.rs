@@ -40,6 +40,10 @@ pub struct WeirProcess {
     config: Option<PathBuf>,
     /// More `weir serve` arguments (e.g. `--database-url`), kept on restart.
     extra: Vec<String>,
+    /// Whether dropping this stops the process runs' supervisors (and so
+    /// their jobs), which outlive the server: yes, except for the instance a
+    /// restart replaces.
+    owns_jobs: bool,
 }
 
 impl WeirProcess {
@@ -58,6 +62,18 @@ impl WeirProcess {
         port: u16,
         extra: &[&str],
     ) -> Self {
+        Self::try_start(data_dir, config, port, extra)
+            .unwrap_or_else(|status| panic!("weir serve exited early with {status}"))
+    }
+
+    /// Starts it; `Err` with its exit status if it exited before it was
+    /// ready (its stderr says why).
+    fn try_start(
+        data_dir: &Path,
+        config: Option<&Path>,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Self, std::process::ExitStatus> {
         let mut cmd = Command::new(weir_bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -81,19 +97,27 @@ impl WeirProcess {
             port,
             config: config.map(Path::to_owned),
             extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            owns_jobs: true,
         };
-        p.wait_ready();
-        p
+        match p.wait_ready() {
+            Ok(()) => Ok(p),
+            Err(status) => {
+                // Not the owner of anything: dropping it must leave the
+                // jobs of the data directory alone.
+                p.owns_jobs = false;
+                Err(status)
+            }
+        }
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weir serve exited early with {status}");
+                return Err(status);
             }
             if let Ok(200) = probe::get_status(&format!("{}/readyz", self.url)) {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -114,12 +138,27 @@ impl WeirProcess {
         self.kill();
         let extra = self.extra.clone();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let fresh = Self::start_with_args(
-            &self.data_dir.clone(),
-            self.config.clone().as_deref(),
-            self.port,
-            &extra,
-        );
+        // While the server was down, another process's outgoing connection
+        // may have been given its port as an ephemeral one: such a port is
+        // soon free again, so try a while.
+        let mut tries = 0;
+        let fresh = loop {
+            match Self::try_start(
+                &self.data_dir.clone(),
+                self.config.clone().as_deref(),
+                self.port,
+                &extra,
+            ) {
+                Ok(fresh) => break fresh,
+                Err(status) if tries < 40 => {
+                    tries += 1;
+                    eprintln!("weir serve exited early with {status}; starting it again");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(status) => panic!("weir serve exited early with {status}, 40 times"),
+            }
+        };
+        self.owns_jobs = false;
         *self = fresh;
     }
 
@@ -159,7 +198,72 @@ impl WeirProcess {
 impl Drop for WeirProcess {
     fn drop(&mut self) {
         self.kill();
+        if self.owns_jobs {
+            // A test's jobs end with it; a killed supervisor takes its job
+            // along (PR_SET_PDEATHSIG).
+            for (pid, _) in supervisors(&self.data_dir) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
     }
+}
+
+/// The live `weir supervise` processes of process runs under `data_dir`:
+/// their pids and attempt directories.
+pub fn supervisors(data_dir: &Path) -> Vec<(i32, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&b"supervise".as_slice()) {
+            let dir = PathBuf::from(
+                String::from_utf8_lossy(args.get(2).unwrap_or(&&b""[..])).into_owned(),
+            );
+            if dir.starts_with(data_dir) {
+                found.push((pid, dir));
+            }
+        }
+    }
+    found
+}
+
+/// Sends `sig` to `pid`; whether it was delivered.
+pub fn signal(pid: i32, sig: libc::c_int) -> bool {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 1..)?;
+            rest.split_whitespace()
+                .next()
+                .map(|st| st != "Z" && st != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The pid a file of the process backend's attempt directory records
+/// (`supervisor.pid`, `started`): `<data>/runs/<run>/<attempt>/<file>`.
+pub fn recorded_pid(data_dir: &Path, run: &str, attempt: u32, file: &str) -> Option<i32> {
+    let path = data_dir
+        .join("runs")
+        .join(run)
+        .join(attempt.to_string())
+        .join(file);
+    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
 }
 
 /// A tiny blocking HTTP GET that needs no async runtime, for readiness checks.

@@ -161,7 +161,7 @@ pub async fn logs(
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     // Kubernetes runs: the pod's log, read through the backend.
     let pool_type = d.store.get_pool(&run.pool).await?.pool_type;
-    if let Some(backend) = d.backends.get(pool_type).filter(|b| b.records_intent()) {
+    if let Some(backend) = d.backends.get(pool_type).filter(|b| b.keeps_logs()) {
         let Some(intent) = d.store.submission(id, run.attempt).await? else {
             // Not submitted yet: nothing to show.
             return Ok((text_plain, Vec::new()).into_response());

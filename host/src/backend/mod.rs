@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{PoolType, RunId};
 
 pub use kubernetes::KubernetesBackend;
-pub use process::{ProcessBackend, ProcessSettings};
+pub use process::{ProcessBackend, ProcessSettings, supervise};
 
 /// One attempt of one run, handed to a backend.
 pub struct Execution {
@@ -84,6 +84,12 @@ pub trait Backend: Send + Sync + 'static {
     /// the store before calling [`Backend::execute`], so that a restart can
     /// resume the attempt by looking for its job.
     fn records_intent(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Backend::logs`] serves the attempt's output; otherwise it is
+    /// the run's log file in the data directory.
+    fn keeps_logs(&self) -> bool {
         false
     }
 

@@ -97,6 +97,16 @@ pub enum Command {
     Plugin(PluginArgs),
     /// Manage the global router plugin chain
     Router(RouterArgs),
+    /// Supervise one attempt of a process run (started by `weir serve`)
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+/// `weir supervise <ATTEMPT_DIR>`: the job spec on stdin.
+#[derive(Args, Debug, Clone)]
+pub struct SuperviseArgs {
+    /// The attempt's directory, `<data>/runs/<run>/<attempt>`
+    pub attempt_dir: PathBuf,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -201,6 +211,7 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
     };
     match command {
         Command::Serve(_) => Err(CliError::NotAClientCommand("serve")),
+        Command::Supervise(_) => Err(CliError::NotAClientCommand("supervise")),
         Command::Pool(args) => pool::execute(&ctx, args.command).await,
         Command::Queue(args) => queue::execute(&ctx, args.command).await,
         Command::Limit(args) => limit::execute(&ctx, args.command).await,

@@ -610,6 +610,10 @@ where
 
 #[async_trait]
 impl Backend for KubernetesBackend {
+    fn keeps_logs(&self) -> bool {
+        true
+    }
+
     fn records_intent(&self) -> bool {
         true
     }

@@ -1,0 +1,606 @@
+//! Runs a job as a local process: the quick start's and the tests' backend.
+//!
+//! Each attempt gets a supervisor (`supervisor.rs`, the hidden
+//! `weir supervise` command of this same binary, like containerd's shim),
+//! started in its own session and not tied to the host, so the job keeps
+//! running while the host is down. The supervisor starts the job in its own
+//! process group (a cancel or a timeout stops everything it started), and
+//! records the job's pid and then its exit status in the attempt's
+//! directory, `<data>/runs/<run>/<attempt>/` (`status.rs`). The host follows
+//! that directory: after a restart it reads the real outcome, or follows a
+//! supervisor that is still running, or — only when the supervisor died
+//! without recording anything — calls the attempt `Crashed` with that reason.
+//!
+//! The launcher records the finalised job before [`Backend::execute`]
+//! (`records_intent`), so a restart can resume the attempt: see
+//! [`Resume`](super::Resume) and `launcher::recover`.
+//!
+//! Attempt directories are left in place when the run ends (a few hundred
+//! bytes each): they are the evidence the outcome was read from, and
+//! removing them safely would have to wait for the store's commit anyway.
+
+mod status;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use self::status::{Identity, STARTED, STATUS, SUPERVISOR_PID, Spec, Status};
+use super::{Backend, Execution, Outcome};
+use crate::domain::RunId;
+
+/// How often the host looks at an attempt's directory while it waits.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs the supervisor of one attempt (`weir supervise <attempt-dir>`) and
+/// returns its exit code.
+pub fn supervise(attempt_dir: &Path) -> u8 {
+    supervisor::main(attempt_dir)
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// Time between SIGTERM and SIGKILL on cancel or timeout.
+    pub grace: Duration,
+    /// The `weir` binary whose `supervise` command runs each attempt
+    /// [default: this process's own binary]. Set by embedders whose binary
+    /// is not `weir` (in-process test servers, the benchmarks).
+    pub supervisor: Option<PathBuf>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            supervisor: None,
+        }
+    }
+}
+
+pub struct ProcessBackend {
+    settings: ProcessSettings,
+    /// `<data>/runs`: one directory per run, one per attempt inside.
+    runs_dir: PathBuf,
+    supervisor: SupervisorCommand,
+}
+
+/// How to start a supervisor: this very binary's `supervise` command (the
+/// unit tests point it at a test of their own binary instead).
+#[derive(Debug, Clone)]
+struct SupervisorCommand {
+    program: Result<PathBuf, String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl ProcessBackend {
+    pub fn new(settings: ProcessSettings, runs_dir: PathBuf) -> Self {
+        let program = match &settings.supervisor {
+            Some(bin) => Ok(bin.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find the weir binary to start a supervisor: {e}")),
+        };
+        Self {
+            settings,
+            runs_dir,
+            supervisor: SupervisorCommand {
+                program,
+                args: vec!["supervise".into()],
+                env: Vec::new(),
+            },
+        }
+    }
+
+    fn attempt_dir(&self, run: RunId, attempt: u32) -> PathBuf {
+        self.runs_dir
+            .join(run.to_string())
+            .join(attempt.to_string())
+    }
+
+    /// Starts the attempt's supervisor in its own session and hands it the
+    /// spec. Its stderr goes to the run's log, so its own failures are there.
+    async fn spawn(&self, spec: &Spec, dir: &Path) -> Result<Child, String> {
+        let program = self.supervisor.program.clone()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|e| format!("cannot open log file {}: {e}", spec.log_path.display()))?;
+        let input = serde_json::to_vec(spec).map_err(|e| format!("cannot encode the job: {e}"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(&self.supervisor.args)
+            .arg(dir)
+            .envs(self.supervisor.env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        // Its own session: no signal meant for the host's group or terminal
+        // reaches it, and nothing ties its life to the host's.
+        // SAFETY: setsid is async-signal-safe; nothing else runs between
+        // fork and exec here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A supervisor that gets less than the whole spec (the host died
+            // while writing it) refuses it and never claims the attempt.
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| format!("cannot hand the job to its supervisor: {e}"))?;
+        }
+        Ok(child)
+    }
+}
+
+/// The finalised process job (see `template::finalize`).
+#[derive(Debug, Deserialize)]
+struct ProcessJob {
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+}
+
+/// Follows an attempt's directory until its status is recorded: sends
+/// `started` once the job runs, forwards a cancel to the supervisor, and
+/// notices a supervisor that died without recording anything.
+///
+/// `child` is the supervisor when this host started it (it is reaped here);
+/// after a restart it is not ours, and its liveness is read from `/proc`.
+async fn follow(
+    dir: &Path,
+    attempt: u32,
+    child: Option<Child>,
+    started: oneshot::Sender<()>,
+    cancel: CancellationToken,
+) -> Outcome {
+    let mut started = Some(started);
+    let mut send_started = || {
+        if let Some(tx) = started.take() {
+            let _ = tx.send(());
+        }
+    };
+    let mut child_exit = child.map(|mut child| {
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let exit = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown status: {e}"),
+            };
+            let _ = tx.send(exit);
+        });
+        rx
+    });
+    let mut exited: Option<String> = None;
+    let mut supervisor: Option<Identity> = None;
+    let mut cancel_sent = false;
+    let mut cancel_seen = false;
+    loop {
+        match status::read::<Status>(dir, STATUS) {
+            Ok(Some(status)) => {
+                if status.spawn_error.is_none() {
+                    send_started();
+                }
+                return status.outcome();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Outcome::Crashed {
+                    reason: format!("cannot read the exit status of attempt {attempt}: {e}"),
+                };
+            }
+        }
+        if supervisor.is_none() {
+            // The directory is published with this file in it: no directory,
+            // no file.
+            supervisor = match status::read::<Identity>(dir, SUPERVISOR_PID) {
+                Ok(id) => id,
+                Err(e) => {
+                    return Outcome::Crashed {
+                        reason: format!("cannot read the supervisor of attempt {attempt}: {e}"),
+                    };
+                }
+            };
+        }
+        let job = status::read::<Identity>(dir, STARTED).ok().flatten();
+        if job.is_some() {
+            send_started();
+        }
+        match supervisor {
+            Some(sup) => {
+                if cancel.is_cancelled() && !cancel_sent {
+                    sup.signal(libc::SIGTERM);
+                    cancel_sent = true;
+                }
+                if !sup.is_alive() {
+                    // It may have recorded the status just before it ended.
+                    if let Ok(Some(status)) = status::read::<Status>(dir, STATUS) {
+                        if status.spawn_error.is_none() {
+                            send_started();
+                        }
+                        return status.outcome();
+                    }
+                    return match job {
+                        Some(job) => {
+                            // Its job dies with it (PR_SET_PDEATHSIG); make
+                            // sure of the rest of its group.
+                            job.signal_group(libc::SIGKILL);
+                            Outcome::Crashed {
+                                reason: format!(
+                                    "the supervisor of attempt {attempt} died without recording an exit status"
+                                ),
+                            }
+                        }
+                        None => Outcome::Crashed {
+                            reason: format!(
+                                "the supervisor of attempt {attempt} died before starting the job"
+                            ),
+                        },
+                    };
+                }
+            }
+            None => {
+                if let Some(exit) = &exited {
+                    return Outcome::Crashed {
+                        reason: format!(
+                            "the supervisor of attempt {attempt} exited ({exit}) before starting the job; see the run's log"
+                        ),
+                    };
+                }
+                if child_exit.is_none() {
+                    return Outcome::Crashed {
+                        reason: format!(
+                            "attempt {attempt} has no supervisor and no recorded status ({} is gone): its outcome cannot be known",
+                            dir.display()
+                        ),
+                    };
+                }
+            }
+        }
+        tokio::select! {
+            exit = supervisor_exit(&mut child_exit), if child_exit.is_some() => {
+                exited = Some(exit);
+                child_exit = None;
+            }
+            () = tokio::time::sleep(POLL) => {}
+            () = cancel.cancelled(), if !cancel_seen => cancel_seen = true,
+        }
+    }
+}
+
+/// How our own supervisor child ended; never resolves without one.
+async fn supervisor_exit(rx: &mut Option<oneshot::Receiver<String>>) -> String {
+    match rx {
+        Some(rx) => rx.await.unwrap_or_else(|_| "unknown status".into()),
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    /// The finalised job is recorded before the supervisor starts, so a
+    /// restart can resume the attempt from it.
+    fn records_intent(&self) -> bool {
+        true
+    }
+
+    async fn execute(&self, exec: Execution) -> Outcome {
+        let job: ProcessJob = match serde_json::from_value(exec.job.clone()) {
+            Ok(j) => j,
+            Err(e) => {
+                return Outcome::Failed {
+                    exit_code: None,
+                    message: format!("invalid process job: {e}"),
+                };
+            }
+        };
+        if job.command.is_empty() {
+            return Outcome::Failed {
+                exit_code: None,
+                message: "invalid process job: command is empty".into(),
+            };
+        }
+        let dir = self.attempt_dir(exec.run_id, exec.attempt);
+        let resumed_existing = exec.resume.is_some() && dir.exists();
+        let child = match exec.resume {
+            _ if resumed_existing => None,
+            Some(resume) if !resume.may_create => {
+                // Running is recorded only after `started` was written inside
+                // the attempt's directory, so this is a directory removed
+                // from under us.
+                return Outcome::Crashed {
+                    reason: format!(
+                        "attempt {} was running but {} is gone: its outcome cannot be known",
+                        exec.attempt,
+                        dir.display()
+                    ),
+                };
+            }
+            // New, or never claimed before the restart: start it. A
+            // supervisor of the crashed host that claims it first wins, ours
+            // then refuses, and this follows the winner.
+            _ => {
+                let spec = Spec {
+                    attempt: exec.attempt,
+                    command: job.command,
+                    env: job.env,
+                    working_dir: job.working_dir,
+                    timeout_seconds: job.timeout_seconds,
+                    grace_millis: u64::try_from(self.settings.grace.as_millis())
+                        .unwrap_or(u64::MAX),
+                    log_path: exec.log_path.clone(),
+                };
+                match self.spawn(&spec, &dir).await {
+                    Ok(child) => Some(child),
+                    Err(reason) => return Outcome::Crashed { reason },
+                }
+            }
+        };
+        follow(&dir, exec.attempt, child, exec.started, exec.cancel).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+    use tokio_util::sync::CancellationToken;
+
+    /// Not a test: the supervisor of the tests below, which start this test
+    /// binary with `--exact` on this name (the attempt's directory is the
+    /// last argument) because the lib's tests have no `weir` binary.
+    #[test]
+    fn supervisor_entry_for_tests() {
+        if std::env::var_os("WEIR_TEST_SUPERVISOR").is_none() {
+            return;
+        }
+        let Some(dir) = std::env::args().next_back() else {
+            std::process::exit(2);
+        };
+        std::process::exit(i32::from(supervise(Path::new(&dir))));
+    }
+
+    fn backend(runs_dir: PathBuf) -> ProcessBackend {
+        let mut backend = ProcessBackend::new(
+            ProcessSettings {
+                grace: Duration::from_millis(500),
+                supervisor: None,
+            },
+            runs_dir,
+        );
+        backend.supervisor.args = vec![
+            "--exact".into(),
+            "backend::process::tests::supervisor_entry_for_tests".into(),
+            "--nocapture".into(),
+            "--quiet".into(),
+        ];
+        backend.supervisor.env = vec![("WEIR_TEST_SUPERVISOR".into(), "1".into())];
+        backend
+    }
+
+    async fn run(job: serde_json::Value, cancel: CancellationToken) -> (Outcome, String, bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("run.log");
+        let (tx, mut rx) = oneshot::channel();
+        let backend = backend(dir.path().join("runs"));
+        let outcome = backend
+            .execute(Execution {
+                run_id: uuid::Uuid::now_v7(),
+                attempt: 1,
+                job,
+                cluster: None,
+                resume: None,
+                log_path: log_path.clone(),
+                cancel,
+                started: tx,
+            })
+            .await;
+        let started = rx.try_recv().is_ok();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        (outcome, log, started)
+    }
+
+    #[tokio::test]
+    async fn exit_zero_completes_and_output_is_logged() {
+        let (o, log, started) = run(
+            serde_json::json!({"command": ["sh", "-c", "echo out; echo err >&2; echo $FOO"], "env": {"FOO": "bar"}}),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(o, Outcome::Completed);
+        assert!(started);
+        assert_eq!(log, "out\nerr\nbar\n");
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_fails_with_code() {
+        let (o, _, _) = run(
+            serde_json::json!({"command": ["sh", "-c", "exit 7"]}),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            o,
+            Outcome::Failed {
+                exit_code: Some(7),
+                message: "exited with code 7".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn signal_is_a_crash() {
+        let (o, _, _) = run(
+            serde_json::json!({"command": ["sh", "-c", "kill -9 $$"]}),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            o,
+            Outcome::Crashed {
+                reason: "killed by signal 9".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn timeout_is_a_crash() {
+        let (o, _, _) = run(
+            serde_json::json!({"command": ["sleep", "30"], "timeout_seconds": 1}),
+            CancellationToken::new(),
+        )
+        .await;
+        match o {
+            Outcome::Crashed { reason } => {
+                assert!(reason.starts_with("timed out after 1s"), "{reason}")
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_process_group() {
+        let token = CancellationToken::new();
+        let t2 = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            t2.cancel();
+        });
+        // A shell that ignores nothing and a grandchild sleep: both must go.
+        let (o, _, started) = run(
+            serde_json::json!({"command": ["sh", "-c", "sleep 30 & wait"]}),
+            token,
+        )
+        .await;
+        assert!(started);
+        assert_eq!(
+            o,
+            Outcome::Cancelled {
+                message: "cancelled; stopped with SIGTERM".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_program_fails_with_reason() {
+        let (o, _, started) = run(
+            serde_json::json!({"command": ["/nonexistent/weir-test-binary"]}),
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(!started);
+        match o {
+            Outcome::Failed {
+                exit_code: None,
+                message,
+            } => {
+                assert!(message.contains("cannot start"), "{message}")
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    fn execution(
+        run_id: RunId,
+        job: serde_json::Value,
+        log_path: PathBuf,
+        resume: Option<super::super::Resume>,
+    ) -> (Execution, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let exec = Execution {
+            run_id,
+            attempt: 1,
+            job,
+            cluster: None,
+            resume,
+            log_path,
+            cancel: CancellationToken::new(),
+            started: tx,
+        };
+        (exec, rx)
+    }
+
+    #[tokio::test]
+    async fn two_executions_of_one_attempt_start_the_job_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counter = dir.path().join("starts");
+        let job = serde_json::json!({"command": ["sh", "-c", format!("echo x >> {}; sleep 0.5; exit 4", counter.display())]});
+        let id = uuid::Uuid::now_v7();
+        let b = backend(dir.path().join("runs"));
+        let (first, _rx1) = execution(id, job.clone(), dir.path().join("run.log"), None);
+        let (second, _rx2) = execution(
+            id,
+            job,
+            dir.path().join("run.log"),
+            Some(super::super::Resume { may_create: true }),
+        );
+        let (a, b) = tokio::join!(b.execute(first), b.execute(second));
+        let failed = Outcome::Failed {
+            exit_code: Some(4),
+            message: "exited with code 4".into(),
+        };
+        assert_eq!(a, failed);
+        assert_eq!(b, failed);
+        let starts = std::fs::read_to_string(&counter).expect("counter");
+        assert_eq!(starts, "x\n", "the job ran more than once");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_attempt_reads_the_recorded_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = uuid::Uuid::now_v7();
+        let b = backend(dir.path().join("runs"));
+        let job = serde_json::json!({"command": ["sh", "-c", "exit 9"]});
+        let (first, _rx) = execution(id, job.clone(), dir.path().join("run.log"), None);
+        let outcome = b.execute(first).await;
+        // As after a restart: the run was seen Running; nothing is started
+        // again, the recorded status is the outcome.
+        let (again, mut rx) = execution(
+            id,
+            job,
+            dir.path().join("run.log"),
+            Some(super::super::Resume { may_create: false }),
+        );
+        assert_eq!(b.execute(again).await, outcome);
+        assert!(rx.try_recv().is_ok(), "a recorded start is reported");
+    }
+
+    #[tokio::test]
+    async fn a_running_attempt_without_its_directory_is_unknown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = backend(dir.path().join("runs"));
+        let (exec, _rx) = execution(
+            uuid::Uuid::now_v7(),
+            serde_json::json!({"command": ["true"]}),
+            dir.path().join("run.log"),
+            Some(super::super::Resume { may_create: false }),
+        );
+        match b.execute(exec).await {
+            Outcome::Crashed { reason } => {
+                assert!(reason.contains("outcome cannot be known"), "{reason}")
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+    }
+}
