@@ -220,7 +220,7 @@ async fn launch(
     // Record the intent before submitting, so a restart looks for the job
     // instead of guessing whether it was submitted.
     if backend.records_intent() {
-        let intent = json!({"job": job, "cluster": pool.cluster});
+        let intent = json!({"job": job, "cluster": pool.cluster, "placement": backend.placement()});
         if let Err(e) = dispatcher
             .store
             .record_submission(run.id, run.attempt, &intent)
@@ -378,6 +378,10 @@ fn resume(
             .map(str::to_owned);
         let resume = Resume {
             may_create: run.state == RunState::Pending,
+            placement: intent
+                .get("placement")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
         info!(run = %id, state = %run.state, "resuming after a restart");
         execute(

@@ -41,12 +41,15 @@ pub struct Execution {
 }
 
 /// Resuming an attempt after a restart.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Resume {
     /// The run never reached Running: if its job does not exist, the
     /// submission may not have happened, and creating it is safe. A run seen
     /// Running whose job is gone has an unknown outcome instead.
     pub may_create: bool,
+    /// Where the attempt was placed, as recorded with its intent
+    /// ([`Backend::placement`] of the replica that submitted it).
+    pub placement: Option<String>,
 }
 
 /// Where to read an attempt's output from.
@@ -85,6 +88,14 @@ pub trait Backend: Send + Sync + 'static {
     /// resume the attempt by looking for its job.
     fn records_intent(&self) -> bool {
         false
+    }
+
+    /// Where this backend runs attempts when that is local to this host
+    /// (the process backend: host name and runs directory); recorded with
+    /// the intent. A replica with another placement cannot see such an
+    /// attempt, so it must not resume it (see [`Resume::placement`]).
+    fn placement(&self) -> Option<String> {
+        None
     }
 
     /// Whether [`Backend::logs`] serves the attempt's output; otherwise it is

@@ -639,7 +639,7 @@ impl Backend for KubernetesBackend {
         let watch = self.watch(&cluster, &target.namespace).await;
         let mut sub = watch.subscribe(&target.name);
 
-        let created = match exec.resume {
+        let created = match exec.resume.clone() {
             None => match self.create(&cluster, &target, &exec).await {
                 Ok(at) => at,
                 Err(outcome) => return outcome,

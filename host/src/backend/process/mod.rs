@@ -305,6 +305,11 @@ impl Backend for ProcessBackend {
         true
     }
 
+    fn placement(&self) -> Option<String> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Some(format!("{}:{}", host.trim(), self.runs_dir.display()))
+    }
+
     async fn execute(&self, exec: Execution) -> Outcome {
         let job: ProcessJob = match serde_json::from_value(exec.job.clone()) {
             Ok(j) => j,
@@ -322,8 +327,22 @@ impl Backend for ProcessBackend {
             };
         }
         let dir = self.attempt_dir(exec.run_id, exec.attempt);
+        // Submitted by another replica (another host or data directory):
+        // its supervisor and status are out of sight here, and starting the
+        // attempt again could run it twice.
+        if let Some(recorded) = exec.resume.as_ref().and_then(|r| r.placement.clone())
+            && Some(&recorded) != self.placement().as_ref()
+        {
+            return Outcome::Crashed {
+                reason: format!(
+                    "attempt {} was started by another replica ({recorded}); its outcome \
+                     cannot be known from this one",
+                    exec.attempt
+                ),
+            };
+        }
         let resumed_existing = exec.resume.is_some() && dir.exists();
-        let child = match exec.resume {
+        let child = match &exec.resume {
             _ if resumed_existing => None,
             Some(resume) if !resume.may_create => {
                 // Running is recorded only after `started` was written inside
@@ -553,7 +572,10 @@ mod tests {
             id,
             job,
             dir.path().join("run.log"),
-            Some(super::super::Resume { may_create: true }),
+            Some(super::super::Resume {
+                may_create: true,
+                placement: None,
+            }),
         );
         let (a, b) = tokio::join!(b.execute(first), b.execute(second));
         let failed = Outcome::Failed {
@@ -580,7 +602,10 @@ mod tests {
             id,
             job,
             dir.path().join("run.log"),
-            Some(super::super::Resume { may_create: false }),
+            Some(super::super::Resume {
+                may_create: false,
+                placement: None,
+            }),
         );
         assert_eq!(b.execute(again).await, outcome);
         assert!(rx.try_recv().is_ok(), "a recorded start is reported");
@@ -594,7 +619,10 @@ mod tests {
             uuid::Uuid::now_v7(),
             serde_json::json!({"command": ["true"]}),
             dir.path().join("run.log"),
-            Some(super::super::Resume { may_create: false }),
+            Some(super::super::Resume {
+                may_create: false,
+                placement: None,
+            }),
         );
         match b.execute(exec).await {
             Outcome::Crashed { reason } => {
@@ -602,5 +630,39 @@ mod tests {
             }
             other => panic!("expected a crash, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_another_replica_started_is_not_started_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counter = dir.path().join("starts");
+        let b = backend(dir.path().join("runs"));
+        let (exec, _rx) = execution(
+            uuid::Uuid::now_v7(),
+            serde_json::json!({"command": ["sh", "-c", format!("echo x >> {}", counter.display())]}),
+            dir.path().join("run.log"),
+            Some(super::super::Resume {
+                may_create: true,
+                placement: Some("elsewhere:/var/lib/weir/runs".into()),
+            }),
+        );
+        match b.execute(exec).await {
+            Outcome::Crashed { reason } => {
+                assert!(reason.contains("another replica (elsewhere:"), "{reason}")
+            }
+            other => panic!("expected a crash, got {other:?}"),
+        }
+        assert!(!counter.exists(), "the job was started");
+        // Its own placement resumes as before.
+        let (exec, _rx) = execution(
+            uuid::Uuid::now_v7(),
+            serde_json::json!({"command": ["true"]}),
+            dir.path().join("run.log"),
+            Some(super::super::Resume {
+                may_create: true,
+                placement: b.placement(),
+            }),
+        );
+        assert_eq!(b.execute(exec).await, Outcome::Completed);
     }
 }
