@@ -36,6 +36,7 @@ const META: RunMetadata<'static> = RunMetadata {
     queue: "default",
     deployment: Some("etl/nightly"),
     api_url: "http://weir.example:4200/api",
+    run_token: None,
 };
 
 fn env_list(container: &Value) -> Vec<(String, String)> {
