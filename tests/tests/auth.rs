@@ -702,6 +702,9 @@ async fn https_round_trip_and_plain_http_to_it_fails() {
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ])
+        // An end-entity certificate (webpki refuses a CA one as a server's).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
