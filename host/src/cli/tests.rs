@@ -315,9 +315,11 @@ fn parses_deployment_commands() {
                     tags,
                     params,
                     description,
+                    team,
                     retry,
                 },
         }) => {
+            assert_eq!(team, None);
             assert_eq!((name.as_str(), pool.as_str()), ("etl", "p"));
             assert_eq!(queue.as_deref(), Some("q"));
             assert_eq!(job_variables.as_deref(), Some(r#"{"image":"x"}"#));
