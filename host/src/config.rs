@@ -64,6 +64,12 @@ pub struct ServerConfig {
     pub late_after_seconds: Option<u32>,
     /// SIGTERM → SIGKILL grace for process runs (default 10).
     pub process_grace_seconds: Option<u32>,
+    /// `on`, `off` or `auto` (default: on unless listening on loopback only).
+    pub auth: Option<crate::auth::AuthMode>,
+    /// PEM certificate chain: serve HTTPS (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[kubernetes]`: the default connection (used by kubernetes pools that
@@ -149,6 +155,8 @@ pub struct DeploymentConfig {
     pub description: String,
     #[serde(default)]
     pub retries: RetryPolicy,
+    /// The team whose submitter tokens may run it.
+    pub team: Option<String>,
 }
 
 impl Config {
@@ -353,6 +361,7 @@ impl Config {
                                 parameters: Some(d.parameters.clone()),
                                 description: Some(d.description.clone()),
                                 retries: Some(d.retries),
+                                team: Some(d.team.clone()),
                             },
                         )
                         .await
@@ -369,6 +378,7 @@ impl Config {
                             parameters: d.parameters.clone(),
                             description: d.description.clone(),
                             retries: d.retries,
+                            team: d.team.clone(),
                         })
                         .await
                         .map_err(apply_err(what))?;

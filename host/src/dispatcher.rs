@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::{AuthError, Principal, RunTokenKey};
 use crate::backend::Backends;
 use crate::domain::{
     Cause, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
@@ -39,6 +40,9 @@ pub enum DispatchError {
     /// A plugin refused (fail-closed) while previewing.
     #[error("{0}")]
     Refused(String),
+    /// The caller's token does not allow this (`host/src/auth/`).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 pub type Result<T, E = DispatchError> = std::result::Result<T, E>;
@@ -54,6 +58,9 @@ pub struct Settings {
     pub log_dir: PathBuf,
     /// Names of the Kubernetes cluster connections a pool may choose.
     pub clusters: Vec<String>,
+    /// When auth is on: the key each released job's `WEIR_RUN_TOKEN` is
+    /// derived from. `None`: jobs get no run token.
+    pub run_tokens: Option<RunTokenKey>,
 }
 
 // ---------------------------------------------------------------------------
@@ -149,6 +156,9 @@ pub struct DeploymentSpec {
     pub description: String,
     #[serde(default)]
     pub retries: RetryPolicy,
+    /// The team whose submitter tokens may run it.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -166,6 +176,9 @@ pub struct DeploymentUpdate {
     pub description: Option<String>,
     #[serde(default)]
     pub retries: Option<RetryPolicy>,
+    /// `null` removes the team.
+    #[serde(default, with = "double_option")]
+    pub team: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -218,6 +231,10 @@ mod double_option {
         Option::<T>::deserialize(d).map(Some)
     }
 }
+
+/// What `WEIR_RUN_TOKEN` holds in a preview and in the submit-time build
+/// check: the real token is derived only when the launcher builds the job.
+pub const RUN_TOKEN_PLACEHOLDER: &str = "weirrun_preview";
 
 /// A limit of 0 holds every run; limits above this are surely typos.
 const MAX_LIMIT: u32 = 1_000_000;
@@ -551,6 +568,9 @@ impl Dispatcher {
         validate_dns_label("name", &spec.name)?;
         validate_description("description", &spec.description)?;
         let tags = validate_tags("tags", &spec.tags)?;
+        if let Some(team) = &spec.team {
+            validate_dns_label("team", team)?;
+        }
         self.check_deployment(&spec.pool, spec.queue.as_deref(), &spec.job_variables)
             .await?;
         let now = Utc::now();
@@ -562,6 +582,7 @@ impl Dispatcher {
             tags,
             parameters: spec.parameters,
             description: spec.description,
+            team: spec.team,
             retries: spec.retries,
             created_at: now,
             updated_at: now,
@@ -584,6 +605,9 @@ impl Dispatcher {
         if let Some(d) = &update.description {
             validate_description("description", d)?;
         }
+        if let Some(Some(team)) = &update.team {
+            validate_dns_label("team", team)?;
+        }
         let queue = update.queue.clone().unwrap_or(current.queue.clone());
         let vars = update
             .job_variables
@@ -602,6 +626,7 @@ impl Dispatcher {
                     parameters: update.parameters,
                     description: update.description,
                     retries: update.retries,
+                    team: update.team,
                 },
             )
             .await?)
@@ -630,6 +655,12 @@ impl Dispatcher {
                 deployment: Some(&deployment.name),
                 api_url: &self.settings.api_url,
                 parameters: &parameters,
+                // A preview never carries a real token.
+                run_token: self
+                    .settings
+                    .run_tokens
+                    .as_ref()
+                    .map(|_| RUN_TOKEN_PLACEHOLDER),
             },
         )?;
         // The pool's mutators too: this is the job a run would get.
@@ -666,6 +697,19 @@ impl Dispatcher {
     /// Stage 1 of the pipeline. Returns the run and whether it was created
     /// (false: the idempotency key matched an earlier run).
     pub async fn create_run(&self, spec: RunSpec, cause: &str) -> Result<(Run, bool)> {
+        self.create_run_as(&Principal::Anyone, spec, cause).await
+    }
+
+    /// [`create_run`](Self::create_run) for `principal`: its team, pools and
+    /// run (for a run token) are checked after routing, before anything is
+    /// stored, so a refused run leaves no trace.
+    pub async fn create_run_as(
+        &self,
+        principal: &Principal,
+        spec: RunSpec,
+        cause: &str,
+    ) -> Result<(Run, bool)> {
+        principal.require(crate::auth::Action::CreateRun)?;
         // Resolve where the run goes and what it runs.
         let deployment = match &spec.deployment {
             Some(name) => match self.store.get_deployment(name).await {
@@ -822,6 +866,15 @@ impl Dispatcher {
             }
         }
 
+        // The caller's scope, on where the run ends up after routing.
+        principal.may_create_run(
+            deployment
+                .as_ref()
+                .map(|d| (d.name.as_str(), d.team.as_deref())),
+            &pool.name,
+            spec.parent_run_id,
+        )?;
+
         // Check the job can be built now, so bad variables are refused here
         // and not discovered when the run is released.
         let parameters_text = serde_json::to_string(&parameters).unwrap_or_else(|_| "{}".into());
@@ -832,6 +885,11 @@ impl Dispatcher {
             queue: &queue,
             deployment: deployment.as_ref().map(|d| d.name.as_str()),
             api_url: &self.settings.api_url,
+            run_token: self
+                .settings
+                .run_tokens
+                .as_ref()
+                .map(|_| RUN_TOKEN_PLACEHOLDER),
         };
         match (&deployment, &spec.job) {
             (Some(d), _) => {

@@ -38,7 +38,14 @@ pub async fn build_job(dispatcher: &Dispatcher, run: &Run) -> Result<(Pool, Valu
         .map_err(|e| e.to_string())?;
     let id = run.id.to_string();
     let parameters = serde_json::to_string(&run.parameters).unwrap_or_else(|_| "{}".into());
+    // The real run token exists only in the job built here, at release.
+    let run_token = dispatcher
+        .settings
+        .run_tokens
+        .as_ref()
+        .map(|key| key.token_for(run.id));
     let meta = RunMetadata {
+        run_token: run_token.as_deref(),
         parameters: &parameters,
         run_id: &id,
         pool: &run.pool,

@@ -7,6 +7,7 @@
 //! the outcome is written back through the [`domain::RunState`] transition table.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -22,3 +23,4 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod template;
+pub mod tls;

@@ -53,6 +53,13 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     if let Some(context) = args.kube_context {
         options.kubernetes.default.context = Some(context);
     }
+    if let Some(mode) = args.auth {
+        options.auth = weir::auth::AuthMode::parse(&mode)
+            .ok_or_else(|| anyhow::anyhow!("invalid --auth {mode:?}: use on, off or auto"))?;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        options.tls = Some(weir::tls::TlsFiles { cert, key });
+    }
     weir::server::serve(options).await?;
     Ok(())
 }

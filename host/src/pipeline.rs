@@ -101,6 +101,7 @@ pub fn forbidden_paths(pool_type: PoolType) -> Vec<String> {
             "/env/WEIR_RUN_ID".into(),
             "/env/WEIR_API_URL".into(),
             "/env/WEIR_PARAMETERS".into(),
+            "/env/WEIR_RUN_TOKEN".into(),
         ],
     }
 }

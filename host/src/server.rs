@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api;
+use crate::auth::{self, AuthError, AuthMode, Authenticator};
 use crate::backend::kubernetes::{
     ClusterConfigs, ClusterSettings, DEFAULT_BURST, DEFAULT_QPS, KubeSettings,
 };
@@ -26,6 +27,7 @@ use crate::registry::Registry;
 use crate::replica::{self, Bus, Election, ReplicaError, Signal};
 use crate::scheduler;
 use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
+use crate::tls::{TlsError, TlsFiles, TlsListener};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
 
@@ -61,6 +63,10 @@ pub enum ServeError {
     Replica(#[from] ReplicaError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// Everything `serve` needs, resolved from flags, the config file and
@@ -77,6 +83,10 @@ pub struct ServeOptions {
     pub process: ProcessSettings,
     /// Kubernetes cluster connections (`[kubernetes]`, flags win).
     pub kubernetes: ClusterConfigs,
+    /// `--auth`, `[server] auth`; `auto` by default.
+    pub auth: AuthMode,
+    /// `--tls-cert`/`--tls-key`, `[server] tls_cert`/`tls_key`: serve HTTPS.
+    pub tls: Option<TlsFiles>,
     pub config: Config,
 }
 
@@ -115,7 +125,8 @@ impl Database {
         })
     }
 
-    async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
+    /// Opens (and migrates) the store; `weir token` uses this too.
+    pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
         Ok(match self {
             Database::Embedded => Arc::new(SqliteStore::open(&data_dir.join("weir.db")).await?),
             Database::Postgres(url) => {
@@ -170,7 +181,27 @@ impl ServeOptions {
             supervisor: None,
         };
         let kubernetes = cluster_configs(&config);
+        let auth = config.server.auth.unwrap_or_default();
+        let relative = |p: &PathBuf| {
+            if p.is_relative() {
+                config.base_dir.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: relative(cert),
+                key: relative(key),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(TlsError::Incomplete.into());
+            }
+        };
         Ok(Self {
+            auth,
+            tls,
             listen,
             data_dir,
             database,
@@ -255,12 +286,48 @@ impl Server {
                 source,
             })?;
         let addr = listener.local_addr().map_err(ServeError::Serve)?;
+        // Read the certificate before anything else starts.
+        let tls = options
+            .tls
+            .as_ref()
+            .map(TlsFiles::server_config)
+            .transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let api_url = options
             .api_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
         let election = options.database.election(&options.data_dir)?;
         let store = options.database.open(&options.data_dir).await?;
+        let auth_on = options.auth.enabled(options.listen);
+        let (authenticator, run_tokens) = if auth_on {
+            let key = auth::run_token_key(store.as_ref()).await?;
+            let live = store
+                .list_tokens()
+                .await?
+                .iter()
+                .filter(|t| t.revoked_at.is_none())
+                .count();
+            if live == 0 {
+                warn!(
+                    "auth is on and no token exists: every API request will be refused. \
+                     Create the first admin token on this host with \
+                     `weir token create --role admin` (same --data-dir/--database-url/--config \
+                     as this server)"
+                );
+            }
+            info!(
+                tokens = live,
+                "auth is on: API requests need a bearer token"
+            );
+            (
+                Some(Arc::new(Authenticator::new(store.clone(), key.clone()))),
+                Some(key),
+            )
+        } else {
+            info!("auth is off: the API is open to anyone who can reach it");
+            (None, None)
+        };
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
         let pipeline = Arc::new(Pipeline::new(registry, store.clone()));
@@ -292,6 +359,7 @@ impl Server {
                     late_after: options.late_after,
                     log_dir,
                     clusters: options.kubernetes.named.keys().cloned().collect(),
+                    run_tokens: run_tokens.clone(),
                 },
                 Arc::new(Metrics::new()),
                 backends.clone(),
@@ -311,20 +379,29 @@ impl Server {
             backends,
             shutdown.clone(),
         ));
-        let app = api::router(dispatcher.clone());
+        let app = api::router_with_auth(dispatcher.clone(), authenticator);
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(ServeError::Serve);
+            let served = match tls {
+                None => axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                    .map_err(ServeError::Serve),
+                Some(config) => match TlsListener::new(listener, config) {
+                    Ok(listener) => axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                        .map_err(ServeError::Serve),
+                    Err(e) => Err(ServeError::Serve(e)),
+                },
+            };
             // A lost leadership is why the server stopped: say that.
             match leading.await {
                 Ok(Err(e)) => Err(e),
                 _ => served,
             }
         });
-        info!(%addr, "weir is listening");
+        info!(%addr, scheme, "weir is listening");
         Ok(Self {
             addr,
             dispatcher,

@@ -1,10 +1,11 @@
 //! API errors: JSON `{"error", "field", "detail"}` with the right status.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::dispatcher::DispatchError;
 use crate::domain::ValidationError;
 use crate::registry::RegistryError;
@@ -53,8 +54,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // RFC 6750: a 401 names the scheme the client should use.
+        let challenge = (self.status == StatusCode::UNAUTHORIZED)
+            .then_some([(header::WWW_AUTHENTICATE, "Bearer realm=\"weir\"")]);
         (
             self.status,
+            challenge,
             Json(json!({
                 "error": self.error,
                 "field": self.field,
@@ -106,6 +111,7 @@ impl From<DispatchError> for ApiError {
             DispatchError::Refused(detail) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", None, detail)
             }
+            DispatchError::Auth(a) => a.into(),
         }
     }
 }
@@ -117,6 +123,20 @@ impl From<RegistryError> for ApiError {
             RegistryError::Load(l) => ApiError::invalid("wasm", l.to_string()),
             e @ RegistryError::Config { .. } => ApiError::invalid("config", e.to_string()),
             RegistryError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated(detail) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", None, detail)
+            }
+            AuthError::Forbidden(detail) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", None, detail)
+            }
+            AuthError::Store(s) => s.into(),
         }
     }
 }

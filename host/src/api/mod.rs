@@ -2,6 +2,7 @@
 //! Handlers are thin: they parse, call the [`Dispatcher`] or the store, and
 //! shape the JSON. Every route here is listed in `openapi.json`.
 
+mod auth;
 mod error;
 mod extract;
 mod plugins;
@@ -76,7 +77,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/routers/{plugin}"),
 ];
 
+/// The API without authentication (every caller may do everything).
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+    router_with_auth(dispatcher, None)
+}
+
+/// The API; with an [`Authenticator`](crate::auth::Authenticator) every
+/// route but `/healthz`, `/readyz` and `/api/v1/openapi.json` needs a token.
+pub fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> Router {
     use resources::*;
     let api = Router::new()
         .route("/openapi.json", get(openapi))
@@ -146,6 +154,10 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::authenticate,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

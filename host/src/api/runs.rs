@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,10 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryPairs, RunIdPath};
+use crate::auth::Principal;
 use crate::backend::LogRequest;
 use crate::dispatcher::RunSpec;
 use crate::domain::{Cause, Run, RunState};
-use crate::store::RunFilter;
+use crate::store::{RunFilter, StoreError};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -29,9 +30,10 @@ fn run_json(run: &Run) -> Value {
 
 pub async fn create(
     State(d): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(spec): JsonBody<RunSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (run, created) = d.create_run(spec, Cause::API).await?;
+    let (run, created) = d.create_run_as(&principal, spec, Cause::API).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -42,9 +44,43 @@ pub async fn create(
 
 pub async fn get(
     State(d): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RunIdPath(id): RunIdPath,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(run_json(&d.store.get_run(id, true).await?)))
+    let run = d.store.get_run(id, true).await?;
+    check_read(&d, &principal, &run).await?;
+    Ok(Json(run_json(&run)))
+}
+
+/// The team of a run's deployment (`None` for a raw job or a deleted
+/// deployment).
+async fn team_of(d: &AppState, run: &Run) -> Result<Option<String>, ApiError> {
+    let Some(name) = &run.deployment else {
+        return Ok(None);
+    };
+    match d.store.get_deployment(name).await {
+        Ok(dep) => Ok(dep.team),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A submitter asking for a run outside its team and pools gets the same
+/// 404 as for a run that does not exist (it learns nothing about other
+/// teams' runs); a run token asking for another run gets 403 with why.
+async fn check_read(d: &AppState, principal: &Principal, run: &Run) -> Result<(), ApiError> {
+    if *principal == Principal::Anyone {
+        return Ok(());
+    }
+    let team = team_of(d, run).await?;
+    match principal.may_read_run(run, team.as_deref()) {
+        Ok(()) => Ok(()),
+        Err(_) if principal.is_scoped_submitter() => Err(ApiError::from(StoreError::not_found(
+            "run",
+            run.id.to_string(),
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn cancel(
@@ -119,11 +155,21 @@ fn parse_filter(pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
 
 pub async fn list(
     State(d): State<AppState>,
+    Extension(principal): Extension<Principal>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let filter = parse_filter(&pairs)?;
     let page = d.store.list_runs(&filter).await?;
-    let items: Vec<Value> = page.runs.iter().map(run_json).collect();
+    // A submitter's page leaves out runs outside its team and pools (so a
+    // page may hold fewer than `limit` items; the cursor still moves on).
+    let mut items: Vec<Value> = Vec::with_capacity(page.runs.len());
+    for run in &page.runs {
+        match check_read(&d, &principal, run).await {
+            Ok(()) => items.push(run_json(run)),
+            Err(e) if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::FORBIDDEN => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(Json(json!({
         "items": items,
         "next_cursor": page.next_seq.map(|s| s.to_string()),
@@ -134,6 +180,7 @@ pub async fn list(
 /// output until the run has ended and everything was sent.
 pub async fn logs(
     State(d): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RunIdPath(id): RunIdPath,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
@@ -158,6 +205,7 @@ pub async fn logs(
     }
     // 404 for an unknown run, before anything is streamed.
     let run = d.store.get_run(id, false).await?;
+    check_read(&d, &principal, &run).await?;
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     // Kubernetes runs: the pod's log, read through the backend.
     let pool_type = d.store.get_pool(&run.pool).await?.pool_type;

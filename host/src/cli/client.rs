@@ -26,9 +26,24 @@ pub(crate) struct Reply {
 impl Client {
     /// `base` is the server URL given by `--api` / `WEIR_API_URL`, without
     /// `/api/v1` (a path prefix is kept).
-    pub fn new(base: &str) -> Result<Self, CliError> {
+    pub fn new(
+        base: &str,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
         let url = parse_base(base)?;
-        let http = reqwest::Client::builder()
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    CliError::input("--token", "must be printable ASCII without spaces")
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let builder = with_ca_cert(reqwest::Client::builder(), ca_cert)?;
+        let http = builder
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("weir-cli/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -167,12 +182,36 @@ impl Client {
     }
 }
 
+/// Trusts `--ca-cert` (a PEM file, e.g. a self-signed server certificate)
+/// besides the system's roots.
+fn with_ca_cert(
+    builder: reqwest::ClientBuilder,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, CliError> {
+    let Some(path) = ca_cert else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| CliError::input("--ca-cert", format!("{}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| CliError::input("--ca-cert", format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(CliError::input(
+            "--ca-cert",
+            format!("{}: no PEM certificate in it", path.display()),
+        ));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
+}
+
 fn parse_base(base: &str) -> Result<Url, CliError> {
     let url = Url::parse(base).map_err(|e| CliError::input("--api", format!("{base:?}: {e}")))?;
-    if url.scheme() != "http" {
+    if url.scheme() != "http" && url.scheme() != "https" {
         return Err(CliError::input(
             "--api",
-            format!("{base:?}: only http:// URLs are supported (this client has no TLS)"),
+            format!("{base:?}: use an http:// or https:// URL"),
         ));
     }
     if url.cannot_be_a_base() || url.host_str().is_none() {

@@ -41,6 +41,9 @@ pub enum DeploymentCommand {
         /// Free-form description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// The team whose submitter tokens may run it
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
         #[command(flatten)]
         retry: RetryArgs,
     },
@@ -81,9 +84,15 @@ pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<Exi
             tags,
             params,
             description,
+            team,
             retry,
         } => {
             let mut body = Map::new();
+            if let Some(t) = team {
+                crate::domain::validate_dns_label("team", &t)
+                    .map_err(|e| CliError::input("--team", e.reason))?;
+                body.insert("team".into(), json!(t));
+            }
             body.insert("name".into(), json!(name));
             body.insert("pool".into(), json!(pool));
             if let Some(q) = queue {
@@ -223,6 +232,7 @@ fn render_deployment(d: &Value) -> String {
         ("job variables", field(d, "job_variables")),
         ("retries", retries_text(d)),
         ("description", field(d, "description")),
+        ("team", field(d, "team")),
         ("created at", full_time(d, "created_at")),
         ("updated at", full_time(d, "updated_at")),
     ])

@@ -58,6 +58,10 @@ pub enum CliError {
     #[error("{0}")]
     Plugin(String),
 
+    /// `weir token` could not open or change the store.
+    #[error("{0}")]
+    Token(String),
+
     /// `execute` was given a command it does not run (`serve` is run by main).
     #[error("`weir {0}` is not run by the CLI client")]
     NotAClientCommand(&'static str),

@@ -25,6 +25,7 @@ mod queue;
 mod run;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use deployment::{DeploymentArgs, DeploymentCommand};
 pub use error::CliError;
@@ -33,6 +34,7 @@ pub use plugin::{BindOptions, PluginArgs, PluginCommand, RouterArgs, RouterComma
 pub use pool::{PoolArgs, PoolCommand, PoolTypeArg};
 pub use queue::{QueueArgs, QueueCommand};
 pub use run::{RunArgs, RunCommand, exit_code_for_state};
+pub use token::{StoreArgs, TokenArgs, TokenCommand};
 
 /// The default server URL, also the default `--listen` of `weir serve`.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4680";
@@ -71,6 +73,28 @@ pub struct GlobalArgs {
         help_heading = "Global options"
     )]
     pub output: OutputFormat,
+
+    /// API token, sent as `Authorization: Bearer` [default: $WEIR_TOKEN,
+    /// else $WEIR_RUN_TOKEN, which Weir gives every job]
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        env = "WEIR_TOKEN",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub token: Option<String>,
+
+    /// PEM certificate to trust for an https:// server (e.g. a self-signed one)
+    #[arg(
+        long = "ca-cert",
+        value_name = "FILE",
+        env = "WEIR_CA_CERT",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +121,8 @@ pub enum Command {
     Plugin(PluginArgs),
     /// Manage the global router plugin chain
     Router(RouterArgs),
+    /// Create, list and revoke API tokens (opens the server's store directly)
+    Token(TokenArgs),
     /// Supervise one attempt of a process run (started by `weir serve`)
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -145,6 +171,19 @@ pub struct ServeArgs {
     /// Context of that kubeconfig [default: its current context]
     #[arg(long, value_name = "NAME", env = "WEIR_KUBE_CONTEXT")]
     pub kube_context: Option<String>,
+
+    /// Require API tokens: on, off, or auto (on unless listening on
+    /// loopback only) [default: auto]
+    #[arg(long, value_name = "MODE", env = "WEIR_AUTH", value_parser = ["on", "off", "auto"])]
+    pub auth: Option<String>,
+
+    /// PEM certificate chain: serve HTTPS (with --tls-key)
+    #[arg(long, value_name = "FILE", env = "WEIR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE", env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What every client command gets: the HTTP client and the output format.
@@ -205,8 +244,18 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
     {
         return plugin::test_offline(test, global.output == OutputFormat::Json).await;
     }
+    let command = match command {
+        Command::Token(args) => return token::execute(args, global.output).await,
+        other => other,
+    };
+    // A job has WEIR_RUN_TOKEN; a person's WEIR_TOKEN / --token wins.
+    let token = global
+        .token
+        .clone()
+        .or_else(|| std::env::var("WEIR_RUN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
     let ctx = Ctx {
-        client: client::Client::new(&global.api)?,
+        client: client::Client::new(&global.api, token.as_deref(), global.ca_cert.as_deref())?,
         output: global.output,
     };
     match command {
@@ -219,5 +268,6 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
         Command::Run(args) => run::execute(&ctx, args.command).await,
         Command::Plugin(args) => plugin::execute(&ctx, args.command).await,
         Command::Router(args) => plugin::execute_router(&ctx, args.command).await,
+        Command::Token(_) => Err(CliError::NotAClientCommand("token")),
     }
 }

@@ -315,9 +315,11 @@ fn parses_deployment_commands() {
                     tags,
                     params,
                     description,
+                    team,
                     retry,
                 },
         }) => {
+            assert_eq!(team, None);
             assert_eq!((name.as_str(), pool.as_str()), ("etl", "p"));
             assert_eq!(queue.as_deref(), Some("q"));
             assert_eq!(job_variables.as_deref(), Some(r#"{"image":"x"}"#));
@@ -792,8 +794,8 @@ async fn unreachable_server_says_how_to_start_it() {
 
 #[test]
 fn bad_api_url_is_an_input_error() {
-    for bad in ["not a url", "https://weir.example", "mailto:x@y"] {
-        let err = Client::new(bad).err().map(|e| e.to_string());
+    for bad in ["not a url", "ftp://weir.example", "mailto:x@y"] {
+        let err = Client::new(bad, None, None).err().map(|e| e.to_string());
         assert!(
             err.unwrap_or_default().starts_with("invalid --api:"),
             "{bad}"
@@ -803,14 +805,14 @@ fn bad_api_url_is_an_input_error() {
 
 #[test]
 fn urls_keep_prefixes_and_encode_segments() {
-    let Ok(c) = Client::new("http://h:4680/weir/") else {
+    let Ok(c) = Client::new("http://h:4680/weir/", None, None) else {
         panic!("client")
     };
     assert_eq!(
         c.url(&["limits", "a/b c"]).as_str(),
         "http://h:4680/weir/api/v1/limits/a%2Fb%20c"
     );
-    let Ok(c) = Client::new("http://h:4680") else {
+    let Ok(c) = Client::new("http://h:4680", None, None) else {
         panic!("client")
     };
     assert_eq!(c.url(&["pools"]).as_str(), "http://h:4680/api/v1/pools");

@@ -22,6 +22,8 @@ pub struct Deployment {
     pub tags: Vec<String>,
     pub parameters: Map<String, Value>,
     pub description: String,
+    /// The team whose submitter tokens may create runs of it (`host/src/auth/`).
+    pub team: Option<String>,
     pub retries: RetryPolicy,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

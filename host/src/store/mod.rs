@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::auth::TokenRecord;
 use crate::domain::{
     ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding, PluginVersion,
     Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
@@ -84,6 +85,8 @@ pub struct DeploymentPatch {
     pub parameters: Option<Map<String, Value>>,
     pub description: Option<String>,
     pub retries: Option<RetryPolicy>,
+    /// `Some(None)` clears the team.
+    pub team: Option<Option<String>>,
 }
 
 /// A run about to be stored (already validated).
@@ -288,6 +291,16 @@ pub trait Store: Send + Sync + 'static {
     async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()>;
     /// The intent recorded for an attempt, if any.
     async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>>;
+
+    // Tokens (`host/src/auth/`): stored by the SHA-256 of their text only.
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<()>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Marks the token revoked (revoking twice keeps the first time).
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord>;
+    /// The secret named `name`, stored as `candidate` if there was none
+    /// (insert-if-absent: replicas sharing the database agree on one value).
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::{
     DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
     RunPage, Store, StoreError, StoreStats, Transition,
 };
+use crate::auth::{Role, TokenRecord};
 use crate::domain::{
     ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, OnError, PluginBinding,
     PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunId, RunState, World,
@@ -160,12 +161,28 @@ fn deployment_from_row(row: &SqliteRow) -> Result<Deployment> {
         tags: from_json("tags", row.try_get("tags")?)?,
         parameters: from_json("parameters", row.try_get("parameters")?)?,
         description: row.try_get("description")?,
+        team: row.try_get("team")?,
         retries: RetryPolicy {
             max: to_u32("retries_max", row.try_get("retries_max")?)?,
             delay_seconds: to_u32("retry_delay_seconds", row.try_get("retry_delay_seconds")?)?,
         },
         created_at: from_micros(row.try_get("created_at")?)?,
         updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("role: {role:?} is not a role")))?,
+        team: row.try_get("team")?,
+        pools: from_json("pools", row.try_get("pools")?)?,
+        prefix: row.try_get("prefix")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        revoked_at: opt_micros(row.try_get("revoked_at")?)?,
     })
 }
 
@@ -745,8 +762,8 @@ impl Store for SqliteStore {
     async fn create_deployment(&self, d: &Deployment) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
-             description, retries_max, retry_delay_seconds, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             description, retries_max, retry_delay_seconds, created_at, updated_at, team) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&d.name)
         .bind(&d.pool)
@@ -759,6 +776,7 @@ impl Store for SqliteStore {
         .bind(i64::from(d.retries.delay_seconds))
         .bind(micros(d.created_at))
         .bind(micros(d.updated_at))
+        .bind(&d.team)
         .execute(&self.writer)
         .await;
         match inserted {
@@ -813,11 +831,14 @@ impl Store for SqliteStore {
         if let Some(r) = patch.retries {
             d.retries = r;
         }
+        if let Some(t) = patch.team {
+            d.team = t;
+        }
         d.updated_at = Utc::now();
         sqlx::query(
             "UPDATE deployments SET queue = ?, job_variables = ?, tags = ?, parameters = ?, \
-             description = ?, retries_max = ?, retry_delay_seconds = ?, updated_at = ? \
-             WHERE name = ?",
+             description = ?, retries_max = ?, retry_delay_seconds = ?, updated_at = ?, \
+             team = ? WHERE name = ?",
         )
         .bind(&d.queue)
         .bind(to_json(&d.job_variables)?)
@@ -827,6 +848,7 @@ impl Store for SqliteStore {
         .bind(i64::from(d.retries.max))
         .bind(i64::from(d.retries.delay_seconds))
         .bind(micros(d.updated_at))
+        .bind(&d.team)
         .bind(name)
         .execute(&mut *tx)
         .await?;
@@ -1685,6 +1707,76 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?;
         row.map(|(t,)| from_json("target", &t)).transpose()
+    }
+
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (id, name, role, team, pools, prefix, hash, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(&token.team)
+        .bind(to_json(&token.pools)?)
+        .bind(&token.prefix)
+        .bind(hash)
+        .bind(micros(token.created_at))
+        .bind(token.revoked_at.map(micros))
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("id"),
+                format!("token {:?} already exists", token.id),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord> {
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(micros(Utc::now()))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or_else(|| StoreError::not_found("token", id))?;
+        token_from_row(&row)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.writer)
+        .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(value)
     }
 }
 

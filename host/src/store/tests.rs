@@ -670,6 +670,71 @@ async fn concurrent_callers_never_exceed_limits(store: Arc<dyn Store>) {
     assert_eq!(stats.runs_by_state.get("Completed").copied(), Some(200));
 }
 
+async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) {
+    use crate::auth::{Role, TokenRecord};
+    let record = TokenRecord {
+        id: "t1".into(),
+        name: "ci".into(),
+        role: Role::Submitter,
+        team: Some("a".into()),
+        pools: vec!["p".into(), "q".into()],
+        prefix: "weir_abcd1234".into(),
+        created_at: chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
+            .expect("now"),
+        revoked_at: None,
+    };
+    store.create_token(&record, "hash1").await.expect("create");
+    // The hash is unique: a second token with the same hash is refused.
+    let twin = TokenRecord {
+        id: "t2".into(),
+        ..record.clone()
+    };
+    assert!(matches!(
+        store.create_token(&twin, "hash1").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.token_by_hash("hash1").await.expect("get"),
+        Some(record.clone())
+    );
+    assert_eq!(store.token_by_hash("nope").await.expect("get"), None);
+    assert_eq!(
+        store.list_tokens().await.expect("list"),
+        vec![record.clone()]
+    );
+    let revoked = store.revoke_token("t1").await.expect("revoke");
+    let at = revoked.revoked_at.expect("revoked_at");
+    // Revoking again keeps the first time.
+    let again = store.revoke_token("t1").await.expect("revoke again");
+    assert_eq!(again.revoked_at, Some(at));
+    assert_eq!(
+        store
+            .token_by_hash("hash1")
+            .await
+            .expect("get")
+            .and_then(|t| t.revoked_at),
+        Some(at)
+    );
+    assert!(matches!(
+        store.revoke_token("missing").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn server_secrets_are_set_once(store: Arc<dyn Store>) {
+    let first = store.server_secret("k", "one").await.expect("secret");
+    assert_eq!(first, "one");
+    // A second replica's candidate loses: everyone agrees on the first.
+    assert_eq!(
+        store.server_secret("k", "two").await.expect("secret"),
+        "one"
+    );
+    assert_eq!(
+        store.server_secret("other", "x").await.expect("secret"),
+        "x"
+    );
+}
+
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
@@ -734,6 +799,8 @@ on_both_stores! {
     #[tokio::test] idempotency_key_returns_the_first_run;
     #[tokio::test] history_and_illegal_transitions;
     #[tokio::test] list_pages_newest_first_with_filters;
+    #[tokio::test] tokens_are_found_by_hash_listed_and_revoked;
+    #[tokio::test] server_secrets_are_set_once;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }

@@ -11,6 +11,8 @@ pub const ENV_API_URL: &str = "WEIR_API_URL";
 pub const ENV_RUN_ID: &str = "WEIR_RUN_ID";
 /// Environment variable holding the run's parameters as JSON text.
 pub const ENV_PARAMETERS: &str = "WEIR_PARAMETERS";
+/// Environment variable holding the run's token (`host/src/auth/`).
+pub const ENV_RUN_TOKEN: &str = "WEIR_RUN_TOKEN";
 /// Label holding the run id.
 pub const LABEL_RUN_ID: &str = "weir.dev/run-id";
 /// Label holding the work pool's name.
@@ -417,6 +419,9 @@ fn finalize_container(
     set_env_entry(&mut env, ENV_API_URL, meta.api_url);
     set_env_entry(&mut env, ENV_RUN_ID, meta.run_id);
     set_env_entry(&mut env, ENV_PARAMETERS, meta.parameters);
+    if let Some(token) = meta.run_token {
+        set_env_entry(&mut env, ENV_RUN_TOKEN, token);
+    }
     container.insert("env".to_owned(), Value::Array(env));
     Ok(())
 }
@@ -499,6 +504,9 @@ fn finalize_process(
     env.insert(ENV_API_URL.to_owned(), json!(meta.api_url));
     env.insert(ENV_RUN_ID.to_owned(), json!(meta.run_id));
     env.insert(ENV_PARAMETERS.to_owned(), json!(meta.parameters));
+    if let Some(token) = meta.run_token {
+        env.insert(ENV_RUN_TOKEN.to_owned(), json!(token));
+    }
 
     let working_dir = match config.shift_remove("working_dir") {
         None | Some(Value::Null) => None,

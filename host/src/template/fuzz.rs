@@ -16,6 +16,7 @@ const META: RunMetadata<'static> = RunMetadata {
     deployment: Some("d"),
     api_url: "http://127.0.0.1:4680",
     parameters: "{}",
+    run_token: None,
 };
 
 /// Text that is often template syntax.

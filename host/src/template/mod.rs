@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use finalize::{
-    ENV_API_URL, ENV_PARAMETERS, ENV_RUN_ID, LABEL_DEPLOYMENT, LABEL_POOL, LABEL_QUEUE,
-    LABEL_RUN_ID, finalize,
+    ENV_API_URL, ENV_PARAMETERS, ENV_RUN_ID, ENV_RUN_TOKEN, LABEL_DEPLOYMENT, LABEL_POOL,
+    LABEL_QUEUE, LABEL_RUN_ID, finalize,
 };
 
 /// Which backend a template (and its finalised job) is for.
@@ -291,6 +291,8 @@ pub struct RunMetadata<'a> {
     pub api_url: &'a str,
     /// The run's parameters as JSON text, exported as `WEIR_PARAMETERS`.
     pub parameters: &'a str,
+    /// The run's token, exported as `WEIR_RUN_TOKEN` (when auth is on).
+    pub run_token: Option<&'a str>,
 }
 
 /// Convenience: [`resolve_variables`](BaseJobTemplate::resolve_variables), then

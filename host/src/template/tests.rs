@@ -36,6 +36,7 @@ const META: RunMetadata<'static> = RunMetadata {
     queue: "default",
     deployment: Some("etl/nightly"),
     api_url: "http://weir.example:4200/api",
+    run_token: None,
 };
 
 fn env_list(container: &Value) -> Vec<(String, String)> {
@@ -1124,4 +1125,33 @@ fn labels_the_api_server_would_refuse_are_refused_naming_the_label() {
             err.field()
         );
     }
+}
+
+#[test]
+fn the_run_token_is_stamped_only_when_given() {
+    let with = RunMetadata {
+        run_token: Some("weirrun_x_00"),
+        ..META
+    };
+    let process = finalize(
+        TemplateKind::Process,
+        json!({"command": "true", "env": {"WEIR_RUN_TOKEN": "forged"}}),
+        &with,
+    )
+    .unwrap();
+    assert_eq!(process["env"][ENV_RUN_TOKEN], json!("weirrun_x_00"));
+    let process = finalize(TemplateKind::Process, json!({"command": "true"}), &META).unwrap();
+    assert!(process["env"].get(ENV_RUN_TOKEN).is_none());
+
+    let config = json!({"job_manifest": {"apiVersion": "batch/v1", "kind": "Job",
+        "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}});
+    let job = finalize(TemplateKind::Kubernetes, config.clone(), &with).unwrap();
+    let container = &job["job_manifest"]["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        env_list(container).contains(&(ENV_RUN_TOKEN.to_owned(), "weirrun_x_00".to_owned())),
+        "{container}"
+    );
+    let job = finalize(TemplateKind::Kubernetes, config, &META).unwrap();
+    let container = &job["job_manifest"]["spec"]["template"]["spec"]["containers"][0];
+    assert!(!env_list(container).iter().any(|(k, _)| k == ENV_RUN_TOKEN));
 }
