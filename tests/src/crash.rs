@@ -3,8 +3,10 @@
 //! the checks that every run ended exactly once, no job started twice, no
 //! limit was exceeded and no slot is left held.
 //!
-//! Written over [`BackendKind`] so the Kubernetes variant can reuse the
-//! workload and the checks; only the process variant exists today. Every
+//! Written over [`BackendKind`]: the process variant checks the jobs' own
+//! start/end records; the Kubernetes variant (the real control plane of
+//! `tests/cluster/`, pods faked by kwok) checks the Jobs the API server
+//! holds: one Job per attempt, one pod per Job. Every
 //! random choice comes from one seed, printed as `crash seed: N` and taken
 //! from `WEIR_CRASH_SEED` when set, so a failure replays.
 
@@ -38,9 +40,14 @@ echo "$WEIR_RUN_ID end $(date +%s%N)" >> "$f"
 exit "$3"
 "#;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendKind {
     Process,
+    /// Jobs go to `namespace` on the cluster of `kubeconfig`.
+    Kubernetes {
+        kubeconfig: PathBuf,
+        namespace: String,
+    },
 }
 
 /// The seed: `WEIR_CRASH_SEED`, else a fresh one. Printed either way.
@@ -67,6 +74,7 @@ struct Planned {
 
 pub struct Crash {
     pub weir: WeirProcess,
+    kind: BackendKind,
     http: Client,
     rng: StdRng,
     /// One line per job start and end, appended by the jobs themselves.
@@ -82,12 +90,21 @@ pub struct Crash {
 
 impl Crash {
     pub async fn start(kind: BackendKind, data_dir: &Path, seed: u64) -> Self {
-        let weir = WeirProcess::start(data_dir, None);
+        let weir = match &kind {
+            BackendKind::Process => WeirProcess::start(data_dir, None),
+            BackendKind::Kubernetes { kubeconfig, .. } => WeirProcess::start_with_args(
+                data_dir,
+                None,
+                crate::harness::free_port(),
+                &["--kubeconfig", &kubeconfig.display().to_string()],
+            ),
+        };
         let records = data_dir.join("job-records.txt");
         let script = data_dir.join("job.sh");
         std::fs::write(&script, JOB).expect("write the job script");
         let mut crash = Self {
             weir,
+            kind: kind.clone(),
             http: Client::new(),
             rng: StdRng::seed_from_u64(seed),
             records,
@@ -97,7 +114,7 @@ impl Crash {
             cancelled: BTreeSet::new(),
             kills: 0,
         };
-        crash.setup(kind).await;
+        crash.setup().await;
         crash
     }
 
@@ -130,17 +147,17 @@ impl Crash {
     /// A pool with a concurrency limit, two queues with priorities, a tag
     /// limit, a mutator (adds `ADDED=yes` to the env) and an admission plugin
     /// (team-quota, deferring team "a" beyond 3 at once).
-    async fn setup(&mut self, kind: BackendKind) {
-        match kind {
-            BackendKind::Process => {
-                self.ok(
-                    "POST",
-                    "/api/v1/pools",
-                    json!({"name": POOL, "type": "process", "concurrency_limit": POOL_LIMIT}),
-                )
-                .await;
-            }
-        }
+    async fn setup(&mut self) {
+        let pool_type = match self.kind {
+            BackendKind::Process => "process",
+            BackendKind::Kubernetes { .. } => "kubernetes",
+        };
+        self.ok(
+            "POST",
+            "/api/v1/pools",
+            json!({"name": POOL, "type": pool_type, "concurrency_limit": POOL_LIMIT}),
+        )
+        .await;
         for (queue, priority) in [("high", 1), ("low", 5)] {
             self.ok(
                 "POST",
@@ -155,8 +172,17 @@ impl Crash {
             json!({"tag": TAG, "limit": TAG_LIMIT}),
         )
         .await;
+        let mutator = match self.kind {
+            BackendKind::Process => ("add-label", "add-label", json!({})),
+            // Sets team b's cpu request, checked on every Job.
+            BackendKind::Kubernetes { .. } => (
+                "team-resources",
+                "team-resources",
+                json!({"teams": {"b": {"default": {"cpu": "250m", "memory": "64Mi"}}}}),
+            ),
+        };
         for (name, file, config) in [
-            ("add-label", "add-label", json!({})),
+            mutator,
             (
                 "team-quota",
                 "team-quota",
@@ -180,18 +206,20 @@ impl Crash {
             )
             .await;
         }
-        self.ok(
-            "POST",
-            "/api/v1/deployments",
-            json!({"name": "team-a", "pool": POOL, "job_variables": {"command": "true", "labels": {"team": "a"}}}),
-        )
-        .await;
-        self.ok(
-            "POST",
-            "/api/v1/deployments",
-            json!({"name": "team-b", "pool": POOL, "job_variables": {"command": "true", "labels": {"team": "b"}}}),
-        )
-        .await;
+        for team in ["a", "b"] {
+            let vars = match &self.kind {
+                BackendKind::Process => json!({"command": "true", "labels": {"team": team}}),
+                BackendKind::Kubernetes { namespace, .. } => json!({
+                    "image": "busybox:1.36", "namespace": namespace, "backoff_limit": 0,
+                    "labels": {"team": team}}),
+            };
+            self.ok(
+                "POST",
+                "/api/v1/deployments",
+                json!({"name": format!("team-{team}"), "pool": POOL, "job_variables": vars}),
+            )
+            .await;
+        }
     }
 
     /// Plans the next `n` runs.
@@ -200,7 +228,13 @@ impl Crash {
         for _ in 0..n {
             let i = self.planned.len() + wave.len();
             let sleep_ms = self.rng.gen_range(50..=500);
-            let exit_code = if self.rng.gen_bool(0.15) { 3 } else { 0 };
+            let fails = self.rng.gen_bool(0.15);
+            // kwok's failing pods exit with 1 (tests/cluster/stages.yaml).
+            let exit_code = match (fails, &self.kind) {
+                (false, _) => 0,
+                (true, BackendKind::Process) => 3,
+                (true, BackendKind::Kubernetes { .. }) => 1,
+            };
             let retries = u32::from(self.rng.gen_bool(0.3));
             let tagged = self.rng.gen_bool(0.25);
             let queue = if self.rng.gen_bool(0.5) {
@@ -229,6 +263,13 @@ impl Crash {
             });
             if tagged {
                 body["tags"] = json!([TAG]);
+            }
+            if let BackendKind::Kubernetes { .. } = self.kind {
+                let mut annotations = json!({"weir.dev/test-delay-ms": sleep_ms.to_string()});
+                if fails {
+                    annotations["weir.dev/test-outcome"] = json!("fail");
+                }
+                body["job_variables"] = json!({"annotations": annotations});
             }
             wave.push(Planned {
                 key,
@@ -370,8 +411,85 @@ impl Crash {
             }
         }
 
-        // The jobs' own records: one start per attempt, never two at once
-        // for a run, limits held.
+        match &self.kind {
+            BackendKind::Process => self.check_job_records(&runs),
+            BackendKind::Kubernetes {
+                kubeconfig,
+                namespace,
+            } => self.check_jobs(&runs, kubeconfig, namespace).await,
+        }
+        self.check_histories_and_slots(&runs).await;
+    }
+
+    /// The Kubernetes side: every attempt is exactly one Job (named for its
+    /// run and attempt, labelled with both), each Job made at most one pod
+    /// (backoff limit 0), and the mutator's resources are on team b's Jobs.
+    async fn check_jobs(&self, runs: &BTreeMap<String, Value>, kubeconfig: &Path, ns: &str) {
+        use k8s_openapi::api::batch::v1::Job;
+        let client = crate::cluster::client_from(kubeconfig).await;
+        let jobs: kube::Api<Job> = kube::Api::namespaced(client, ns);
+        let all = jobs
+            .list(&kube::api::ListParams::default().labels("weir.dev/run-id"))
+            .await
+            .expect("list Jobs");
+        let mut by_run: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        for job in all.items {
+            let labels = job.metadata.labels.clone().unwrap_or_default();
+            if let Some(id) = labels.get("weir.dev/run-id") {
+                by_run.entry(id.clone()).or_default().push(job);
+            }
+        }
+        for p in &self.planned {
+            let id = &self.ids[&p.key];
+            let run = &runs[id];
+            let attempts = run["attempt"].as_u64().unwrap_or(0) as usize;
+            let jobs = by_run.get(id).cloned().unwrap_or_default();
+            let mut seen = BTreeSet::new();
+            for job in &jobs {
+                let labels = job.metadata.labels.clone().unwrap_or_default();
+                let attempt = labels.get("weir.dev/attempt").cloned().unwrap_or_default();
+                assert!(
+                    seen.insert(attempt.clone()),
+                    "{id}: two Jobs for attempt {attempt}"
+                );
+                let status = job.status.clone().unwrap_or_default();
+                let pods = status.succeeded.unwrap_or(0)
+                    + status.failed.unwrap_or(0)
+                    + status.active.unwrap_or(0);
+                assert!(pods <= 1, "{id} attempt {attempt}: {pods} pods");
+                if p.body["deployment"] == "team-b" {
+                    let pod = job
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.spec.as_ref())
+                        .expect("pod spec");
+                    let cpu = pod.containers[0]
+                        .resources
+                        .as_ref()
+                        .and_then(|r| r.requests.as_ref())
+                        .and_then(|r| r.get("cpu"))
+                        .map(|q| q.0.clone());
+                    assert_eq!(
+                        cpu.as_deref(),
+                        Some("250m"),
+                        "{id}: the mutator did not apply"
+                    );
+                }
+            }
+            assert!(
+                jobs.len() <= attempts,
+                "{id}: {} Jobs for {attempts} attempts: {run}",
+                jobs.len()
+            );
+            if !self.cancelled.contains(id) {
+                assert_eq!(jobs.len(), attempts, "{id}: Jobs vs attempts: {run}");
+            }
+        }
+    }
+
+    /// The process side: the jobs' own records: one start per attempt, never
+    /// two at once for a run, limits held.
+    fn check_job_records(&self, runs: &BTreeMap<String, Value>) {
         let text = std::fs::read_to_string(&self.records).expect("job records");
         let mut starts: BTreeMap<String, Vec<JobSpan>> = BTreeMap::new();
         for line in text.lines() {
@@ -435,7 +553,11 @@ impl Crash {
         println!("jobs' records: at most {pool_max} at once in the pool, {tag_max} with the tag");
         assert!(pool_max <= POOL_LIMIT, "pool limit exceeded: {pool_max}");
         assert!(tag_max <= TAG_LIMIT, "tag limit exceeded: {tag_max}");
+    }
 
+    /// Both: the runs' recorded histories keep the limits, and no slot is
+    /// left held.
+    async fn check_histories_and_slots(&self, runs: &BTreeMap<String, Value>) {
         // The runs' recorded histories: slot-holding spans (Pending until
         // the attempt's end) stay within the limits too.
         let mut pool_spans = Vec::new();

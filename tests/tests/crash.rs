@@ -22,3 +22,32 @@ async fn process_runs_survive_random_host_kills() {
         started.elapsed()
     );
 }
+
+/// The same workload against the real Kubernetes control plane
+/// (`WEIR_K8S_KUBECONFIG`; SKIPPED without it): every attempt is one Job
+/// with one pod, whatever the kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_runs_survive_random_host_kills() {
+    let Some(kubeconfig) = weir_tests::cluster::kubeconfig_path() else {
+        return;
+    };
+    let client = weir_tests::cluster::client().await.expect("client");
+    let namespace = weir_tests::cluster::fresh_namespace(&client, "weir-crash").await;
+    let seed = weir_tests::crash::seed();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kind = BackendKind::Kubernetes {
+        kubeconfig,
+        namespace: namespace.clone(),
+    };
+    let mut crash = Crash::start(kind, dir.path(), seed).await;
+    crash.run().await;
+    assert!(crash.kills >= KILLS, "only {} kills", crash.kills);
+    crash.check().await;
+    println!(
+        "crash seed {seed} (kubernetes): {} kills, {:?}",
+        crash.kills,
+        started.elapsed()
+    );
+    weir_tests::cluster::delete_namespace(&client, &namespace).await;
+}
