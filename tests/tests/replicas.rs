@@ -271,13 +271,15 @@ job_variables = {{ image = "busybox:1.36", namespace = "{ns}", backoff_limit = 0
             assert_eq!(status.succeeded, Some(1), "{id}");
         }
         if let (Some(s), Some(e)) = (entered(&done, &["Pending"]), entered(&done, &TERMINAL)) {
-            spans.push((s, e));
+            spans.push((s, e, id.clone()));
         }
     }
-    let most = most_at_once(&spans);
+    let most = most_at_once(&spans.iter().map(|(s, e, _)| (*s, *e)).collect::<Vec<_>>());
+    spans.sort();
     assert!(
         most <= POOL_LIMIT,
-        "{most} runs held the pool's slots at once (limit {POOL_LIMIT})"
+        "{most} runs held the pool's slots at once (limit {POOL_LIMIT}); \
+         spans from Pending to the end: {spans:#?}"
     );
     let pool = reader.cli_json(&["pool", "inspect", "k8s"]);
     assert_eq!(pool["active_runs"], 0, "slots left held: {pool:#}");

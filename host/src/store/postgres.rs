@@ -1231,10 +1231,6 @@ impl Store for PostgresStore {
             .bind(RELEASE_LOCK)
             .execute(&mut *tx)
             .await?;
-        // Times recorded for releases are taken once the lock is held, so
-        // they order correctly with the ends that freed the slots.
-        let now = Utc::now().max(now);
-
         let mut pools: HashMap<String, (Option<u32>, u64)> = HashMap::new();
         for row in sqlx::query("SELECT name, concurrency_limit FROM pools WHERE NOT paused")
             .fetch_all(&mut *tx)
@@ -1273,6 +1269,14 @@ impl Store for PostgresStore {
                 }
             }
         }
+        // Times recorded for releases are taken after the count: a
+        // transition that gave a slot back stamped its time before it
+        // committed, and the count saw only what had committed, so every end
+        // that freed a slot taken here is recorded before this release.
+        // (Taken before the count, a release could be stamped a few
+        // microseconds before the end it followed, and the histories would
+        // show one run too many at once.)
+        let now = Utc::now().max(now);
 
         // Active queues grouped by priority (1 first); within a level,
         // round-robin across queues.

@@ -629,9 +629,10 @@ async fn concurrent_callers_never_exceed_limits(store: Arc<dyn Store>) {
     for w in 0..8 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
             for i in 0..25 {
                 let tags: &[&str] = if (w + i) % 2 == 0 { &["t"] } else { &[] };
-                submit(&*s, "p", "default", tags).await;
+                ids.push(submit(&*s, "p", "default", tags).await);
                 for id in release(&*s).await {
                     let holding = s.active_runs().await.expect("active");
                     assert!(holding.len() <= 3, "pool limit exceeded");
@@ -646,10 +647,12 @@ async fn concurrent_callers_never_exceed_limits(store: Arc<dyn Store>) {
                     finish(&*s, id, RunState::Completed).await;
                 }
             }
+            ids
         }));
     }
+    let mut ids = Vec::new();
     for t in tasks {
-        t.await.expect("task");
+        ids.extend(t.await.expect("task"));
     }
     // Drain and check nothing leaked.
     loop {
@@ -668,6 +671,52 @@ async fn concurrent_callers_never_exceed_limits(store: Arc<dyn Store>) {
         stats.slots
     );
     assert_eq!(stats.runs_by_state.get("Completed").copied(), Some(200));
+
+    // The recorded histories agree: a release is never stamped before the
+    // end that gave it its slot, so no instant shows more runs holding
+    // slots than the limits allow.
+    let (mut all, mut tagged) = (Vec::new(), Vec::new());
+    for id in ids {
+        let run = s.get_run(id, true).await.expect("run");
+        let at = |state: RunState| {
+            run.history
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|h| h.state == state)
+                .map(|h| h.at)
+                .expect("history entry")
+        };
+        let span = (at(RunState::Pending), at(RunState::Completed));
+        if run.tags.iter().any(|t| t == "t") {
+            tagged.push(span);
+        }
+        all.push(span);
+    }
+    assert!(
+        most_at_once(&all) <= 3,
+        "histories show the pool over its limit"
+    );
+    assert!(
+        most_at_once(&tagged) <= 2,
+        "histories show the tag over its limit"
+    );
+}
+
+/// The most spans open at once; one ending at the instant another starts
+/// does not overlap it.
+fn most_at_once(spans: &[(chrono::DateTime<Utc>, chrono::DateTime<Utc>)]) -> i32 {
+    let mut edges: Vec<_> = spans
+        .iter()
+        .flat_map(|(start, end)| [(*start, 1), (*end, -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most
 }
 
 async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) {
