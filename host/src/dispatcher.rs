@@ -1013,8 +1013,24 @@ impl Dispatcher {
     }
 
     /// Cancels a run: a waiting run is Cancelled at once; a released one goes
-    /// to Cancelling and its backend stops it.
+    /// to Cancelling and whoever runs its attempt stops it.
     pub async fn cancel_run(&self, id: RunId, cause: &str) -> Result<Run> {
+        // The run may move on between the read and the write (released by
+        // the scheduler, or ended): the store refuses the stale transition,
+        // and the cancel is decided again from the state it moved to.
+        let mut tries = 0;
+        let updated = loop {
+            tries += 1;
+            match self.try_cancel(id, cause).await {
+                Err(DispatchError::Store(StoreError::IllegalTransition(_))) if tries < 3 => {}
+                other => break other?,
+            }
+        };
+        self.wake_scheduler();
+        Ok(self.store.get_run(updated.id, true).await?)
+    }
+
+    async fn try_cancel(&self, id: RunId, cause: &str) -> Result<Run> {
         let run = self.store.get_run(id, false).await?;
         if run.state.is_terminal() || run.state == RunState::Cancelling {
             return Err(StoreError::conflict(
@@ -1023,31 +1039,23 @@ impl Dispatcher {
             )
             .into());
         }
-        let token = self.cancel_token(id);
-        // A released run with no attempt in flight here: on the leader there
-        // is none anywhere; on another replica the leader may be running it,
-        // so it goes to Cancelling and the leader is told.
-        let nothing_in_flight = token.is_none() && self.replicas.is_leader();
-        let updated = if run.state.is_waiting() || nothing_in_flight {
-            self.store
-                .transition(id, Transition::new(RunState::Cancelled, "cancelled", cause))
-                .await?
-        } else {
-            let updated = self
-                .store
-                .transition(
-                    id,
-                    Transition::new(RunState::Cancelling, "cancel requested", cause),
-                )
-                .await?;
-            match token {
-                Some(token) => token.cancel(),
-                None => self.replicas.send(Signal::Cancel(id)),
-            }
-            updated
-        };
-        self.wake_scheduler();
-        Ok(self.store.get_run(updated.id, true).await?)
+        if run.state.is_waiting() {
+            let t = Transition::new(RunState::Cancelled, "cancelled", cause);
+            return Ok(self.store.transition(id, t).await?);
+        }
+        let t = Transition::new(RunState::Cancelling, "cancel requested", cause);
+        let updated = self.store.transition(id, t).await?;
+        // Who stops the attempt: this replica if it has it in flight; else,
+        // on a standby, the leader, told now; else (the leader, with the
+        // launch not yet begun) the launch itself, which finds the run
+        // Cancelling when it records its intent and submits nothing. The
+        // leader's sweep of Cancelling runs is the safety net for all three.
+        match self.cancel_token(id) {
+            Some(token) => token.cancel(),
+            None if !self.replicas.is_leader() => self.replicas.send(Signal::Cancel(id)),
+            None => {}
+        }
+        Ok(updated)
     }
 
     // -- launcher bookkeeping -----------------------------------------------

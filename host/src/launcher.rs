@@ -228,20 +228,34 @@ async fn launch(
     // instead of guessing whether it was submitted.
     if backend.records_intent() {
         let intent = json!({"job": job, "cluster": pool.cluster, "placement": backend.placement()});
-        if let Err(e) = dispatcher
+        match dispatcher
             .store
             .record_submission(run.id, run.attempt, &intent)
             .await
         {
-            let t = outcome_transition(
-                &run,
-                Outcome::Crashed {
-                    reason: format!("cannot record the submission before making it: {e}"),
-                },
-                Cause::LAUNCHER,
-            );
-            record(dispatcher, &run, t).await;
-            return;
+            Ok(true) => {}
+            // A cancel landed before this launch registered its token (the
+            // run is Cancelling) and nothing was submitted.
+            Ok(false) => {
+                let t = Transition::new(
+                    RunState::Cancelled,
+                    "cancelled before it started",
+                    Cause::LAUNCHER,
+                );
+                record(dispatcher, &run, t).await;
+                return;
+            }
+            Err(e) => {
+                let t = outcome_transition(
+                    &run,
+                    Outcome::Crashed {
+                        reason: format!("cannot record the submission before making it: {e}"),
+                    },
+                    Cause::LAUNCHER,
+                );
+                record(dispatcher, &run, t).await;
+                return;
+            }
         }
     }
     execute(dispatcher, backend, &run, job, pool.cluster, None, cancel).await;
@@ -406,7 +420,9 @@ fn resume(
     });
 }
 
-/// The leader's safety net for cancels asked on other replicas: every
+/// The leader's safety net for cancels whose stop was missed (asked on
+/// another replica and the message lost, or landed before a launch began and
+/// that launch never came): every
 /// Cancelling run whose attempt is in flight here is stopped (a no-op if it
 /// already was), and one with no attempt in flight here on two sweeps in a
 /// row (so not one being launched right now) is Cancelled.

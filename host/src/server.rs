@@ -499,21 +499,23 @@ async fn lead(
         dispatcher.replicas().set_leader(true);
         dispatcher.metrics.set_leader(true);
         dispatcher.wake_local();
-        let d = dispatcher.clone();
-        let sweep_stop = stop.clone();
-        tokio::spawn(async move {
-            let mut orphans = std::collections::HashSet::new();
-            loop {
-                tokio::select! {
-                    () = sweep_stop.cancelled() => return,
-                    () = tokio::time::sleep(crate::replica::bus::SWEEP) => {}
-                }
-                if let Err(e) = launcher::sweep_cancelling(&d, &mut orphans).await {
-                    tracing::warn!("cannot sweep Cancelling runs: {e}");
-                }
-            }
-        });
     }
+    // The safety net for cancels: Cancelling runs whose stop was missed
+    // (a lost notification, a launch that never came).
+    let d = dispatcher.clone();
+    let sweep_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut orphans = std::collections::HashSet::new();
+        loop {
+            tokio::select! {
+                () = sweep_stop.cancelled() => return,
+                () = tokio::time::sleep(crate::replica::bus::SWEEP) => {}
+            }
+            if let Err(e) = launcher::sweep_cancelling(&d, &mut orphans).await {
+                tracing::warn!("cannot sweep Cancelling runs: {e}");
+            }
+        }
+    });
     tokio::select! {
         () = scheduler::run(dispatcher, backends, shutdown.clone()) => Ok(()),
         e = leader.lost() => Err(lost(e, &shutdown)),

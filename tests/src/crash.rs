@@ -84,6 +84,10 @@ pub struct Crash {
     planned: Vec<Planned>,
     /// Idempotency key → run id, as first answered.
     ids: BTreeMap<String, String>,
+    /// Runs a cancel was sent for, whatever the answer (the host may have
+    /// died after the cancel took effect and before it answered).
+    asked_to_cancel: BTreeSet<String>,
+    /// Runs whose cancel was answered 2xx.
     cancelled: BTreeSet<String>,
     pub kills: usize,
 }
@@ -111,6 +115,7 @@ impl Crash {
             script,
             planned: Vec::new(),
             ids: BTreeMap::new(),
+            asked_to_cancel: BTreeSet::new(),
             cancelled: BTreeSet::new(),
             kills: 0,
         };
@@ -310,6 +315,7 @@ impl Crash {
             return;
         }
         let id = ids[self.rng.gen_range(0..ids.len())].clone();
+        self.asked_to_cancel.insert(id.clone());
         if self
             .call("POST", &format!("/api/v1/runs/{id}/cancel"), None)
             .await
@@ -396,7 +402,21 @@ impl Crash {
                 terminal, 1,
                 "{id} entered a terminal state {terminal} times: {run}"
             );
-            if self.cancelled.contains(id) && run["state"] == "Cancelled" {
+            // A cancel shows in the history only if one was sent, and every
+            // cancel answered 2xx shows there.
+            let was_cancelled = cancelled_by_api(run);
+            if was_cancelled {
+                assert!(
+                    self.asked_to_cancel.contains(id),
+                    "{id} was cancelled but no cancel was sent for it: {run}"
+                );
+            } else {
+                assert!(
+                    !self.cancelled.contains(id),
+                    "{id}: its cancel was accepted but is not in its history: {run}"
+                );
+            }
+            if was_cancelled && run["state"] == "Cancelled" {
                 continue;
             }
             let expected = if p.exit_code == 0 {
@@ -481,7 +501,7 @@ impl Crash {
                 "{id}: {} Jobs for {attempts} attempts: {run}",
                 jobs.len()
             );
-            if !self.cancelled.contains(id) {
+            if !cancelled_by_api(run) {
                 assert_eq!(jobs.len(), attempts, "{id}: Jobs vs attempts: {run}");
             }
         }
@@ -534,7 +554,7 @@ impl Crash {
                 "{id} was started {} times in {attempts} attempts: {run}",
                 spans.len()
             );
-            let ran_every_attempt = !self.cancelled.contains(id);
+            let ran_every_attempt = !cancelled_by_api(run);
             if ran_every_attempt {
                 assert_eq!(spans.len(), attempts, "{id}: starts vs attempts: {run}");
             }
@@ -643,4 +663,12 @@ fn nanos(ts: &str) -> Option<DateTime<Utc>> {
     let n: i64 = ts.parse().ok()?;
     Utc.timestamp_opt(n / 1_000_000_000, u32::try_from(n % 1_000_000_000).ok()?)
         .single()
+}
+
+/// Whether the run's history shows a cancel asked through the API (the
+/// cancel may have been answered or not: the history is what happened).
+fn cancelled_by_api(run: &Value) -> bool {
+    history(run).iter().any(|e| {
+        matches!(e["state"].as_str(), Some("Cancelling" | "Cancelled")) && e["cause"] == "api"
+    })
 }

@@ -340,6 +340,56 @@ async fn failure_retries_idempotency_cancel_and_follow() {
     api.server.shutdown();
 }
 
+/// A cancel is accepted whatever moment of a run's life it lands in:
+/// waiting, released but not yet launched, being launched, or Running.
+/// Every such run ends Cancelled.
+#[tokio::test]
+async fn a_cancel_is_accepted_at_any_moment_after_submit() {
+    let api = start().await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "local", "type": "process"})),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let run = api
+            .ok(
+                "POST",
+                "/api/v1/runs",
+                Some(json!({"pool": "local", "job": {"command": "sleep 60"}})),
+            )
+            .await;
+        let id = run["id"].as_str().expect("id").to_owned();
+        // From at once to a little after the launch.
+        tokio::time::sleep(Duration::from_millis(i % 10 * 15)).await;
+        let (status, body) = api
+            .send("POST", &format!("/api/v1/runs/{id}/cancel"), None)
+            .await;
+        assert!(status.is_success(), "cancel {i} answered {status}: {body}");
+        ids.push(id);
+    }
+    let mut ended_in = std::collections::BTreeMap::new();
+    for id in &ids {
+        let done = api
+            .wait_state(id, &["Cancelled", "Crashed", "Completed", "Failed"])
+            .await;
+        assert_eq!(done["state"], "Cancelled", "{done:#}");
+        let states: Vec<&str> = done["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["state"].as_str().unwrap_or(""))
+            .collect();
+        *ended_in.entry(states.join(" > ")).or_insert(0) += 1;
+    }
+    // Which paths were taken (shown with --nocapture): the point is that a
+    // cancel in any of them is accepted, not that each one was hit.
+    eprintln!("cancelled runs by history: {ended_in:#?}");
+    api.server.shutdown();
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let api = start().await;

@@ -288,7 +288,11 @@ pub trait Store: Send + Sync + 'static {
     // Submission intents (crash safety between the store and a backend).
     /// Records where an attempt is about to be submitted, before the
     /// backend is called; recording the same attempt again replaces it.
-    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()>;
+    /// Recorded only while the run is still `Pending` in that attempt, under
+    /// its row lock: `false` (nothing recorded, nothing to submit) when it
+    /// moved on first, as a cancel that landed while the job was being
+    /// built moves it to `Cancelling`.
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<bool>;
     /// The intent recorded for an attempt, if any.
     async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>>;
 

@@ -1863,7 +1863,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()> {
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let run = lock_run(&mut tx, &id.to_string()).await?;
+        if run.state != RunState::Pending || run.attempt != attempt {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO submissions (run_id, attempt, target, recorded_at) \
              VALUES ($1, $2, $3, $4) \
@@ -1874,9 +1879,10 @@ impl Store for PostgresStore {
         .bind(i64::from(attempt))
         .bind(to_json(target)?)
         .bind(micros(Utc::now()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>> {

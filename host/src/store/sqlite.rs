@@ -1682,8 +1682,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<()> {
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<bool> {
         let mut tx = self.begin().await?;
+        let run = fetch_run(&mut *tx, &id.to_string()).await?;
+        if run.state != RunState::Pending || run.attempt != attempt {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO submissions (run_id, attempt, target, recorded_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (run_id, attempt) DO UPDATE SET target = excluded.target, \
@@ -1696,7 +1700,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>> {
