@@ -5,6 +5,8 @@
 mod auth;
 mod error;
 mod extract;
+#[cfg(test)]
+mod fuzz;
 mod plugins;
 mod resources;
 mod runs;
@@ -161,7 +163,26 @@ pub fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> R
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(dispatcher)
+}
+
+/// A handler that panics (a bug) answers 500 in the API's error shape and
+/// is logged, instead of dropping the connection; the server goes on.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = what, "an API handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        None,
+        "the server hit a bug handling this request; it is logged",
+    )
+    .into_response()
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -217,6 +238,33 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    panic!("boom");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let request = axum::http::Request::builder()
+            .uri("/boom")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"], "internal");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("bug")));
+    }
 
     #[test]
     fn every_route_is_documented() {
