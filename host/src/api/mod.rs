@@ -163,12 +163,18 @@ pub fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> R
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(catch_panics())
         .with_state(dispatcher)
 }
 
+type PanicHandler = fn(Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response;
+
 /// A handler that panics (a bug) answers 500 in the API's error shape and
 /// is logged, instead of dropping the connection; the server goes on.
+fn catch_panics() -> tower_http::catch_panic::CatchPanicLayer<PanicHandler> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panicked as PanicHandler)
+}
+
 fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let what = payload
         .downcast_ref::<String>()
@@ -251,7 +257,7 @@ mod tests {
                     ""
                 }),
             )
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+            .layer(catch_panics());
         let request = axum::http::Request::builder()
             .uri("/boom")
             .body(axum::body::Body::empty())
