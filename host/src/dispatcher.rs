@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::auth::{AuthError, Principal, RunTokenKey};
 use crate::backend::Backends;
 use crate::domain::{
-    Cause, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, Pool, PoolType, Queue, RetryPolicy, Run,
-    RunId, RunState, ValidationError, validate_dns_label, validate_tag,
+    Cause, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, MAX_TAGS, Pool, PoolType, Queue,
+    RetryPolicy, Run, RunId, RunState, ValidationError, document, validate_dns_label, validate_tag,
 };
 use crate::metrics::Metrics;
 use crate::pipeline::{self, AdmissionVerdict, Pipeline};
@@ -238,7 +238,6 @@ pub const RUN_TOKEN_PLACEHOLDER: &str = "weirrun_preview";
 
 /// A limit of 0 holds every run; limits above this are surely typos.
 const MAX_LIMIT: u32 = 1_000_000;
-const MAX_TAGS: usize = 64;
 const MAX_KEY_LEN: usize = 256;
 
 fn validate_limit(field: &str, value: Option<u32>) -> Result<(), ValidationError> {
@@ -560,6 +559,7 @@ impl Dispatcher {
                 }
             }
         }
+        document::check_map_depth("job_variables", job_variables)?;
         pool.base_job_template.resolve_variables(&[job_variables])?;
         Ok(pool)
     }
@@ -568,6 +568,7 @@ impl Dispatcher {
         validate_dns_label("name", &spec.name)?;
         validate_description("description", &spec.description)?;
         let tags = validate_tags("tags", &spec.tags)?;
+        document::check_map_depth("parameters", &spec.parameters)?;
         if let Some(team) = &spec.team {
             validate_dns_label("team", team)?;
         }
@@ -607,6 +608,9 @@ impl Dispatcher {
         }
         if let Some(Some(team)) = &update.team {
             validate_dns_label("team", team)?;
+        }
+        if let Some(parameters) = &update.parameters {
+            document::check_map_depth("parameters", parameters)?;
         }
         let queue = update.queue.clone().unwrap_or(current.queue.clone());
         let vars = update
@@ -756,6 +760,11 @@ impl Dispatcher {
             return Err(
                 ValidationError::new("job", "a run without a deployment needs a job").into(),
             );
+        }
+        document::check_map_depth("job_variables", &spec.job_variables)?;
+        document::check_map_depth("parameters", &spec.parameters)?;
+        if let Some(job) = &spec.job {
+            document::check_depth("job", job)?;
         }
         if deployment.is_none() && !spec.job_variables.is_empty() {
             return Err(ValidationError::new(

@@ -317,6 +317,13 @@ pub async fn recover(
     dispatcher: &Arc<Dispatcher>,
     backends: &Backends,
 ) -> Result<usize, DispatchError> {
+    // One run's unreadable row must not stop the host from starting (every
+    // start would fail the same way): such runs are ended first, with why.
+    for (id, why) in dispatcher.store.unreadable_runs().await? {
+        warn!(run = %id, "stored data does not read back: {why}; ending the run Crashed");
+        dispatcher.store.quarantine_run(id, &why).await?;
+        dispatcher.metrics.run_transitioned(RunState::Crashed);
+    }
     let runs = dispatcher.store.active_runs().await?;
     let mut recovered = 0;
     for run in runs {
@@ -332,7 +339,18 @@ pub async fn recover(
             .and_then(|t| backends.get(t))
             .filter(|b| b.records_intent());
         if let Some(backend) = backend {
-            let intent = dispatcher.store.submission(run.id, run.attempt).await?;
+            let intent = match dispatcher.store.submission(run.id, run.attempt).await {
+                Ok(intent) => intent,
+                Err(e) => {
+                    warn!(run = %run.id, "cannot read the run's submission: {e}; ending the run Crashed");
+                    dispatcher
+                        .store
+                        .quarantine_run(run.id, &e.to_string())
+                        .await?;
+                    dispatcher.metrics.run_transitioned(RunState::Crashed);
+                    continue;
+                }
+            };
             resume(dispatcher.clone(), backend, backends.clone(), run, intent);
             continue;
         }

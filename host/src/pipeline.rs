@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::domain::{HistoryEntry, OnError, PluginBinding, PluginVersion, PoolType, RunState};
-use crate::plugin::{Admission, Counts, RunContext, Stats};
+use crate::plugin::{Admission, Counts, MAX_DEFER_SECONDS, RunContext, Stats};
 use crate::registry::{Registry, limits_of};
 use crate::store::{Occupancy, Store};
 
@@ -199,8 +199,12 @@ impl Pipeline {
                         ctx.queue = q.clone();
                         changes.push(format!("queue {q}"));
                     }
+                    // The plugin layer bounds add_tags (at most MAX_TAGS);
+                    // a set keeps the merge linear anyway.
+                    let mut known: std::collections::HashSet<String> =
+                        ctx.tags.iter().cloned().collect();
                     for t in &route.add_tags {
-                        if !ctx.tags.contains(t) {
+                        if known.insert(t.clone()) {
                             ctx.tags.push(t.clone());
                         }
                     }
@@ -342,15 +346,22 @@ impl Pipeline {
                     });
                 }
                 Ok(Admission::Defer { seconds, reason }) => {
-                    let seconds = seconds.max(1);
+                    let asked = seconds;
+                    let seconds = seconds.clamp(1, MAX_DEFER_SECONDS);
                     d.insert(
                         "decision".into(),
                         json!({"decision": "defer", "seconds": seconds, "reason": reason}),
                     );
+                    let capped = if asked > MAX_DEFER_SECONDS {
+                        d.insert("asked_seconds".into(), json!(asked));
+                        format!(" (asked {asked}s; at most {MAX_DEFER_SECONDS}s)")
+                    } else {
+                        String::new()
+                    };
                     history.push(entry(
                         state,
                         format!(
-                            "admission {label}: defer {seconds}s: {reason} ({} ms)",
+                            "admission {label}: defer {seconds}s{capped}: {reason} ({} ms)",
                             ms(elapsed)
                         ),
                         cause("admission", &b.plugin),

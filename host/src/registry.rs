@@ -21,8 +21,14 @@ use crate::store::{Store, StoreError};
 pub const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_DEADLINE_MS: u32 = 50;
 pub const DEFAULT_MEMORY_MB: u32 = 64;
-const MAX_DEADLINE_MS: u32 = 10_000;
-const MAX_MEMORY_MB: u32 = 1024;
+/// A decision sits on a run's path (routers and admission answer inside
+/// `POST /runs`), and a call holds one of the runtime's slots until its
+/// deadline: two seconds is far more than a policy needs and bounds what a
+/// slow one costs.
+pub const MAX_DEADLINE_MS: u32 = 2_000;
+/// The runtime's per-instance ceiling (the pooling allocator's slot size);
+/// more could not be given, so it is not promised.
+pub const MAX_MEMORY_MB: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

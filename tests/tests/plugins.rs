@@ -417,7 +417,7 @@ async fn misbehaving_plugins_are_contained() {
                 // a loaded 2-core CI machine cannot hit (copying 8 MiB out of
                 // huge-output took over 50 ms in a debug build there once).
                 Some(json!({"plugin": plugin, "on_error": on_error,
-                            "deadline_ms": if plugin == "loop-forever" { 50 } else { 5000 },
+                            "deadline_ms": if plugin == "loop-forever" { 50 } else { 2000 },
                             "memory_mb": if plugin == "alloc-forever" { 16 } else { 64 }})),
             )
             .await;

@@ -89,6 +89,12 @@ impl From<StoreError> for ApiError {
                 Some("state"),
                 t.to_string(),
             ),
+            StoreError::Unreadable { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                None,
+                e.to_string(),
+            ),
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 tracing::error!("store error: {e}");
                 ApiError::new(

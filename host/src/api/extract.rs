@@ -2,11 +2,14 @@
 //! naming the field.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
+
+use crate::domain::document;
 
 use super::error::ApiError;
 
@@ -23,18 +26,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    None,
-                    format!("request body is too large: {e}"),
-                )
-            } else {
-                ApiError::bad_request(None, format!("cannot read request body: {e}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(e, "a request body", super::MAX_BODY_BYTES))?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -44,10 +38,42 @@ where
     }
 }
 
+/// A body that could not be read: 413 naming the limit when it was too
+/// large, else 400.
+pub fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            None,
+            format!(
+                "{what} may be at most {limit} bytes ({} MiB); this one is larger",
+                limit >> 20
+            ),
+        )
+    } else {
+        ApiError::bad_request(None, format!("cannot read request body: {e}"))
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so malformed JSON is told apart from a wrong shape.
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(None, format!("malformed JSON: {e}")))?;
+    // serde_json stops at 128 levels; Weir accepts 64 everywhere, so what
+    // it stores nested in its own records still reads back.
+    if let Some(field) = document::too_deep_field(&value) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            Some(field.as_str()),
+            format!(
+                "is nested more than {} levels deep (arrays and objects); a request body may nest at most {}",
+                document::MAX_DEPTH - 1,
+                document::MAX_DEPTH
+            ),
+        ));
+    }
     // serde would read a struct from a JSON array too; bodies are objects.
     if !value.is_object() {
         return Err(ApiError::new(

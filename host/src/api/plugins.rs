@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -30,8 +31,11 @@ pub async fn list(State(d): State<AppState>) -> Reply {
 pub async fn add(
     State(d): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|e| {
+        super::extract::body_error(e, "a plugin upload", crate::registry::MAX_PLUGIN_BYTES)
+    })?;
     let (version, created) = d.pipeline.registry().add(&name, &body).await?;
     let status = if created {
         StatusCode::CREATED

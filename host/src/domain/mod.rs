@@ -2,6 +2,8 @@
 //! run state machine. Nothing here does I/O.
 
 mod deployment;
+pub mod document;
+pub mod history;
 mod limit;
 mod name;
 mod plugin;
@@ -12,7 +14,7 @@ mod run_state;
 
 pub use deployment::{Deployment, RetryPolicy};
 pub use limit::{ConcurrencyLimit, SlotKey};
-pub use name::{validate_dns_label, validate_tag};
+pub use name::{MAX_TAGS, validate_dns_label, validate_tag};
 pub use plugin::{OnError, PluginBinding, PluginVersion, World};
 pub use pool::{Pool, PoolType};
 pub use queue::{DEFAULT_QUEUE, Queue};

@@ -28,6 +28,9 @@ pub fn validate_dns_label(field: &str, value: &str) -> Result<(), ValidationErro
     Ok(())
 }
 
+/// The most tags a run (or a deployment) carries.
+pub const MAX_TAGS: usize = 64;
+
 /// Tags are free-form but bounded and printable, since they name concurrency
 /// limits and appear in metrics labels.
 pub fn validate_tag(field: &str, value: &str) -> Result<(), ValidationError> {

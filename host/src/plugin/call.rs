@@ -5,13 +5,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{Deterministic, WasiCtx, WasiCtxView, WasiView};
 
 use super::error::CallError;
-use super::types::{Limits, OutputSize, World};
+use super::types::{Limits, MAX_PATCH_OPS, MAX_REASON_BYTES, Output, World};
 
 /// Bytes of guest stdout and stderr kept per call. Past this a guest's
 /// writes fail (a Rust guest then panics), which is its problem, not ours.
@@ -42,12 +44,99 @@ pub(crate) enum Failure {
     WrongWorld { called: World, actual: World },
 }
 
-/// The Store's data: WASI, the memory limiter, and the `log` sink.
+/// Hostcall fuel beyond the output cap: what lifting a decision's records
+/// (not their strings) costs, e.g. `MAX_PATCH_OPS` patch ops at ~80 bytes.
+const FUEL_RECORD_ALLOWANCE: usize = MAX_PATCH_OPS * 128;
+
+/// The Store's data: WASI, the memory limiter, the `log` sink, and the
+/// call's wall-clock deadline for the clock the guest sleeps on.
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     pub(crate) log: LogSink,
+    /// When the call's deadline passes: no WASI sleep outlasts it.
+    deadline: tokio::time::Instant,
+}
+
+impl HostState {
+    pub(crate) fn clock(&mut self) -> DeadlineClock<'_> {
+        DeadlineClock {
+            table: &mut self.table,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// `wasi:clocks/monotonic-clock` with every sleep cut at the call's deadline.
+///
+/// Epoch interruption stops a guest running wasm, not one blocked in a host
+/// call: with WASI's own clock, a guest sleeping in `subscribe-duration` +
+/// `poll` held its thread and its call slot long after its caller had
+/// given up. Here a sleep ends at the deadline at the latest; the guest then
+/// runs wasm again and the (passed) epoch deadline traps it. The clocks are
+/// the only imports that can block: stdin is empty, stdout and stderr are
+/// memory pipes, and there are no sockets or files.
+pub(crate) struct DeadlineClock<'a> {
+    table: &'a mut ResourceTable,
+    deadline: tokio::time::Instant,
+}
+
+/// [`HasData`] for [`DeadlineClock`], to add it to the linker.
+pub(crate) struct DeadlineClocks;
+
+impl HasData for DeadlineClocks {
+    type Data<'a> = DeadlineClock<'a>;
+}
+
+/// The process-wide origin of the guests' monotonic clock.
+fn clock_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+impl DeadlineClock<'_> {
+    fn sleep(&mut self, duration: Duration) -> wasmtime::Result<Resource<DynPollable>> {
+        let now = tokio::time::Instant::now();
+        let until = now.checked_add(duration).unwrap_or(self.deadline);
+        let sleep = self.table.push(Sleep(until.min(self.deadline)))?;
+        subscribe(self.table, sleep)
+    }
+}
+
+impl monotonic_clock::Host for DeadlineClock<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(1)
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let now = self.now()?;
+        self.sleep(Duration::from_nanos(when.saturating_sub(now)))
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.sleep(Duration::from_nanos(duration))
+    }
+}
+
+/// A guest's sleep, already cut at its call's deadline.
+struct Sleep(tokio::time::Instant);
+
+#[async_trait::async_trait]
+impl Pollable for Sleep {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
+    }
 }
 
 impl WasiView for HostState {
@@ -189,7 +278,7 @@ pub(crate) struct CallSite<'a> {
 
 /// Runs one guest call in a fresh sandbox and classifies the outcome. Blocks:
 /// call it on a blocking thread.
-pub(crate) fn run<T: OutputSize>(
+pub(crate) fn run<T: Output>(
     site: CallSite<'_>,
     limits: &Limits,
     call: impl FnOnce(&mut Store<HostState>) -> GuestResult<T>,
@@ -224,9 +313,15 @@ pub(crate) fn run<T: OutputSize>(
             emitted: 0,
             dropped: 0,
         },
+        deadline: tokio::time::Instant::now() + limits.deadline,
     };
     let mut store = Store::new(site.engine, state);
     store.limiter(|state| &mut state.limiter);
+    // What the host copies out of the guest in one go (a decision's output,
+    // a `log` call's text) is counted while it is copied, so an output over
+    // the cap — or many list elements aliasing one large guest string — is
+    // refused before it is materialised, not measured after.
+    store.set_hostcall_fuel(hostcall_fuel(limits));
     store.set_epoch_deadline(deadline_ticks(limits.deadline, site.epoch_tick));
     store.epoch_deadline_trap();
 
@@ -246,13 +341,36 @@ pub(crate) fn run<T: OutputSize>(
 
     let denied = state.limiter.denied;
     match outcome {
-        Ok(Ok(value)) => check_size(value.output_bytes(), limits).map(|()| value),
+        Ok(Ok(mut value)) => {
+            check_size(value.output_bytes(), limits)?;
+            // Counts (tags, ops) are checked and reasons clipped before the
+            // caller does any work that grows with them.
+            value
+                .bound()
+                .map_err(|reason| CallError::InvalidOutput { reason })?;
+            Ok(value)
+        }
         Ok(Err(message)) => {
             check_size(message.len(), limits)?;
-            Err(CallError::Plugin { message })
+            Err(CallError::Plugin {
+                message: clip(&message, MAX_REASON_BYTES).into_owned(),
+            })
         }
         Err(failure) => Err(classify(failure, denied, limits, memory_limit, &stderr)),
     }
+}
+
+/// The hostcall fuel of one call: the output cap plus the records' own size.
+fn hostcall_fuel(limits: &Limits) -> usize {
+    limits
+        .max_output_bytes
+        .saturating_add(FUEL_RECORD_ALLOWANCE)
+}
+
+/// wasmtime's error when a guest passes more than the hostcall fuel in one
+/// call. Its type is private to wasmtime; its message is not.
+fn is_fuel_exhausted(error: &wasmtime::Error) -> bool {
+    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the deadline
@@ -291,6 +409,15 @@ fn classify(
         Failure::Instantiate(error) => (error, false),
         Failure::Call(error) => (error, true),
     };
+    if is_fuel_exhausted(&error) {
+        return CallError::InvalidOutput {
+            reason: format!(
+                "the plugin passed more than {} bytes to the host in one call (output cap {} bytes); refused while copying, before it was kept",
+                hostcall_fuel(limits),
+                limits.max_output_bytes
+            ),
+        };
+    }
     let trap = error.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
         return CallError::Timeout {
@@ -347,7 +474,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a char boundary, marked when cut.
-fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub(crate) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
         return text.into();
     }

@@ -23,6 +23,10 @@ pub enum CallError {
     /// The plugin returned its own `plugin-error`.
     #[error("plugin returned an error: {message}")]
     Plugin { message: String },
+    /// Every concurrency slot stayed busy for as long as the call could
+    /// wait; the plugin was not called.
+    #[error("all {slots} plugin call slots stayed busy for {waited:?}; the plugin was not called")]
+    Busy { slots: usize, waited: Duration },
     /// Anything else: the wrong world's function, an exhausted instance pool,
     /// a host task that failed.
     #[error("plugin host error: {reason}")]
@@ -38,6 +42,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::InvalidOutput { .. } => "invalid_output",
             CallError::Plugin { .. } => "plugin_error",
+            CallError::Busy { .. } => "busy",
             CallError::Host { .. } => "host",
         }
     }

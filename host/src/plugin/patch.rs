@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use super::error::CallError;
 use super::types::{PatchKind, PatchOp};
+use crate::domain::document::{MAX_DEPTH, MAX_JOB_BYTES, Shape};
 
 /// Applies `ops` to a copy of `job` and returns the patched job and the ops
 /// as an RFC 6902 JSON array (for the run's history).
@@ -21,6 +22,12 @@ pub(crate) fn apply(
     forbidden: &[String],
 ) -> Result<(Value, Value), CallError> {
     let mut rfc_ops = Vec::with_capacity(ops.len());
+    let mut patched = job.clone();
+    // An upper bound on the patched job's shape, raised by each op; when it
+    // passes a limit the job is measured again, exactly. So each op costs
+    // what it adds, not the size of the whole job, and no op can build a
+    // job deeper or larger than the limits by more than one op's worth.
+    let mut bound = Shape::measure(job, MAX_DEPTH, MAX_JOB_BYTES);
     for (index, op) in ops.iter().enumerate() {
         let invalid = |what: String| CallError::InvalidOutput {
             reason: format!("op {index} ({} {}): {what}", op.op.as_str(), op.path),
@@ -31,7 +38,8 @@ pub(crate) fn apply(
         let mut object = Map::new();
         object.insert("op".into(), Value::from(op.op.as_str()));
         object.insert("path".into(), Value::from(op.path.as_str()));
-        match op.op {
+        let path_depth = op.path.matches('/').count();
+        let grows = match op.op {
             PatchKind::Add | PatchKind::Replace | PatchKind::Test => {
                 let text = op
                     .value
@@ -39,7 +47,20 @@ pub(crate) fn apply(
                     .ok_or_else(|| invalid("has no value".into()))?;
                 let value: Value = serde_json::from_str(text)
                     .map_err(|e| invalid(format!("value is not JSON: {e}")))?;
+                let shape = Shape::measure(&value, MAX_DEPTH, usize::MAX);
+                if shape.depth > MAX_DEPTH {
+                    return Err(invalid(format!(
+                        "value is nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH} are accepted"
+                    )));
+                }
                 object.insert("value".into(), value);
+                match op.op {
+                    PatchKind::Test => Shape::default(),
+                    _ => Shape {
+                        depth: path_depth + shape.depth,
+                        bytes: shape.bytes,
+                    },
+                }
             }
             PatchKind::Move | PatchKind::Copy => {
                 let from = op
@@ -47,20 +68,45 @@ pub(crate) fn apply(
                     .as_deref()
                     .ok_or_else(|| invalid("has no from".into()))?;
                 object.insert("from".into(), Value::from(from));
+                // What lands at `path` is the subtree at `from`; a copy
+                // also adds its size.
+                let source = patched
+                    .pointer(from)
+                    .map(|v| Shape::measure(v, MAX_DEPTH, MAX_JOB_BYTES))
+                    .unwrap_or_default();
+                Shape {
+                    depth: path_depth + source.depth,
+                    bytes: if op.op == PatchKind::Copy {
+                        source.bytes
+                    } else {
+                        0
+                    },
+                }
             }
-            PatchKind::Remove => {}
+            PatchKind::Remove => Shape::default(),
+        };
+        let object = Value::Object(object);
+        let one: json_patch::PatchOperation = serde_json::from_value(object.clone())
+            .map_err(|e| invalid(format!("malformed operation: {e}")))?;
+        json_patch::patch(&mut patched, std::slice::from_ref(&one))
+            .map_err(|e| invalid(format!("does not apply: {e}")))?;
+        bound.depth = bound.depth.max(grows.depth);
+        bound.bytes = bound.bytes.saturating_add(grows.bytes);
+        if bound.depth > MAX_DEPTH || bound.bytes > MAX_JOB_BYTES {
+            bound = Shape::measure(&patched, MAX_DEPTH, MAX_JOB_BYTES);
+            if bound.depth > MAX_DEPTH {
+                return Err(invalid(format!(
+                    "the job would be nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH} are accepted"
+                )));
+            }
+            if bound.bytes > MAX_JOB_BYTES {
+                return Err(invalid(format!(
+                    "the job would be over {MAX_JOB_BYTES} bytes; a job may be at most that"
+                )));
+            }
         }
-        rfc_ops.push(Value::Object(object));
+        rfc_ops.push(object);
     }
-    let ops_json = Value::Array(rfc_ops);
-    let patch: json_patch::Patch =
-        serde_json::from_value(ops_json.clone()).map_err(|e| CallError::InvalidOutput {
-            reason: format!("malformed patch: {e}"),
-        })?;
-    let mut patched = job.clone();
-    json_patch::patch(&mut patched, &patch).map_err(|e| CallError::InvalidOutput {
-        reason: format!("patch does not apply: {e}"),
-    })?;
     for pointer in forbidden {
         if job.pointer(pointer) != patched.pointer(pointer) {
             return Err(CallError::InvalidOutput {
@@ -68,7 +114,7 @@ pub(crate) fn apply(
             });
         }
     }
-    Ok((patched, ops_json))
+    Ok((patched, Value::Array(rfc_ops)))
 }
 
 /// The forbidden pointer an op writes at or under, if any.

@@ -11,19 +11,25 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::call::{self, CallSite, GuestResult, HostState, TABLE_ELEMENTS_MAX};
+use super::call::{self, CallSite, DeadlineClocks, GuestResult, HostState, TABLE_ELEMENTS_MAX};
 use super::error::{CallError, LoadError};
 use super::patch;
-use super::types::{Admission, Limits, OutputSize, Route, RunContext, Stats, World};
+use super::types::{Admission, Limits, Output, Route, RunContext, Stats, World};
 use super::v0_1_0;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 /// How long past its deadline a caller still waits for a call's thread.
-/// A guest is stopped at its deadline while it runs wasm; this covers one
-/// blocked inside a host call (a WASI sleep), whose thread then finishes on
-/// its own, still holding its concurrency permit.
+/// A guest is stopped at its deadline while it runs wasm, and its WASI
+/// sleeps end at the deadline (`call::DeadlineClock`), so the thread and its
+/// concurrency permit are free at the deadline plus at most an epoch tick
+/// and the host's check of the output; this is a margin for a loaded
+/// machine, not a wait anyone should see.
 const WALL_CLOCK_GRACE: Duration = Duration::from_secs(1);
+/// How long a call waits for a concurrency slot, beyond its own deadline,
+/// before it fails as `busy`. Every call in flight ends by its deadline, so
+/// only a runtime saturated by many calls at once waits this long.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Pooling allocator sizing: a few hundred instances of small plugins.
 /// Every slot reserves address space, not memory: pages are committed on use
@@ -52,6 +58,8 @@ pub struct PluginRuntime {
     memory_ceiling: usize,
     /// Bounds the calls in flight, and so the blocking threads wasm holds.
     calls: Arc<Semaphore>,
+    /// The semaphore's size, for the `busy` error.
+    max_concurrent: usize,
     cache_dir: Option<PathBuf>,
     /// Loads served from the disk cache (for metrics and tests).
     cache_hits: AtomicU64,
@@ -81,12 +89,23 @@ impl PluginRuntime {
                 );
                 let engine = Engine::new(&engine_config(false))
                     .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-                (engine, "on-demand", usize::MAX)
+                // The same ceiling as a pool slot, so a binding's limit
+                // means the same whichever allocator is in use.
+                (engine, "on-demand", POOL_MEMORY_BYTES)
             }
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Engine(format!("linking WASI: {e:#}")))?;
+        // WASI's monotonic clock, replaced by one whose sleeps end at the
+        // call's deadline (a host call is out of reach of the epoch).
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<
+            HostState,
+            DeadlineClocks,
+        >(&mut linker, HostState::clock)
+        .map_err(|e| LoadError::Engine(format!("linking the deadline clock: {e:#}")))?;
+        linker.allow_shadowing(false);
         v0_1_0::add_to_linker(&mut linker)
             .map_err(|e| LoadError::Engine(format!("linking weir:plugin@0.1.0: {e:#}")))?;
 
@@ -106,6 +125,7 @@ impl PluginRuntime {
             allocator,
             memory_ceiling,
             calls: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
             cache_dir,
             cache_hits: AtomicU64::new(0),
             ticker_stop,
@@ -392,7 +412,7 @@ impl LoadedPlugin {
         + 'static,
     ) -> (Result<U, CallError>, Duration)
     where
-        T: OutputSize,
+        T: Output,
         U: Send + 'static,
     {
         if let Some(called) = world
@@ -402,9 +422,24 @@ impl LoadedPlugin {
             return (Err(CallError::Host { reason }), Duration::ZERO);
         }
         let runtime = &self.inner.runtime;
-        let Ok(permit) = Arc::clone(&runtime.calls).acquire_owned().await else {
-            let reason = "plugin runtime is shutting down".to_string();
-            return (Err(CallError::Host { reason }), Duration::ZERO);
+        let wait = limits.deadline + SLOT_WAIT;
+        let acquire = Arc::clone(&runtime.calls).acquire_owned();
+        let permit = match tokio::time::timeout(wait, acquire).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                let reason = "plugin runtime is shutting down".to_string();
+                return (Err(CallError::Host { reason }), Duration::ZERO);
+            }
+            Err(_) => {
+                let slots = runtime.max_concurrent;
+                return (
+                    Err(CallError::Busy {
+                        slots,
+                        waited: wait,
+                    }),
+                    wait,
+                );
+            }
         };
         let started = Instant::now();
         let plugin = Arc::clone(&self.inner);

@@ -396,7 +396,7 @@ async fn bad_patches_are_invalid_output() {
             k8s_job,
             "forbidden path /job_manifest/metadata/name",
         ),
-        ("huge-output", process_job(), "over the 1048576-byte limit"),
+        ("huge-output", process_job(), "(output cap 1048576 bytes)"),
         ("malformed", process_job(), "value is not JSON"),
     ] {
         let plugin = load(name).await;
@@ -512,6 +512,83 @@ mod patches {
 
     fn job() -> Value {
         json!({"job_manifest": {"metadata": {"name": "run-1", "namespace": "ns", "labels": {}}}})
+    }
+
+    #[test]
+    fn copies_that_double_the_job_are_refused_by_size_at_the_op_that_passes_it() {
+        // Each op copies the whole of /d into itself: 2^40 copies if applied
+        // blindly. The bound stops it once the job passes 1 MiB.
+        let mut ops = vec![op(
+            PatchKind::Add,
+            "/d",
+            None,
+            Some(&format!("[\"{}\"]", "x".repeat(1000))),
+        )];
+        for _ in 0..40 {
+            ops.push(op(PatchKind::Copy, "/d/-", Some("/d"), None));
+        }
+        let err = apply(&job(), &ops, &[]).unwrap_err();
+        assert_eq!(err.kind(), "invalid_output");
+        let text = err.to_string();
+        assert!(text.contains("would be over 1048576 bytes"), "{text}");
+        // 1 KB doubled: refused about the 10th copy, not the 40th.
+        let index: usize = text
+            .split("op ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("names the op");
+        assert!((9..=12).contains(&index), "{text}");
+        assert!(text.contains("(copy /d/-)"), "{text}");
+    }
+
+    #[test]
+    fn values_and_the_job_are_held_to_64_levels() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        // A test op's value is stored in the history: bounded too.
+        let err = apply(
+            &job(),
+            &[op(PatchKind::Test, "/x", None, Some(&deep(65)))],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("value is nested more than 64"),
+            "{err}"
+        );
+        // 64 levels at the root is the most a job may have.
+        let ok = apply(
+            &json!({}),
+            &[op(PatchKind::Add, "/a", None, Some(&deep(63)))],
+            &[],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = apply(
+            &json!({}),
+            &[op(PatchKind::Add, "/a", None, Some(&deep(64)))],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the job would be nested more than 64"),
+            "{err}"
+        );
+        // A move that hangs the job's own subtree deeper is measured as well.
+        let ops = [
+            op(PatchKind::Add, "/a", None, Some(&deep(40))),
+            op(
+                PatchKind::Add,
+                "/b",
+                None,
+                Some(&format!("{{\"c\": {}}}", deep(30))),
+            ),
+        ];
+        let mut ops = ops.to_vec();
+        let tip = format!("/b/c{}/-", "/0".repeat(29));
+        ops.push(op(PatchKind::Move, &tip, Some("/a"), None));
+        let err = apply(&json!({}), &ops, &[]).unwrap_err();
+        assert!(err.to_string().contains("op 2 (move"), "{err}");
     }
 
     #[test]
@@ -678,5 +755,155 @@ mod serde_shapes {
     fn world_is_lowercase() {
         assert_eq!(serde_json::to_value(World::Mutator).unwrap(), "mutator");
         assert_eq!(World::Admission.to_string(), "admission");
+    }
+}
+
+// -- hostile plugins (issue #11): each attack is refused with a clear kind,
+// bounded in what it costs the host, and the runtime keeps serving.
+
+#[tokio::test]
+async fn small_ops_that_nest_the_job_deep_are_refused_before_the_stack_is() {
+    let plugin = load("deep-nesting").await;
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let (result, _) = plugin
+        .mutate("{}", &ctx(), &process_job(), &forbidden(), &limits)
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "invalid_output", "{err}");
+    assert!(
+        err.to_string().contains("nested more than 64 levels"),
+        "{err}"
+    );
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn a_guest_asleep_in_a_host_call_is_stopped_at_its_deadline_and_frees_its_slot() {
+    // One slot: if the sleeper kept it past its deadline, the next call
+    // could not get it and would fail `busy`.
+    let runtime = PluginRuntime::new(None, 1).expect("runtime");
+    let sleeper = runtime.load(&wasm("sleeps")).await.expect("load");
+    let good = runtime.load(&wasm("echo-router")).await.expect("load");
+    let limits = Limits {
+        deadline: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    for _ in 0..3 {
+        let (result, _) = sleeper.route("{}", &ctx(), &limits).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "timeout", "{err}");
+        let (result, _) = good.route("{}", &ctx(), &Limits::default()).await;
+        let route = result.expect("the slot is free again");
+        assert_eq!(route.add_tags, vec!["routed".to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn waiting_for_a_slot_is_bounded_and_fails_as_busy() {
+    let runtime = PluginRuntime::new(None, 1).expect("runtime");
+    let hog = runtime.load(&wasm("loop-forever")).await.expect("load");
+    let good = runtime.load(&wasm("add-label")).await.expect("load");
+    // The hog holds the only slot for 3 s; the good call may wait its own
+    // deadline plus a second for it, and gives up first.
+    let holding = tokio::spawn(async move {
+        let limits = Limits {
+            deadline: Duration::from_secs(3),
+            ..Limits::default()
+        };
+        hog.mutate("{}", &ctx(), &process_job(), &[], &limits)
+            .await
+            .0
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (result, _) = good
+        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "busy", "{err}");
+    assert!(err.to_string().contains("all 1 plugin call slots"), "{err}");
+    let hog = holding.await.expect("task").unwrap_err();
+    assert_eq!(hog.kind(), "timeout", "{hog}");
+    // And once the hog is gone, the slot serves again.
+    let (result, _) = good
+        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .await;
+    result.expect("the slot is free again");
+}
+
+#[tokio::test]
+async fn a_router_adding_too_many_tags_is_refused_before_any_work_grows_with_them() {
+    let plugin = load("many-tags").await;
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    // 100,000: over the hostcall fuel, so not even copied out.
+    let (result, _) = plugin.route("{}", &ctx(), &limits).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "invalid_output", "{err}");
+    assert!(err.to_string().contains("passed more than"), "{err}");
+    // 65: copied, then refused by count before the host merges them.
+    let (result, _) = plugin.route(r#"{"count": 65}"#, &ctx(), &limits).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "invalid_output", "{err}");
+    assert!(
+        err.to_string()
+            .contains("added 65 tags; a run carries at most 64"),
+        "{err}"
+    );
+    let (result, _) = plugin.route(r#"{"count": 64}"#, &ctx(), &limits).await;
+    assert_eq!(result.expect("64 tags are fine").add_tags.len(), 64);
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn outputs_over_the_cap_are_refused_while_being_copied_out() {
+    // Many tiny ops (text under the cap, records far over it) and many ops
+    // aliasing one 16 MiB guest string: both stop at the hostcall fuel.
+    for name in ["many-ops", "aliased-output"] {
+        let plugin = load(name).await;
+        let limits = Limits {
+            deadline: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let (result, _) = plugin
+            .mutate("{}", &ctx(), &process_job(), &forbidden(), &limits)
+            .await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "invalid_output", "{name}: {err}");
+        assert!(
+            err.to_string().contains("passed more than"),
+            "{name}: {err}"
+        );
+        assert_runtime_healthy().await;
+    }
+}
+
+#[tokio::test]
+async fn long_reasons_are_clipped() {
+    let plugin = load("defers-forever").await;
+    let (result, _) = plugin
+        .admit(
+            r#"{"seconds": 4294967295}"#,
+            &ctx(),
+            &Stats::default(),
+            &Limits::default(),
+        )
+        .await;
+    match result.expect("a deferral") {
+        Admission::Defer { seconds, reason } => {
+            // The plugin layer passes the asked time on; the pipeline caps it.
+            assert_eq!(seconds, u32::MAX);
+            assert!(reason.starts_with("over quota !!!"), "{reason}");
+            assert!(
+                reason.len() <= MAX_REASON_BYTES + '…'.len_utf8(),
+                "{}",
+                reason.len()
+            );
+        }
+        other => panic!("expected a deferral, got {other:?}"),
     }
 }

@@ -167,39 +167,84 @@ impl PatchKind {
     }
 }
 
-/// Bytes of text a plugin returned, checked against
-/// [`Limits::max_output_bytes`] before the host parses any of it.
-pub(crate) trait OutputSize {
+/// The most patch operations a mutator may return in one decision.
+pub const MAX_PATCH_OPS: usize = 1024;
+/// The longest an admission plugin may defer a run in one decision; a longer
+/// deferral is cut to this (and the history says so).
+pub const MAX_DEFER_SECONDS: u32 = 24 * 60 * 60;
+/// Reasons (reject, defer) and plugin error messages are clipped to this.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// What a plugin returned, checked before the host does anything with it.
+pub(crate) trait Output {
+    /// Bytes of text, checked against [`Limits::max_output_bytes`] before
+    /// the host parses any of it.
     fn output_bytes(&self) -> usize;
+
+    /// Refuses counts over the contract's bounds and clips reasons, so no
+    /// later step does work that grows with an unbounded count.
+    fn bound(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-impl OutputSize for () {
+impl Output for () {
     fn output_bytes(&self) -> usize {
         0
     }
 }
 
-impl OutputSize for Route {
+impl Output for Route {
     fn output_bytes(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         opt(&self.pool) + opt(&self.queue) + self.add_tags.iter().map(String::len).sum::<usize>()
     }
+
+    fn bound(&mut self) -> Result<(), String> {
+        let tags = self.add_tags.len();
+        if tags > crate::domain::MAX_TAGS {
+            return Err(format!(
+                "the router added {tags} tags; a run carries at most {}",
+                crate::domain::MAX_TAGS
+            ));
+        }
+        Ok(())
+    }
 }
 
-impl OutputSize for Admission {
+impl Output for Admission {
     fn output_bytes(&self) -> usize {
         match self {
             Admission::Admit => 0,
             Admission::Reject { reason } | Admission::Defer { reason, .. } => reason.len(),
         }
     }
+
+    fn bound(&mut self) -> Result<(), String> {
+        if let Admission::Reject { reason } | Admission::Defer { reason, .. } = self
+            && reason.len() > MAX_REASON_BYTES
+        {
+            *reason = super::call::clip(reason, MAX_REASON_BYTES).into_owned();
+        }
+        Ok(())
+    }
 }
 
-impl OutputSize for Vec<PatchOp> {
+impl Output for Vec<PatchOp> {
     fn output_bytes(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         self.iter()
             .map(|op| op.path.len() + opt(&op.from) + opt(&op.value))
             .sum()
+    }
+
+    fn bound(&mut self) -> Result<(), String> {
+        if self.len() > MAX_PATCH_OPS {
+            return Err(format!(
+                "the mutator returned {} patch operations; at most {MAX_PATCH_OPS} are accepted",
+                self.len()
+            ));
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! the same tests (`tests.rs`).
 
 mod postgres;
+mod quarantine;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::auth::TokenRecord;
+use crate::domain::document;
 use crate::domain::{
     ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding, PluginVersion,
     Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
@@ -40,6 +42,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A write refused because its document could not be read back.
+    #[error(
+        "refusing to store a document nested {depth} levels deep: the store reads back at most {}",
+        document::READ_BACK_DEPTH
+    )]
+    Unreadable { depth: usize },
 }
 
 impl StoreError {
@@ -58,6 +66,50 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Encodes a value for a JSON text column. Refuses (before anything is
+/// written) a document nested deeper than serde_json reads back: Weir never
+/// stores what it cannot read back. Entry points hold documents to
+/// [`document::MAX_DEPTH`], so this is the last line of defence.
+pub(crate) fn encode_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    let text = serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let depth = text_depth(&text);
+    if depth > document::READ_BACK_DEPTH {
+        return Err(StoreError::Unreadable { depth });
+    }
+    Ok(text)
+}
+
+/// Decodes a JSON text column; `column` names it in the error.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// The nesting depth of JSON text, by one scan (no recursion).
+fn text_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
 
 /// Fields of a pool that can change. `Some(None)` clears an optional value.
 #[derive(Debug, Default, Clone)]
@@ -241,6 +293,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<DateTime<Utc>>>;
     /// Runs that hold slots (Pending, Running, Cancelling), oldest first.
     async fn active_runs(&self) -> Result<Vec<Run>>;
+    /// Unfinished runs whose rows (the run, its history, its current
+    /// attempt's submission) do not read back, each with why (`quarantine.rs`).
+    async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>>;
+    /// Ends such a run Crashed, with `why` in the reason, in one
+    /// transaction: what cannot be read is replaced by a readable
+    /// placeholder (its raw text's start kept in the history line), and its
+    /// slots are returned. Does nothing to a run that has ended.
+    async fn quarantine_run(&self, id: RunId, why: &str) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
     async fn ping(&self) -> Result<()>;
 

@@ -20,11 +20,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::quarantine;
 use super::{
     DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
     RunPage, Store, StoreError, StoreStats, Transition,
 };
 use crate::auth::{Role, TokenRecord};
+use crate::domain::history::{self, HistoryWrite};
 use crate::domain::{
     ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, OnError, PluginBinding,
     PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunId, RunState, World,
@@ -90,11 +92,11 @@ fn opt_micros(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    super::encode_json(v)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    super::decode_json(column, s)
 }
 
 fn to_u32(column: &str, v: i64) -> Result<u32> {
@@ -298,7 +300,7 @@ async fn insert_history_entry(
     .bind(id)
     .bind(entry.state.as_str())
     .bind(micros(entry.at))
-    .bind(&entry.message)
+    .bind(history::clipped(&entry.message).as_ref())
     .bind(&entry.cause)
     .bind(entry.detail.as_ref().map(to_json).transpose()?)
     .execute(&mut **tx)
@@ -1314,6 +1316,126 @@ impl Store for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>> {
+        let mut found = Vec::new();
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} ORDER BY seq"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &rows {
+            let Ok(id) = parse_uuid(row.try_get("id")?) else {
+                continue;
+            };
+            let why = match run_from_row(row) {
+                Err(e) => Some(e.to_string()),
+                Ok(run) => {
+                    let id = id.to_string();
+                    let mut why = None;
+                    if run.state.holds_slots()
+                        && let Err(e) = self.submission(run.id, run.attempt).await
+                    {
+                        why = Some(e.to_string());
+                    }
+                    if why.is_none()
+                        && let Err(e) = history(&self.reader, &id).await
+                    {
+                        why = Some(e.to_string());
+                    }
+                    why
+                }
+            };
+            if let Some(why) = why {
+                found.push((id, why));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn quarantine_run(&self, id: RunId, why: &str) -> Result<()> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query("SELECT state, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(());
+        };
+        let state: String = row.try_get("state")?;
+        if RunState::parse(&state).is_some_and(RunState::is_terminal) {
+            return Ok(());
+        }
+        let attempt: i64 = row.try_get("attempt")?;
+        let mut set_aside: Vec<(String, String)> = Vec::new();
+        let mut assignments = Vec::new();
+        for (column, placeholder) in quarantine::RUN_JSON_COLUMNS {
+            let raw: Option<String> = row.try_get(column)?;
+            if quarantine::unreadable(column, raw.as_deref()).is_some() {
+                assignments.push(format!(
+                    "{column} = {}",
+                    placeholder.map_or("NULL".to_owned(), |p| format!("'{p}'"))
+                ));
+                set_aside.push((column.to_owned(), raw.unwrap_or_default()));
+            }
+        }
+        let submission =
+            sqlx::query("SELECT attempt, target FROM submissions WHERE run_id = ? AND attempt = ?")
+                .bind(&id)
+                .bind(attempt)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = submission {
+            let raw: String = row.try_get("target")?;
+            if quarantine::unreadable("target", Some(&raw)).is_some() {
+                sqlx::query("UPDATE submissions SET target = ? WHERE run_id = ? AND attempt = ?")
+                    .bind(quarantine::set_aside(&raw))
+                    .bind(&id)
+                    .bind(attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                set_aside.push(("submission".to_owned(), raw));
+            }
+        }
+        for row in sqlx::query(
+            "SELECT seq, detail FROM run_history WHERE run_id = ? AND detail IS NOT NULL",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let raw: String = row.try_get("detail")?;
+            if quarantine::unreadable("detail", Some(&raw)).is_some() {
+                sqlx::query("UPDATE run_history SET detail = ? WHERE seq = ?")
+                    .bind(quarantine::set_aside(&raw))
+                    .bind(row.try_get::<i64, _>("seq")?)
+                    .execute(&mut *tx)
+                    .await?;
+                set_aside.push(("history".to_owned(), raw));
+            }
+        }
+        let reason = quarantine::reason(why);
+        let line = quarantine::entry(&reason, &set_aside);
+        assignments.push(format!("needs_admission = 0"));
+        let sql = format!(
+            "UPDATE runs SET state = 'Crashed', state_message = ?, ended_at = ?, {} WHERE id = ?",
+            assignments.join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(history::clipped(&reason).as_ref())
+            .bind(micros(line.at))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM slots WHERE run_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        insert_history_entry(&mut tx, &id, &line).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         let mut stats = StoreStats::default();
         for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
@@ -1394,7 +1516,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         let mut tx = self.begin().await?;
         for e in entries {
-            insert_history_entry(&mut tx, &id, e).await?;
+            append_decision(&mut tx, &id, e).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1444,7 +1566,7 @@ impl Store for SqliteStore {
             }
         }
         for e in entries {
-            insert_history_entry(&mut tx, &id, e).await?;
+            append_decision(&mut tx, &id, e).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1794,18 +1916,64 @@ where
     .bind(id)
     .fetch_all(executor)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(HistoryEntry {
-                state: parse_state(row.try_get("state")?)?,
-                at: from_micros(row.try_get("at")?)?,
-                message: row.try_get("message")?,
-                cause: row.try_get("cause")?,
-                detail: row
-                    .try_get::<Option<String>, _>("detail")?
-                    .map(|d| from_json::<Value>("detail", &d))
-                    .transpose()?,
-            })
-        })
-        .collect()
+    rows.iter().map(history_from_row).collect()
+}
+
+fn history_from_row(row: &SqliteRow) -> Result<HistoryEntry> {
+    Ok(HistoryEntry {
+        state: parse_state(row.try_get("state")?)?,
+        at: from_micros(row.try_get("at")?)?,
+        message: row.try_get("message")?,
+        cause: row.try_get("cause")?,
+        detail: row
+            .try_get::<Option<String>, _>("detail")?
+            .map(|d| from_json::<Value>("detail", &d))
+            .transpose()?,
+    })
+}
+
+/// Adds a plugin-decision line as [`history::plan`] says: a repeat of the
+/// newest line is folded into it, and past the bound only counted.
+async fn append_decision(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> Result<()> {
+    let newest = sqlx::query(
+        "SELECT seq, state, at, message, cause, detail, \
+         (SELECT COUNT(*) FROM run_history WHERE run_id = ?) AS n \
+         FROM run_history WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (lines, last) = match &newest {
+        Some(row) => (
+            usize::try_from(row.try_get::<i64, _>("n")?).unwrap_or(usize::MAX),
+            Some((row.try_get::<i64, _>("seq")?, history_from_row(row)?)),
+        ),
+        None => (0, None),
+    };
+    match history::plan(lines, last.as_ref().map(|(_, e)| e), entry.clone()) {
+        HistoryWrite::Insert(e) => insert_history_entry(tx, id, &e).await,
+        HistoryWrite::ReplaceLast(e) => {
+            let Some((seq, _)) = last else {
+                return insert_history_entry(tx, id, &e).await;
+            };
+            sqlx::query(
+                "UPDATE run_history SET state = ?, at = ?, message = ?, cause = ?, \
+                 detail = ? WHERE seq = ?",
+            )
+            .bind(e.state.as_str())
+            .bind(micros(e.at))
+            .bind(&e.message)
+            .bind(&e.cause)
+            .bind(e.detail.as_ref().map(to_json).transpose()?)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+    }
 }

@@ -55,6 +55,11 @@ pub fn finalize(
     meta: &RunMetadata,
 ) -> Result<Value, TemplateError> {
     check_run_id(meta.run_id)?;
+    // Rendered variables and mutators' patches can nest a job deeper than
+    // any one input; the job is stored (and read back) with the run.
+    if let Err(e) = crate::domain::document::check_depth(ROOT, &job_configuration) {
+        return Err(TemplateError::job(ROOT, e.reason));
+    }
     let Value::Object(config) = job_configuration else {
         return Err(TemplateError::job(
             ROOT,

@@ -137,6 +137,9 @@ impl BaseJobTemplate {
     /// Other top-level keys are ignored. Errors name the field, e.g.
     /// `base_job_template.variables.properties.image`.
     pub fn from_value(value: Value) -> Result<Self, TemplateError> {
+        if let Err(e) = crate::domain::document::check_depth("base_job_template", &value) {
+            return Err(TemplateError::template("base_job_template", e.reason));
+        }
         let Value::Object(mut map) = value else {
             return Err(TemplateError::template(
                 "base_job_template",
