@@ -390,6 +390,35 @@ async fn a_cancel_is_accepted_at_any_moment_after_submit() {
     api.server.shutdown();
 }
 
+/// `levels` nested arrays (within what serde_json itself parses).
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(Value::Null, |v, _| Value::Array(vec![v]))
+}
+
+#[tokio::test]
+async fn oversized_bodies_say_the_limit() {
+    let api = start().await;
+    let big = vec![b' '; (1 << 20) + 1];
+    let (status, e) = api.raw("POST", "/api/v1/pools", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert_eq!(e["error"], "too_large");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 1048576 bytes (1 MiB)")),
+        "{e}"
+    );
+    let upload = vec![0u8; (32 << 20) + 4096];
+    let (status, e) = api.raw("POST", "/api/v1/plugins/big", upload).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("a plugin upload may be at most 33554432 bytes (32 MiB)")),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let api = start().await;
@@ -416,6 +445,35 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let unknown = uuid::Uuid::now_v7();
     // (method, path, body, expected status, expected field)
     let cases: Vec<(&str, String, Value, u16, Option<&str>)> = vec![
+        // Documents nested past 64 levels, wherever they are: the field.
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p2", "type": "process", "base_job_template": nested(80)}),
+            422,
+            Some("base_job_template"),
+        ),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"name": "d2", "pool": "local", "job_variables": {"env": nested(70)}}),
+            422,
+            Some("job_variables"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"deployment": "d", "parameters": {"p": nested(100)}}),
+            422,
+            Some("parameters"),
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"pool": "local", "job": {"command": "true", "x": nested(120)}}),
+            422,
+            Some("job"),
+        ),
         // Pools.
         (
             "POST",

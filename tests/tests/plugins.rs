@@ -620,3 +620,48 @@ fn plugin_cli_from_test_to_bind() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+#[tokio::test]
+async fn a_deferral_is_capped_at_a_day_and_says_so() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    add(&api, "defers", "defers-forever").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "defers", "config": {"seconds": 4_294_967_295u64, "reason_bytes": 5000}})),
+    )
+    .await;
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"pool": "local", "job": {"command": "true"}})),
+        )
+        .await;
+    let id = run["id"].as_str().expect("id");
+    let run = api.ok("GET", &format!("/api/v1/runs/{id}"), None).await;
+    let line = plugin_entries(&run, "defers")
+        .into_iter()
+        .next()
+        .cloned()
+        .expect("the deferral");
+    assert_eq!(line["detail"]["decision"]["seconds"], 86_400, "{line}");
+    assert_eq!(line["detail"]["asked_seconds"], 4_294_967_295u64, "{line}");
+    let message = line["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("defer 86400s (asked 4294967295s; at most 86400s)"),
+        "{message}"
+    );
+    // The 5,000-byte reason is clipped at the plugin boundary.
+    let reason = line["detail"]["decision"]["reason"].as_str().unwrap_or("");
+    assert!(reason.len() <= 1024 + 3, "{}", reason.len());
+    // Scheduled for a day from now, not for 2163.
+    let at = chrono::DateTime::parse_from_rfc3339(run["scheduled_at"].as_str().expect("at"))
+        .expect("time");
+    let ahead = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        ahead <= chrono::Duration::hours(24) && ahead > chrono::Duration::hours(23),
+        "{ahead}"
+    );
+}

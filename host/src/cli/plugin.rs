@@ -99,10 +99,10 @@ pub struct BindOptions {
     /// What a plugin failure does to the run [default: fail-closed]
     #[arg(long, value_enum)]
     pub on_error: Option<OnErrorArg>,
-    /// Time limit per decision [default: 50]
+    /// Time limit per decision, 1 to 2000 [default: 50]
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<u32>,
-    /// Memory limit per decision [default: 64]
+    /// Memory limit per decision, 1 to 64 [default: 64]
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u32>,
 }

@@ -1595,9 +1595,9 @@ impl Store for PostgresStore {
         }
         let reason = quarantine::reason(why);
         let line = quarantine::entry(&reason, &set_aside);
-        assignments.push(format!("needs_admission = false"));
+        assignments.push("needs_admission = false".to_owned());
         let sql = format!(
-            "UPDATE runs SET state = 'Crashed', state_message = $2, ended_at = $3, {} WHERE id = $4",
+            "UPDATE runs SET state = 'Crashed', state_message = $1, ended_at = $2, {} WHERE id = $3",
             assignments.join(", ")
         );
         sqlx::query(&sql)

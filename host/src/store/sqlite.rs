@@ -1416,7 +1416,7 @@ impl Store for SqliteStore {
         }
         let reason = quarantine::reason(why);
         let line = quarantine::entry(&reason, &set_aside);
-        assignments.push(format!("needs_admission = 0"));
+        assignments.push("needs_admission = 0".to_owned());
         let sql = format!(
             "UPDATE runs SET state = 'Crashed', state_message = ?, ended_at = ?, {} WHERE id = ?",
             assignments.join(", ")

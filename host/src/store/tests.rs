@@ -22,11 +22,13 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::*;
-use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RunState};
+use crate::domain::{ConcurrencyLimit, HistoryEntry, Pool, PoolType, Queue, RunState, history};
 use crate::template::{BaseJobTemplate, TemplateKind};
 
 struct Fixture {
     store: Arc<dyn Store>,
+    /// The same database, for writing rows the store itself would refuse.
+    raw: Raw,
     /// Kept for the test's lifetime: the SQLite file's directory, or the
     /// PostgreSQL database (dropped when the test ends).
     _guard: Box<dyn std::any::Any + Send>,
@@ -39,7 +41,45 @@ async fn sqlite_fixture() -> Fixture {
         .expect("open store");
     Fixture {
         store: Arc::new(store),
+        raw: Raw::Sqlite(dir.path().join("weir.db")),
         _guard: Box::new(dir),
+    }
+}
+
+/// Direct access to a test's database, behind the store's back.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(Box<PgConnectOptions>),
+}
+
+impl Raw {
+    /// Runs `sql` with one text parameter per `binds` (`?` / `$1`...).
+    async fn exec(&self, sql: &str, binds: &[&str]) -> u64 {
+        match self {
+            Raw::Sqlite(path) => {
+                use sqlx::sqlite::SqliteConnectOptions;
+                let options = SqliteConnectOptions::new().filename(path);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("open the SQLite file");
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.execute(&mut conn).await.expect("raw SQL").rows_affected()
+            }
+            Raw::Postgres(options) => {
+                let mut conn = PgConnection::connect_with(options).await.expect("connect");
+                let sql = (1..=binds.len()).fold(sql.to_owned(), |sql, i| {
+                    sql.replacen('?', &format!("${i}"), 1)
+                });
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.execute(&mut conn).await.expect("raw SQL").rows_affected()
+            }
+        }
     }
 }
 
@@ -105,11 +145,12 @@ async fn postgres_fixture(test: &str) -> Option<Fixture> {
         admin: admin.clone(),
         name: name.clone(),
     };
-    let store = PostgresStore::connect_with(admin.database(&name))
+    let store = PostgresStore::connect_with(admin.clone().database(&name))
         .await
         .unwrap_or_else(|e| panic!("cannot open the store in database {name} at {shown}: {e}"));
     Some(Fixture {
         store: Arc::new(store),
+        raw: Raw::Postgres(Box::new(admin.database(&name))),
         _guard: Box::new(guard),
     })
 }
@@ -784,6 +825,178 @@ async fn server_secrets_are_set_once(store: Arc<dyn Store>) {
     );
 }
 
+/// `levels` nested arrays, built without recursion (and taken apart the
+/// same way by the caller's drop being shallow enough: at most a few
+/// hundred levels here).
+fn nested(levels: usize) -> serde_json::Value {
+    let mut v = serde_json::Value::Null;
+    for _ in 0..levels {
+        v = serde_json::Value::Array(vec![v]);
+    }
+    v
+}
+
+async fn a_document_that_would_not_read_back_is_not_stored(store: Arc<dyn Store>) {
+    let s = &*store;
+    pool(s, "p", None).await;
+    let mut run = new_run("p", "default", &[]);
+    run.job = Some(nested(document::READ_BACK_DEPTH + 1));
+    let id = run.id;
+    let err = s.insert_run(run).await.expect_err("refused");
+    assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("reads back at most 128"), "{err}");
+    assert!(matches!(
+        s.get_run(id, false).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // At the limit it is stored and read back.
+    let mut run = new_run("p", "default", &[]);
+    run.job = Some(nested(document::READ_BACK_DEPTH - 1));
+    let (stored, _) = s.insert_run(run).await.expect("stored");
+    let back = s.get_run(stored.id, false).await.expect("read back");
+    assert_eq!(back.job, stored.job);
+}
+
+fn deferral(reason: &str) -> HistoryEntry {
+    HistoryEntry {
+        state: RunState::Scheduled,
+        at: Utc::now(),
+        message: format!("admission quota@1: defer 1s: {reason} (0.2 ms)"),
+        cause: "admission:quota".into(),
+        detail: Some(serde_json::json!({
+            "plugin": "quota", "version": 1, "elapsed_ms": 0.2,
+            "decision": {"decision": "defer", "seconds": 1, "reason": reason},
+        })),
+    }
+}
+
+async fn repeated_decisions_fold_and_a_history_stays_bounded(store: Arc<dyn Store>) {
+    let s = &*store;
+    pool(s, "p", None).await;
+    let id = submit(s, "p", "default", &[]).await;
+    let later = Some(Utc::now() + Duration::seconds(1));
+    for _ in 0..50 {
+        s.set_admission(id, later, &[deferral("over quota")])
+            .await
+            .expect("defer");
+    }
+    let history = s
+        .get_run(id, true)
+        .await
+        .expect("get")
+        .history
+        .expect("history");
+    assert_eq!(
+        history.len(),
+        2,
+        "created, then one folded line: {history:#?}"
+    );
+    assert_eq!(history[1].detail.as_ref().expect("detail")["repeated"], 50);
+    for i in 0..(history::MAX_DECISION_LINES + 100) {
+        s.append_history(id, &[deferral(&format!("reason {i}"))])
+            .await
+            .expect("append");
+    }
+    let history = s
+        .get_run(id, true)
+        .await
+        .expect("get")
+        .history
+        .expect("history");
+    assert_eq!(history.len(), history::MAX_DECISION_LINES + 1);
+    let summary = history.last().expect("summary");
+    assert_eq!(summary.cause, history::SUMMARY_CAUSE);
+    // 200 lines held 2 before; 198 more fitted, 102 were only counted.
+    assert_eq!(
+        summary.detail.as_ref().expect("detail")["not_recorded"],
+        102
+    );
+    // State changes are always recorded, past the bound too.
+    finish(s, id, RunState::Cancelled).await;
+    let run = s.get_run(id, true).await.expect("get");
+    let history = run.history.expect("history");
+    assert_eq!(history.len(), history::MAX_DECISION_LINES + 2);
+    assert_eq!(history.last().map(|h| h.state), Some(RunState::Cancelled));
+}
+
+/// Rows an older Weir (or damage) left that do not read back: found, the
+/// runs ended Crashed with the reason and their slots returned; nothing
+/// else touched.
+async fn unreadable_rows_are_found_and_their_runs_set_aside(store: Arc<dyn Store>, raw: &Raw) {
+    let s = &*store;
+    pool(s, "p", Some(2)).await;
+    let submitted = submit(s, "p", "default", &[]).await;
+    let held = submit(s, "p", "default", &[]).await;
+    let waiting = submit(s, "p", "default", &[]).await;
+    assert_eq!(release(s).await, vec![submitted, held]);
+    assert!(
+        s.record_submission(submitted, 1, &serde_json::json!({"job": {}}))
+            .await
+            .expect("intent")
+    );
+    // A waiting run's job and a released run's submission that do not read
+    // back (300 levels, past serde_json's 128).
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let sql = "UPDATE runs SET job = ? WHERE id = ?";
+    assert_eq!(raw.exec(sql, &[&deep, &waiting.to_string()]).await, 1);
+    let sql = "UPDATE submissions SET target = ? WHERE run_id = ?";
+    assert_eq!(raw.exec(sql, &[&deep, &submitted.to_string()]).await, 1);
+
+    let mut found = s.unreadable_runs().await.expect("scan");
+    found.sort();
+    let mut expected = vec![submitted, waiting];
+    expected.sort();
+    let ids: Vec<RunId> = found.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, expected, "{found:?}");
+    assert!(
+        found.iter().all(|(_, why)| why.contains("recursion limit")),
+        "{found:?}"
+    );
+    for (id, why) in &found {
+        s.quarantine_run(*id, why).await.expect("quarantine");
+        // Again is a no-op: the run has ended.
+        s.quarantine_run(*id, why).await.expect("quarantine again");
+    }
+    assert!(s.unreadable_runs().await.expect("scan").is_empty());
+    for id in [submitted, waiting] {
+        let run = s.get_run(id, true).await.expect("reads back now");
+        assert_eq!(run.state, RunState::Crashed);
+        assert!(
+            run.state_message.contains("could not be read back"),
+            "{}",
+            run.state_message
+        );
+        let history = run.history.expect("history");
+        let last = history.last().expect("a line");
+        assert_eq!(last.state, RunState::Crashed);
+        let kept = &last.detail.as_ref().expect("detail")["set_aside"];
+        assert!(kept.as_object().is_some_and(|m| !m.is_empty()), "{kept}");
+    }
+    let intent = s.submission(submitted, 1).await.expect("readable");
+    assert_eq!(intent.expect("kept")["bytes"], 600);
+    // The crashed run's slot is back; the other held run keeps its own.
+    assert_eq!(s.pool_occupancy("p").await.expect("occupancy").active, 1);
+    assert_eq!(
+        s.get_run(held, false).await.expect("held").state,
+        RunState::Pending
+    );
+}
+
+#[tokio::test]
+async fn sqlite_unreadable_rows_are_found_and_their_runs_set_aside() {
+    let f = sqlite_fixture().await;
+    unreadable_rows_are_found_and_their_runs_set_aside(f.store.clone(), &f.raw).await;
+}
+
+#[tokio::test]
+async fn postgres_unreadable_rows_are_found_and_their_runs_set_aside() {
+    let Some(f) = postgres_fixture("unreadable_rows_are_found_and_their_runs_set_aside").await
+    else {
+        return;
+    };
+    unreadable_rows_are_found_and_their_runs_set_aside(f.store.clone(), &f.raw).await;
+}
+
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
@@ -850,6 +1063,8 @@ on_both_stores! {
     #[tokio::test] list_pages_newest_first_with_filters;
     #[tokio::test] tokens_are_found_by_hash_listed_and_revoked;
     #[tokio::test] server_secrets_are_set_once;
+    #[tokio::test] a_document_that_would_not_read_back_is_not_stored;
+    #[tokio::test] repeated_decisions_fold_and_a_history_stays_bounded;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }

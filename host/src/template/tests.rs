@@ -1155,3 +1155,27 @@ fn the_run_token_is_stamped_only_when_given() {
     let container = &job["job_manifest"]["spec"]["template"]["spec"]["containers"][0];
     assert!(!env_list(container).iter().any(|(k, _)| k == ENV_RUN_TOKEN));
 }
+
+#[test]
+fn a_job_nested_past_64_levels_by_its_variables_is_refused_naming_the_job() {
+    // Each input is within the bound; the rendered job is not.
+    let nested = |levels: usize| (0..levels).fold(Value::Null, |v, _| json!([v]));
+    let t = loose(
+        manifest_config(json!({"name": "c", "image": "i", "args": "{{ deep }}"})),
+        &["deep"],
+    );
+    let vars = t
+        .resolve_variables(&[&obj(json!({"deep": nested(60)}))])
+        .expect("variables are fine on their own");
+    let err = finalize(TemplateKind::Kubernetes, t.render(&vars), &META).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("job_configuration"), "{text}");
+    assert!(text.contains("nested more than 64 levels"), "{text}");
+    // And a template nested too deep is refused when it is loaded.
+    let err = BaseJobTemplate::from_value(json!({
+        "job_configuration": nested(70),
+        "variables": {"type": "object", "properties": {}},
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("base_job_template"), "{err}");
+}
