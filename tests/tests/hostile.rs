@@ -71,7 +71,7 @@ impl Http {
 }
 
 /// `levels` nested arrays as JSON text: deeper than serde_json reads back
-/// once past 128.
+/// once past 127.
 fn nested_text(levels: usize) -> String {
     format!("{}{}", "[".repeat(levels), "]".repeat(levels))
 }

@@ -22,8 +22,9 @@ use super::ValidationError;
 /// A Kubernetes Job manifest in a base job template is about 12 levels deep.
 pub const MAX_DEPTH: usize = 64;
 
-/// The nesting serde_json reads back (its default recursion limit).
-pub const READ_BACK_DEPTH: usize = 128;
+/// The deepest nesting serde_json reads back: its recursion limit is 128,
+/// and the level that reaches it fails.
+pub const READ_BACK_DEPTH: usize = 127;
 
 /// The approximate encoded size a job may grow to through plugins' patches:
 /// the same bound as an API request body, so a job a plugin builds is no
@@ -159,9 +160,9 @@ mod tests {
         assert_eq!(Shape::depth_of(&json!({"a": [1, {"b": []}]}), 64), 4);
         assert_eq!(Shape::depth_of(&nested(64), 64), 64);
         // Stops just past the bound, whatever the real depth.
-        assert_eq!(Shape::depth_of(&nested(100_000), 64), 65);
-        // Dropping a deep value recurses; take it apart by hand.
         let mut v = nested(100_000);
+        assert_eq!(Shape::depth_of(&v, 64), 65);
+        // Dropping a deep value recurses; take it apart by hand.
         while let Value::Array(mut items) = v {
             v = items.pop().unwrap_or(Value::Null);
         }

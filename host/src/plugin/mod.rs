@@ -9,12 +9,15 @@
 //! [`LoadedPlugin::admit`], [`LoadedPlugin::mutate`],
 //! [`LoadedPlugin::validate_config`]) waits for a concurrency permit, then on
 //! a blocking thread gets a fresh Store and instance with an epoch deadline,
-//! a memory cap and captured stdio (`call.rs`) → the output is size-checked,
-//! converted to the host's types (`types.rs`) and, for a mutator, applied as
-//! an RFC 6902 patch with forbidden paths enforced (`patch.rs`).
+//! a memory cap, hostcall fuel at the output cap and captured stdio
+//! (`call.rs`) → the output is size- and count-checked, converted to the
+//! host's types (`types.rs`) and, for a mutator, applied op by op as an RFC
+//! 6902 patch with forbidden paths and the job's depth and size bounded
+//! (`patch.rs`).
 //!
 //! Architecture invariant: a plugin reaches nothing of the host but its
-//! arguments, `log`, and the WASI clocks. Its WASI context has no preopened
+//! arguments, `log`, and the WASI clocks (the monotonic one Weir's own,
+//! whose sleeps end at the call's deadline). Its WASI context has no preopened
 //! directories, no environment, no arguments, no network, an empty stdin,
 //! stdout and stderr into bounded memory, and a fixed "random" sequence.
 //!

@@ -40,14 +40,16 @@ impl fmt::Display for World {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock time for instantiation plus the call, enforced by epoch
-    /// interruption inside wasm (and, for a plugin blocked in a host call, by
-    /// the caller no longer waiting).
+    /// interruption inside wasm; the only imports that can block, WASI's
+    /// clock waits, end at it too (`call::DeadlineClock`).
     pub deadline: Duration,
     /// Linear memory the instance may grow to. The pooling allocator's slot
     /// size (64 MiB) caps it when pooling is in use.
     pub memory_bytes: usize,
     /// Total bytes of strings the plugin may return (patch values, reasons,
-    /// tags, error messages).
+    /// tags, error messages). The hostcall fuel is this plus an allowance
+    /// for the records themselves, so what is over it is refused while it is
+    /// copied out of the guest.
     pub max_output_bytes: usize,
 }
 

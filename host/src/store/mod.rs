@@ -293,8 +293,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<DateTime<Utc>>>;
     /// Runs that hold slots (Pending, Running, Cancelling), oldest first.
     async fn active_runs(&self) -> Result<Vec<Run>>;
-    /// Unfinished runs whose rows (the run, its history, its current
-    /// attempt's submission) do not read back, each with why (`quarantine.rs`).
+    /// Unfinished runs whose rows do not read back, each with why
+    /// (`quarantine.rs`): the run row of every waiting or released run, and
+    /// for a released one also its history and its current attempt's
+    /// submission, which recovery reads.
     async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>>;
     /// Ends such a run Crashed, with `why` in the reason, in one
     /// transaction: what cannot be read is replaced by a readable

@@ -1513,7 +1513,10 @@ impl Store for PostgresStore {
                     {
                         why = Some(e.to_string());
                     }
+                    // The history too, but only of runs in flight (few):
+                    // a waiting run's is read by nothing but the API.
                     if why.is_none()
+                        && run.state.holds_slots()
                         && let Err(e) = history(&self.pool, &id).await
                     {
                         why = Some(e.to_string());

@@ -1337,7 +1337,10 @@ impl Store for SqliteStore {
                     {
                         why = Some(e.to_string());
                     }
+                    // The history too, but only of runs in flight (few):
+                    // a waiting run's is read by nothing but the API.
                     if why.is_none()
+                        && run.state.holds_slots()
                         && let Err(e) = history(&self.reader, &id).await
                     {
                         why = Some(e.to_string());

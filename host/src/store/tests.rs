@@ -844,7 +844,7 @@ async fn a_document_that_would_not_read_back_is_not_stored(store: Arc<dyn Store>
     let id = run.id;
     let err = s.insert_run(run).await.expect_err("refused");
     assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");
-    assert!(err.to_string().contains("reads back at most 128"), "{err}");
+    assert!(err.to_string().contains("reads back at most 127"), "{err}");
     assert!(matches!(
         s.get_run(id, false).await,
         Err(StoreError::NotFound { .. })
