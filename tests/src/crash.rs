@@ -204,10 +204,16 @@ impl Crash {
                 .await
                 .expect("upload");
             assert!(resp.status().is_success(), "upload {name}");
+            // The longest deadline a binding may have: the harness checks
+            // crash safety, and its planned outcomes assume the plugins
+            // decide. With the default 50 ms, a call descheduled for that
+            // long on a loaded CI machine (control plane, two servers,
+            // kwok) timed out and failed its run (seed
+            // 18205513619005136942).
             self.ok(
                 "POST",
                 &format!("/api/v1/pools/{POOL}/bindings"),
-                json!({"plugin": name, "config": config}),
+                json!({"plugin": name, "config": config, "deadline_ms": 2000}),
             )
             .await;
         }
