@@ -115,7 +115,7 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
     let mut weir = WeirProcess::start(dir.path(), None);
     let api = Http::new(&weir);
 
-    for pool in ["good", "deep", "deferred"] {
+    for pool in ["good", "deep", "alias", "deferred"] {
         api.ok(
             "POST",
             "/api/v1/pools",
@@ -142,12 +142,13 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
         )
         .await;
     }
-    // Mutators that once crashed the host or ballooned its memory,
-    // fail-closed: their runs fail, with why.
-    for mutator in ["nester", "aliaser"] {
+    // Mutators that once crashed the host or ballooned its memory, each on
+    // a pool of its own (so each judges), fail-closed: their runs fail,
+    // with why.
+    for (pool, mutator) in [("deep", "nester"), ("alias", "aliaser")] {
         api.ok(
             "POST",
-            "/api/v1/pools/deep/bindings",
+            &format!("/api/v1/pools/{pool}/bindings"),
             Some(json!({"plugin": mutator, "deadline_ms": 2000})),
         )
         .await;
@@ -190,6 +191,9 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
     for _ in 0..3 {
         deep.push(submit("deep", "true").await);
     }
+    for _ in 0..2 {
+        deep.push(submit("alias", "true").await);
+    }
     let mut deferred = Vec::new();
     for _ in 0..3 {
         deferred.push(submit("deferred", "true").await);
@@ -221,8 +225,9 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
         "{first}"
     );
 
-    // The deep pool's runs fail at release with the mutator's reason.
-    for id in &deep {
+    // The deep and alias pools' runs fail at release with their mutator's
+    // reason: nesting refused op by op, aliased output refused while copied.
+    for (i, id) in deep.iter().enumerate() {
         let run = eventually("a deep run to fail", Duration::from_secs(60), || async {
             let run = api.run(id).await;
             ENDED.contains(&run["state"].as_str()?).then_some(run)
@@ -230,9 +235,14 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
         .await;
         assert_eq!(run["state"], "Failed", "{run}");
         let why = run["state_message"].as_str().unwrap_or("");
+        let (plugin, reason) = if i < 3 {
+            ("nester", "nested more than 64 levels")
+        } else {
+            ("aliaser", "passed more than")
+        };
         assert!(
-            why.contains("nested more than 64 levels"),
-            "the first mutator's reason: {why}"
+            why.contains(plugin) && why.contains(reason),
+            "{plugin}'s reason: {why}"
         );
     }
 
@@ -328,7 +338,7 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
     weir.restart();
     let api = Http::new(&weir);
     let page = api.ok("GET", "/api/v1/runs?limit=100", None).await;
-    assert_eq!(page["items"].as_array().map(Vec::len), Some(12), "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(14), "{page}");
 }
 
 #[test]
