@@ -27,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, AdmissionVerdict, Pipeline};
 use crate::replica::{Bus, Signal};
 use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
-use crate::template::{self, BaseJobTemplate, RunMetadata, TemplateError};
+use crate::run::build::{BuildError, JobBuilder, JobRequest, Purpose, Source};
+use crate::template::{BaseJobTemplate, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -46,6 +47,16 @@ pub enum DispatchError {
 }
 
 pub type Result<T, E = DispatchError> = std::result::Result<T, E>;
+
+impl From<BuildError> for DispatchError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Template(t) => DispatchError::Template(t),
+            BuildError::Refused(r) => DispatchError::Refused(r.message),
+            e @ BuildError::Mutated(_) => DispatchError::Refused(e.to_string()),
+        }
+    }
+}
 
 /// Settings that shape every run.
 #[derive(Debug, Clone)]
@@ -231,10 +242,6 @@ mod double_option {
         Option::<T>::deserialize(d).map(Some)
     }
 }
-
-/// What `WEIR_RUN_TOKEN` holds in a preview and in the submit-time build
-/// check: the real token is derived only when the launcher builds the job.
-pub const RUN_TOKEN_PLACEHOLDER: &str = "weirrun_preview";
 
 /// A limit of 0 holds every run; limits above this are surely typos.
 const MAX_LIMIT: u32 = 1_000_000;
@@ -636,7 +643,8 @@ impl Dispatcher {
             .await?)
     }
 
-    /// The exact job configuration a run of this deployment would get now.
+    /// The exact job configuration a run of this deployment would get now:
+    /// the release's own builder, mutators and final checks included.
     pub async fn render_deployment(&self, name: &str, spec: RenderSpec) -> Result<(Pool, Value)> {
         let deployment = self.store.get_deployment(name).await?;
         let pool = self.store.get_pool(&deployment.pool).await?;
@@ -644,56 +652,35 @@ impl Dispatcher {
             .queue
             .clone()
             .unwrap_or_else(|| DEFAULT_QUEUE.into());
-        let preview_id = "00000000-0000-0000-0000-000000000000";
-        let parameters =
-            serde_json::to_string(&merge_parameters(&deployment.parameters, &spec.parameters))
-                .unwrap_or_else(|_| "{}".into());
-        let job = template::build_job(
-            &pool.base_job_template,
-            pool.pool_type.template_kind(),
-            &[&deployment.job_variables, &spec.job_variables],
-            &RunMetadata {
-                run_id: preview_id,
-                pool: &pool.name,
-                queue: &queue,
-                deployment: Some(&deployment.name),
-                api_url: &self.settings.api_url,
-                parameters: &parameters,
-                // A preview never carries a real token.
-                run_token: self
-                    .settings
-                    .run_tokens
-                    .as_ref()
-                    .map(|_| RUN_TOKEN_PLACEHOLDER),
-            },
-        )?;
-        // The pool's mutators too: this is the job a run would get.
+        document::check_map_depth("job_variables", &spec.job_variables)?;
+        document::check_map_depth("parameters", &spec.parameters)?;
+        let parameters = merge_parameters(&deployment.parameters, &spec.parameters);
         let job_variables =
             pipeline::merged_job_variables(Some(&deployment.job_variables), &spec.job_variables);
-        let ctx = pipeline::context(
-            preview_id,
-            Some(&deployment.name),
-            &pool.name,
-            &queue,
-            &deployment.tags,
-            &pipeline::labels_of(&job_variables),
-            &merge_parameters(&deployment.parameters, &spec.parameters),
-            &job_variables,
-            None,
-        );
+        let request = JobRequest {
+            run_id: "00000000-0000-0000-0000-000000000000",
+            pool: &pool,
+            queue: &queue,
+            source: Source::Deployment(&deployment),
+            job_variables: &spec.job_variables,
+            parameters: &parameters,
+            tags: &deployment.tags,
+            labels: &pipeline::labels_of(&job_variables),
+            parent_run_id: None,
+        };
         let job = self
-            .pipeline
-            .mutate(
-                &pool.name,
-                pool.pool_type,
-                &ctx,
-                job,
-                RunState::Pending,
-                &mut Vec::new(),
-            )
-            .await
-            .map_err(|r| DispatchError::Refused(r.message))?;
+            .job_builder()
+            .build(&request, Purpose::Preview, &mut Vec::new())
+            .await?;
         Ok((pool, job))
+    }
+
+    /// The job builder with this dispatcher's mutators and settings.
+    pub(crate) fn job_builder(&self) -> JobBuilder<'_> {
+        JobBuilder {
+            pipeline: &self.pipeline,
+            settings: &self.settings,
+        }
     }
 
     // -- runs ----------------------------------------------------------------
@@ -886,38 +873,29 @@ impl Dispatcher {
 
         // Check the job can be built now, so bad variables are refused here
         // and not discovered when the run is released.
-        let parameters_text = serde_json::to_string(&parameters).unwrap_or_else(|_| "{}".into());
-        let meta = RunMetadata {
-            parameters: &parameters_text,
-            run_id: &id_text,
-            pool: &pool.name,
-            queue: &queue,
-            deployment: deployment.as_ref().map(|d| d.name.as_str()),
-            api_url: &self.settings.api_url,
-            run_token: self
-                .settings
-                .run_tokens
-                .as_ref()
-                .map(|_| RUN_TOKEN_PLACEHOLDER),
+        let source = match (&deployment, &spec.job) {
+            (Some(d), _) => Source::Deployment(d),
+            (None, Some(job)) => Source::Raw(job),
+            (None, None) => {
+                return Err(
+                    ValidationError::new("job", "a run without a deployment needs a job").into(),
+                );
+            }
         };
-        match (&deployment, &spec.job) {
-            (Some(d), _) => {
-                template::build_job(
-                    &pool.base_job_template,
-                    pool.pool_type.template_kind(),
-                    &[&d.job_variables, &spec.job_variables],
-                    &meta,
-                )?;
-            }
-            (None, Some(job)) => {
-                template::finalize(
-                    pool.pool_type.template_kind(),
-                    with_job_prefix(job.clone()),
-                    &meta,
-                )?;
-            }
-            (None, None) => {}
-        }
+        let request = JobRequest {
+            run_id: &id_text,
+            pool: &pool,
+            queue: &queue,
+            source,
+            job_variables: &spec.job_variables,
+            parameters: &parameters,
+            tags: &tags,
+            labels: &labels,
+            parent_run_id: spec.parent_run_id,
+        };
+        self.job_builder()
+            .build(&request, Purpose::Check, &mut Vec::new())
+            .await?;
 
         // Stage 2: the pool's admission plugins admit, reject or defer.
         let mut scheduled_at = spec.scheduled_at.unwrap_or_else(Utc::now);
@@ -1110,26 +1088,6 @@ impl Dispatcher {
     }
 }
 
-/// Raw jobs for kubernetes pools may be given as a bare Job manifest; the
-/// template layer wants a job configuration with `job_manifest`.
-pub fn with_job_prefix(job: Value) -> Value {
-    match &job {
-        Value::Object(m) if m.get("kind").and_then(Value::as_str) == Some("Job") => {
-            let mut cfg = Map::new();
-            if let Some(ns) = m
-                .get("metadata")
-                .and_then(|md| md.get("namespace"))
-                .cloned()
-            {
-                cfg.insert("namespace".into(), ns);
-            }
-            cfg.insert("job_manifest".into(), job);
-            Value::Object(cfg)
-        }
-        _ => job,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1159,16 +1117,6 @@ mod tests {
         );
         let err = validate_tags("tags", &["ok".into(), "not ok".into()]).expect_err("space");
         assert_eq!(err.field, "tags[1]");
-    }
-
-    #[test]
-    fn bare_job_manifest_is_wrapped() {
-        let job = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"namespace": "x"}});
-        let cfg = with_job_prefix(job.clone());
-        assert_eq!(cfg["job_manifest"], job);
-        assert_eq!(cfg["namespace"], "x");
-        let process = serde_json::json!({"command": "true"});
-        assert_eq!(with_job_prefix(process.clone()), process);
     }
 
     #[test]

@@ -9,11 +9,10 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, Backends, Execution, Outcome, Resume};
-use crate::dispatcher::{DispatchError, Dispatcher, with_job_prefix};
+use crate::dispatcher::{DispatchError, Dispatcher};
+use crate::run::build::{BuildError, JobRequest, Purpose, Source};
 use crate::domain::{Cause, Pool, Run, RunSource, RunState};
-use crate::pipeline;
 use crate::store::{StoreError, Transition};
-use crate::template::{self, RunMetadata};
 
 /// Starts a released run on its own task.
 pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
@@ -26,93 +25,59 @@ pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
     });
 }
 
-/// Builds the job a run executes: its deployment's template rendered with the
-/// deployment's and the run's job variables, or its raw job, finalised with
-/// Weir's labels and env either way; then the pool's mutators patch it
-/// (stage 4), each outcome recorded in the run's history.
+/// Builds the job a run executes (`run/build.rs`, every step), recording
+/// the mutators' decisions in its history.
 pub async fn build_job(dispatcher: &Dispatcher, run: &Run) -> Result<(Pool, Value), BuildFailure> {
     let pool = dispatcher
         .store
         .get_pool(&run.pool)
         .await
         .map_err(|e| e.to_string())?;
-    let id = run.id.to_string();
-    let parameters = serde_json::to_string(&run.parameters).unwrap_or_else(|_| "{}".into());
-    // The real run token exists only in the job built here, at release.
-    let run_token = dispatcher
-        .settings
-        .run_tokens
-        .as_ref()
-        .map(|key| key.token_for(run.id));
-    let meta = RunMetadata {
-        run_token: run_token.as_deref(),
-        parameters: &parameters,
-        run_id: &id,
-        pool: &run.pool,
-        queue: &run.queue,
-        deployment: run.deployment.as_deref(),
-        api_url: &dispatcher.settings.api_url,
-    };
-    let kind = pool.pool_type.template_kind();
-    let (job, deployment_vars) = match run.source() {
-        RunSource::Deployment(name) => {
-            let deployment = dispatcher
+    let source = run.source();
+    let deployment = match &source {
+        RunSource::Deployment(name) => Some(
+            dispatcher
                 .store
-                .get_deployment(&name)
+                .get_deployment(name)
                 .await
-                .map_err(|e| e.to_string())?;
-            let job = template::build_job(
-                &pool.base_job_template,
-                kind,
-                &[&deployment.job_variables, &run.job_variables],
-                &meta,
-            )
-            .map_err(|e| e.to_string())?;
-            (job, Some(deployment.job_variables))
-        }
-        RunSource::Raw(job) => (
-            template::finalize(kind, with_job_prefix(job), &meta).map_err(|e| e.to_string())?,
-            None,
+                .map_err(|e| e.to_string())?,
         ),
+        RunSource::Raw(_) => None,
     };
-
-    // Stage 4: mutators, in binding order.
-    let job_variables =
-        pipeline::merged_job_variables(deployment_vars.as_ref(), &run.job_variables);
-    let ctx = pipeline::context(
-        &id,
-        run.deployment.as_deref(),
-        &run.pool,
-        &run.queue,
-        &run.tags,
-        &run.labels,
-        &run.parameters,
-        &job_variables,
-        run.parent_run_id.map(|p| p.to_string()),
-    );
+    let id = run.id.to_string();
+    let request = JobRequest {
+        run_id: &id,
+        pool: &pool,
+        queue: &run.queue,
+        source: match (&deployment, &source) {
+            (Some(d), _) => Source::Deployment(d),
+            (None, RunSource::Raw(job)) => Source::Raw(job),
+            (None, RunSource::Deployment(_)) => {
+                return Err("the run's deployment could not be read".to_owned().into());
+            }
+        },
+        job_variables: &run.job_variables,
+        parameters: &run.parameters,
+        tags: &run.tags,
+        labels: &run.labels,
+        parent_run_id: run.parent_run_id,
+    };
     let mut history = Vec::new();
-    let mutated = dispatcher
-        .pipeline
-        .mutate(
-            &pool.name,
-            pool.pool_type,
-            &ctx,
-            job,
-            RunState::Pending,
-            &mut history,
-        )
+    let built = dispatcher
+        .job_builder()
+        .build(&request, Purpose::Release(run.id), &mut history)
         .await;
     if let Err(e) = dispatcher.store.append_history(run.id, &history).await {
         warn!(run = %run.id, "cannot record plugin decisions: {e}");
     }
-    let job = mutated.map_err(|r| BuildFailure {
-        message: r.message,
-        detail: Some(r.detail),
-    })?;
-    // Weir's own stamps are re-applied over whatever the mutators did.
-    let job = template::finalize(kind, job, &meta)
-        .map_err(|e| format!("the mutated job is invalid: {e}"))?;
-    Ok((pool, job))
+    match built {
+        Ok(job) => Ok((pool, job)),
+        Err(BuildError::Refused(r)) => Err(BuildFailure {
+            message: r.message,
+            detail: Some(r.detail),
+        }),
+        Err(e) => Err(e.to_string().into()),
+    }
 }
 
 /// Why a run's job could not be built, with a plugin's structured detail

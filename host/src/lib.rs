@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod registry;
 pub mod replica;
+pub(crate) mod run;
 pub mod scheduler;
 pub mod server;
 pub mod store;

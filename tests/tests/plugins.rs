@@ -258,6 +258,66 @@ async fn a_process_run_gets_its_mutation_and_history_records_it() {
     api.server.shutdown();
 }
 
+/// `deployment render` and the release build the job with one builder
+/// (`host/src/run/build.rs`): the preview carries the mutators' patches, and
+/// a mutator that breaks the job's shape is refused by the preview with the
+/// very reason the launch fails the run with.
+#[tokio::test]
+async fn the_preview_is_the_job_the_release_builds() {
+    let api = start().await;
+    process_pool(&api, "local").await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "d", "pool": "local",
+                    "job_variables": {"command": "sh -c 'echo added=$ADDED'"}})),
+    )
+    .await;
+    add(&api, "add-label", "add-label").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "add-label"})),
+    )
+    .await;
+    let rendered = api
+        .ok("POST", "/api/v1/deployments/d/render", Some(json!({})))
+        .await;
+    assert_eq!(
+        rendered["job_configuration"]["env"]["ADDED"], "yes",
+        "{rendered}"
+    );
+    let done = api.run_to_end(json!({"deployment": "d"})).await;
+    assert_eq!(done["state"], "Completed", "{done}");
+
+    // A mutator whose valid patch leaves an invalid job.
+    add(&api, "breaks-shape", "breaks-shape").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "breaks-shape"})),
+    )
+    .await;
+    let (status, refused) = api
+        .send("POST", "/api/v1/deployments/d/render", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let preview_reason = refused["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        preview_reason.starts_with("the mutated job is invalid: ")
+            && preview_reason.contains("timeout_seconds"),
+        "{refused}"
+    );
+    let failed = api.run_to_end(json!({"deployment": "d"})).await;
+    assert_eq!(failed["state"], "Failed", "{failed}");
+    assert_eq!(
+        failed["state_message"],
+        json!(format!("cannot build the job: {preview_reason}")),
+        "the launch refuses the job with the preview's reason"
+    );
+    api.server.shutdown();
+}
+
 #[tokio::test]
 async fn admission_rejects_and_defers_with_recorded_reasons() {
     let api = start().await;
