@@ -7,7 +7,7 @@
 //! depth:
 //!
 //! - a sample of decisions (`--sample`, default 5,000) is released by the
-//!   real `SqliteStore::release_ready`, each released run completed at once
+//!   real `SqlStore::release_ready`, each released run completed at once
 //!   (Running, Completed) and replaced by a new run at the tail, so the depth
 //!   holds during the sample. A decision's cost is a call's time divided by
 //!   the runs it released;
@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row as _, SqliteConnection};
 use weir::domain::RunState;
-use weir::store::{PoolPatch, SqliteStore, Store, Transition};
+use weir::store::{PoolPatch, SqlStore, Store, Transition};
 
 use crate::scheduler::{self, BATCH, Model, POOL, TAGS, Workload};
 use crate::serve::{WeirServe, status_kib};
@@ -89,7 +89,7 @@ impl Filler {
     }
 
     /// One transaction: the runs, their tags and their "created" history
-    /// lines, as `SqliteStore::insert_run` writes them for a `NewRun` made by
+    /// lines, as `SqlStore::insert_run` writes them for a `NewRun` made by
     /// `scheduler::new_run`.
     async fn insert(&mut self, items: &[(String, usize, Vec<usize>)]) -> Result<(), sqlx::Error> {
         let mut tx = self.conn.begin().await?;
@@ -157,7 +157,7 @@ impl Filler {
 /// the bulk path, and checks the store reads both back the same (but for id
 /// and times). Leaves both queued.
 async fn check_bulk_rows(
-    store: &SqliteStore,
+    store: &SqlStore,
     filler: &mut Filler,
     scheduled_at: DateTime<Utc>,
 ) -> Result<(), String> {
@@ -248,7 +248,9 @@ pub(crate) async fn scenario(
 ) -> Result<Vec<Row>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = dir.path().join("weir.db");
-    let store = SqliteStore::open(&db).await.map_err(|e| e.to_string())?;
+    let store = SqlStore::open_sqlite(&db)
+        .await
+        .map_err(|e| e.to_string())?;
     scheduler::setup(&store).await?;
     let scheduled_at = Utc::now() - chrono::Duration::seconds(1);
     let mut filler = Filler::open(&db, scheduled_at).await?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, json};
 use weir::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, RunState};
-use weir::store::{NewRun, SqliteStore, Store, Transition};
+use weir::store::{NewRun, SqlStore, Store, Transition};
 use weir::template::BaseJobTemplate;
 
 use crate::Row;
@@ -82,7 +82,7 @@ pub(crate) async fn scenario(n: usize) -> Result<Vec<Row>, String> {
 }
 
 /// One pool (limit `POOL_LIMIT`), its 10 queues and the 3 tag limits.
-pub(crate) async fn setup(store: &SqliteStore) -> Result<(), String> {
+pub(crate) async fn setup(store: &SqlStore) -> Result<(), String> {
     let now = Utc::now();
     store
         .create_pool(&Pool {
@@ -152,7 +152,7 @@ pub(crate) fn new_run(q: usize, tags: &[usize], scheduled_at: DateTime<Utc>) -> 
 async fn store_run(work: &[(usize, Vec<usize>)]) -> Result<(Vec<Row>, Vec<usize>), String> {
     let n = work.len();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&dir.path().join("weir.db"))
+    let store = SqlStore::open_sqlite(&dir.path().join("weir.db"))
         .await
         .map_err(|e| e.to_string())?;
     setup(&store).await?;
@@ -352,4 +352,143 @@ fn model_run(work: &[(usize, Vec<usize>)]) -> (Vec<Row>, Vec<usize>) {
         ],
         counts,
     )
+}
+
+/// The store's release walk (`weir::domain::release::walk`, the code both
+/// stores run inside their transaction) against [`Model`]: the same
+/// workload, the same passes and completions, the same releases in the same
+/// order — without a database.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use async_trait::async_trait;
+    use proptest::prelude::*;
+    use weir::domain::release::{self, Limits, QueueState, ReleaseSource};
+
+    use super::*;
+
+    /// One pass over the waiting runs, as a store's transaction sees them.
+    struct Pass<'a> {
+        waiting: &'a [VecDeque<(usize, Vec<String>)>],
+        read: Vec<usize>,
+    }
+
+    #[async_trait]
+    impl ReleaseSource for Pass<'_> {
+        type Run = (usize, Vec<String>);
+        type Error = ();
+        async fn next(&mut self, q: usize) -> Result<Option<Self::Run>, ()> {
+            let run = self.waiting[q].get(self.read[q]).cloned();
+            self.read[q] += 1;
+            Ok(run)
+        }
+        async fn take(&mut self, _q: usize, _run: &Self::Run) -> Result<bool, ()> {
+            Ok(true)
+        }
+        fn tags(run: &Self::Run) -> &[String] {
+            &run.1
+        }
+    }
+
+    /// The walk's side: waiting runs per queue and the slots held.
+    struct Walked {
+        waiting: Vec<VecDeque<(usize, Vec<String>)>>,
+        queues: Vec<QueueState>,
+        limits: Limits,
+    }
+
+    impl Walked {
+        fn new() -> Self {
+            let mut limits = Limits::default();
+            limits.pools.insert(POOL.into(), (Some(POOL_LIMIT), 0));
+            limits.tags = TAGS.iter().map(|(t, l)| (t.to_string(), *l)).collect();
+            Self {
+                waiting: (0..10).map(|_| VecDeque::new()).collect(),
+                queues: (0..10)
+                    .map(|q| QueueState {
+                        pool: POOL.into(),
+                        priority: i64::from(queue(q).1),
+                        limit: None,
+                        used: 0,
+                    })
+                    .collect(),
+                limits,
+            }
+        }
+
+        async fn release(&mut self, max: usize) -> Vec<usize> {
+            let mut pass = Pass {
+                waiting: &self.waiting,
+                read: vec![0; 10],
+            };
+            let taken = release::walk(&mut pass, &mut self.queues, &mut self.limits, max)
+                .await
+                .unwrap_or_default();
+            for (q, (id, _)) in &taken {
+                self.waiting[*q].retain(|(w, _)| w != id);
+            }
+            taken.into_iter().map(|(_, (id, _))| id).collect()
+        }
+
+        fn complete(&mut self, q: usize, tags: &[usize]) {
+            self.queues[q].used -= 1;
+            if let Some(p) = self.limits.pools.get_mut(POOL) {
+                p.1 -= 1;
+            }
+            for t in tags {
+                if let Some(n) = self.limits.tags_used.get_mut(TAGS[*t].0) {
+                    *n -= 1;
+                }
+            }
+        }
+    }
+
+    fn workload() -> impl Strategy<Value = Vec<(usize, Vec<usize>)>> {
+        prop::collection::vec(
+            (0..10usize, prop::collection::btree_set(0..3usize, 0..=2)),
+            0..600,
+        )
+        .prop_map(|runs| {
+            runs.into_iter()
+                .map(|(q, tags)| (q, tags.into_iter().collect()))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_walk_releases_what_the_model_releases(
+            work in workload(),
+            passes in prop::collection::vec((1..300usize, 0..=100u8), 1..40),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut model = Model::new();
+            let mut walked = Walked::new();
+            let by_id: HashMap<usize, (usize, Vec<usize>)> =
+                work.iter().cloned().enumerate().collect();
+            for (i, (q, tags)) in work.iter().enumerate() {
+                model.push(i, (*q, tags.clone()));
+                let names = tags.iter().map(|t| TAGS[*t].0.to_owned()).collect();
+                walked.waiting[*q].push_back((i, names));
+            }
+            let mut running: Vec<usize> = Vec::new();
+            for (max, done_percent) in passes {
+                let expected: Vec<usize> = model.release(max).into_iter().map(|(i, _)| i).collect();
+                let got = runtime.block_on(walked.release(max));
+                prop_assert_eq!(&got, &expected);
+                running.extend(got);
+                // Complete a share of what is running, oldest first.
+                let n = running.len() * usize::from(done_percent) / 100;
+                for id in running.drain(..n) {
+                    let (q, tags) = &by_id[&id];
+                    model.complete(&(id, tags.clone()));
+                    walked.complete(*q, tags);
+                }
+            }
+        }
+    }
 }

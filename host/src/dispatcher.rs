@@ -26,8 +26,8 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::pipeline::{self, AdmissionVerdict, Pipeline};
 use crate::replica::{Bus, Signal};
-use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
 use crate::run::build::{BuildError, JobBuilder, JobRequest, Purpose, Source};
+use crate::store::{DeploymentPatch, NewRun, PoolPatch, QueuePatch, Store, StoreError, Transition};
 use crate::template::{BaseJobTemplate, TemplateError};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,8 @@ use tracing::{info, warn};
 
 use crate::backend::{Backend, Backends, Execution, Outcome, Resume};
 use crate::dispatcher::{DispatchError, Dispatcher};
-use crate::run::build::{BuildError, JobRequest, Purpose, Source};
 use crate::domain::{Cause, Pool, Run, RunSource, RunState};
+use crate::run::build::{BuildError, JobRequest, Purpose, Source};
 use crate::store::{StoreError, Transition};
 
 /// Starts a released run on its own task.

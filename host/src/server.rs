@@ -26,7 +26,7 @@ use crate::plugin::{LoadError, PluginRuntime};
 use crate::registry::Registry;
 use crate::replica::{self, Bus, Election, ReplicaError, Signal};
 use crate::scheduler;
-use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{DatabaseUrl, SqlStore, Store, StoreError};
 use crate::tls::{TlsError, TlsFiles, TlsListener};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
@@ -128,9 +128,9 @@ impl Database {
     /// Opens (and migrates) the store; `weir token` uses this too.
     pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
         Ok(match self {
-            Database::Embedded => Arc::new(SqliteStore::open(&data_dir.join("weir.db")).await?),
+            Database::Embedded => Arc::new(SqlStore::open_sqlite(&data_dir.join("weir.db")).await?),
             Database::Postgres(url) => {
-                Arc::new(PostgresStore::connect(url).await.map_err(|source| {
+                Arc::new(SqlStore::connect_postgres(url).await.map_err(|source| {
                     ServeError::Postgres {
                         url: url.clone(),
                         source,

@@ -951,13 +951,13 @@ async fn every_documented_route_is_served() {
 #[tokio::test]
 async fn restart_recovers_released_runs_in_every_pool_type() {
     use weir::domain::{Pool, PoolType, RunState};
-    use weir::store::{NewRun, SqliteStore, Store};
+    use weir::store::{NewRun, SqlStore, Store};
     use weir::template::BaseJobTemplate;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut released = Vec::new();
     {
-        let store = SqliteStore::open(&dir.path().join("weir.db"))
+        let store = SqlStore::open_sqlite(&dir.path().join("weir.db"))
             .await
             .expect("open store");
         for (name, pool_type) in [("proc", PoolType::Process), ("kube", PoolType::Kubernetes)] {

@@ -630,7 +630,7 @@ job_variables = {{ image = "busybox:1.36", namespace = "{ns}", backoff_limit = 0
 #[tokio::test]
 async fn a_restart_resolves_recorded_submissions_by_looking_at_the_cluster() {
     use weir::domain::{Pool, PoolType, RunState};
-    use weir::store::{NewRun, SqliteStore, Store, Transition};
+    use weir::store::{NewRun, SqlStore, Store, Transition};
     use weir::template::BaseJobTemplate;
 
     let Some(kubeconfig) = cluster::kubeconfig_path() else {
@@ -651,7 +651,7 @@ async fn a_restart_resolves_recorded_submissions_by_looking_at_the_cluster() {
     };
     let mut ids = Vec::new();
     {
-        let store = SqliteStore::open(&dir.path().join("weir.db"))
+        let store = SqlStore::open_sqlite(&dir.path().join("weir.db"))
             .await
             .expect("open store");
         let now = chrono::Utc::now();

@@ -1,4 +1,7 @@
 //! API errors: JSON `{"error", "field", "detail"}` with the right status.
+//! A 500 says only that the server failed and under which request id its
+//! log holds the cause (`"error": "internal"`, `"request_id"`); what failed
+//! inside (a database's message, a path) never reaches the client.
 
 use axum::Json;
 use axum::http::{StatusCode, header};
@@ -50,6 +53,21 @@ impl ApiError {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", None, detail)
     }
+
+    /// A failure inside the server: `cause` is logged with the request's
+    /// id, and the answer says only where to look.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let id = super::request_id::current().unwrap_or_else(|| "none".into());
+        tracing::error!(request_id = %id, "internal error: {cause}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            None,
+            format!(
+                "the server failed to handle this request; its log has the cause under request id {id}"
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -57,16 +75,17 @@ impl IntoResponse for ApiError {
         // RFC 6750: a 401 names the scheme the client should use.
         let challenge = (self.status == StatusCode::UNAUTHORIZED)
             .then_some([(header::WWW_AUTHENTICATE, "Bearer realm=\"weir\"")]);
-        (
-            self.status,
-            challenge,
-            Json(json!({
-                "error": self.error,
-                "field": self.field,
-                "detail": self.detail,
-            })),
-        )
-            .into_response()
+        let mut body = json!({
+            "error": self.error,
+            "field": self.field,
+            "detail": self.detail,
+        });
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR
+            && let Some(id) = super::request_id::current()
+        {
+            body["request_id"] = id.into();
+        }
+        (self.status, challenge, Json(body)).into_response()
     }
 }
 
@@ -96,13 +115,7 @@ impl From<StoreError> for ApiError {
                 e.to_string(),
             ),
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
-                tracing::error!("store error: {e}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    None,
-                    e.to_string(),
-                )
+                ApiError::internal(format_args!("store: {e}"))
             }
         }
     }

@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginRuntime;
 use crate::registry::Registry;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqlStore, Store};
 
 /// A route that reads a JSON body, with a body it accepts.
 struct Route {
@@ -135,7 +135,7 @@ impl Api {
         let dir = tempfile::tempdir().expect("temp dir");
         let router = rt.block_on(async {
             let store: Arc<dyn Store> = Arc::new(
-                SqliteStore::open(&dir.path().join("weir.db"))
+                SqlStore::open_sqlite(&dir.path().join("weir.db"))
                     .await
                     .expect("open store"),
             );

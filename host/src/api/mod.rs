@@ -8,6 +8,7 @@ mod extract;
 #[cfg(test)]
 mod fuzz;
 mod plugins;
+mod request_id;
 mod resources;
 mod runs;
 
@@ -164,6 +165,7 @@ pub fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> R
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(catch_panics())
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(dispatcher)
 }
 
@@ -181,14 +183,7 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or("a panic without a message");
-    tracing::error!(panic = what, "an API handler panicked");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        None,
-        "the server hit a bug handling this request; it is logged",
-    )
-    .into_response()
+    ApiError::internal(format_args!("an API handler panicked: {what}")).into_response()
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -257,19 +252,71 @@ mod tests {
                     ""
                 }),
             )
-            .layer(catch_panics());
+            .layer(catch_panics())
+            .layer(axum::middleware::from_fn(request_id::assign));
         let request = axum::http::Request::builder()
             .uri("/boom")
             .body(axum::body::Body::empty())
             .expect("request");
         let response = app.oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let header = response
+            .headers()
+            .get(request_id::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .expect("x-request-id");
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .expect("body");
         let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(body["error"], "internal");
-        assert!(body["detail"].as_str().is_some_and(|d| d.contains("bug")));
+        assert_eq!(body["request_id"], header.as_str());
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&header) && !detail.contains("boom"),
+            "{body}"
+        );
+    }
+
+    /// A store failure answers 500 with the request's id, and nothing of
+    /// the database's own message; a caller's usable id is kept.
+    #[tokio::test]
+    async fn a_500_names_the_request_and_hides_the_cause() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/fail",
+                get(|| async {
+                    Err::<(), ApiError>(
+                        crate::store::StoreError::Corrupt("table runs: secret detail".into())
+                            .into(),
+                    )
+                }),
+            )
+            .layer(axum::middleware::from_fn(request_id::assign));
+        let request = axum::http::Request::builder()
+            .uri("/fail")
+            .header(request_id::HEADER, "client-id-42")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response
+                .headers()
+                .get(request_id::HEADER)
+                .map(|v| v.as_bytes()),
+            Some(&b"client-id-42"[..])
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("secret"), "{text}");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["error"], "internal");
+        assert_eq!(body["request_id"], "client-id-42");
     }
 
     #[test]

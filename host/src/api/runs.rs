@@ -236,12 +236,10 @@ pub async fn logs(
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    None,
-                    format!("cannot read the log: {e}"),
-                ));
+                return Err(ApiError::internal(format_args!(
+                    "cannot read the log {}: {e}",
+                    path.display()
+                )));
             }
         };
         return Ok((text_plain, body).into_response());

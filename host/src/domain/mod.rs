@@ -9,6 +9,7 @@ mod name;
 mod plugin;
 mod pool;
 mod queue;
+pub mod release;
 mod run;
 mod run_state;
 

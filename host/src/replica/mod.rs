@@ -22,7 +22,7 @@
 //!   leader waits [`SETTLE`] before taking over the runs in flight, long
 //!   enough for the old one to have noticed. Even if two schedulers did
 //!   overlap, releases are serialised in the database (see
-//!   `store::postgres::RELEASE_LOCK`), so no limit can be exceeded.
+//!   `store/postgres.rs`, `RELEASE_LOCK`), so no limit can be exceeded.
 
 pub mod bus;
 mod election;

@@ -1,11 +1,12 @@
 //! Durable state. Every state change is one transaction, committed before the
-//! caller is answered. [`Store`] is the interface; [`SqliteStore`] is the
-//! embedded implementation (the default), [`PostgresStore`] the one for a
-//! shared database (`weir serve --database-url postgres://...`). Both pass
-//! the same tests (`tests.rs`).
+//! caller is answered. [`Store`] is the interface; [`SqlStore`] its one
+//! implementation (`sql.rs`), over the embedded SQLite file (the default,
+//! `sqlite.rs`) or a shared PostgreSQL database (`weir serve --database-url
+//! postgres://...`, `postgres.rs`). Every test in `tests.rs` runs on both.
 
 mod postgres;
 mod quarantine;
+mod sql;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,8 @@ use crate::domain::{
 };
 use crate::template::BaseJobTemplate;
 
-pub use postgres::{DatabaseUrl, PostgresStore};
-pub use sqlite::SqliteStore;
+pub use postgres::DatabaseUrl;
+pub use sql::SqlStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

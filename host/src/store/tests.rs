@@ -36,7 +36,7 @@ struct Fixture {
 
 async fn sqlite_fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("weir.db"))
+    let store = SqlStore::open_sqlite(&dir.path().join("weir.db"))
         .await
         .expect("open store");
     Fixture {
@@ -145,7 +145,7 @@ async fn postgres_fixture(test: &str) -> Option<Fixture> {
         admin: admin.clone(),
         name: name.clone(),
     };
-    let store = PostgresStore::connect_with(admin.clone().database(&name))
+    let store = SqlStore::connect_postgres_with(admin.clone().database(&name))
         .await
         .unwrap_or_else(|e| panic!("cannot open the store in database {name} at {shown}: {e}"));
     Some(Fixture {
@@ -997,6 +997,161 @@ async fn postgres_unreadable_rows_are_found_and_their_runs_set_aside() {
     unreadable_rows_are_found_and_their_runs_set_aside(f.store.clone(), &f.raw).await;
 }
 
+/// The paths the scheduler and the API take beside the release walk:
+/// deferred admission, label and tag counts, limits, deployments, plugins
+/// and their bindings, submission intents and the `/metrics` snapshot —
+/// each written and read back through the one store on both databases.
+async fn every_resource_reads_back_and_deferred_runs_come_due(store: Arc<dyn Store>) {
+    use crate::domain::{Deployment, OnError, PluginBinding, World};
+    let s = &*store;
+    pool(s, "p", Some(4)).await;
+    limit(s, "gpu", 2).await;
+    let updated = s.update_limit("gpu", 3).await.expect("update limit");
+    assert_eq!(updated.limit, 3);
+    assert!(matches!(
+        s.update_limit("none", 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Deferred by admission: not released, due later, then admitted.
+    let mut deferred = new_run("p", "default", &["gpu"]);
+    deferred.needs_admission = true;
+    deferred.labels.insert("team".into(), "ml".into());
+    let deferred = s.insert_run(deferred).await.expect("insert").0.id;
+    let mut plain = new_run("p", "default", &[]);
+    plain.labels.insert("team".into(), "ml".into());
+    let plain = s.insert_run(plain).await.expect("insert").0.id;
+    assert_eq!(release(s).await, vec![plain]);
+    let due = s.due_admissions(Utc::now(), 10).await.expect("due");
+    assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![deferred]);
+    let label = s.label_occupancy("team", "ml").await.expect("labels");
+    assert_eq!((label.active, label.queued), (1, 1));
+    assert_eq!(
+        s.label_occupancy("team", "other").await.expect("labels"),
+        Occupancy::default()
+    );
+    let tag = s.tag_occupancy("gpu").await.expect("tags");
+    assert_eq!((tag.active, tag.queued), (0, 1));
+    s.set_admission(deferred, None, &[]).await.expect("admit");
+    assert!(
+        s.due_admissions(Utc::now(), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(release(s).await, vec![deferred]);
+    assert_eq!(s.tag_slots_in_use("gpu").await.expect("slots"), 1);
+
+    // Submission intents, only while the run is Pending in that attempt.
+    let target = serde_json::json!({"job": {"command": "true"}});
+    assert!(
+        s.record_submission(deferred, 1, &target)
+            .await
+            .expect("record")
+    );
+    assert_eq!(s.submission(deferred, 1).await.expect("read"), Some(target));
+    finish(s, deferred, RunState::Running).await;
+    assert!(
+        !s.record_submission(deferred, 1, &serde_json::json!({}))
+            .await
+            .expect("record")
+    );
+
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats.runs_by_state.get("Pending"), Some(&1));
+    assert_eq!(stats.runs_by_state.get("Running"), Some(&1));
+    assert_eq!(
+        stats.queues.get(&("p".to_owned(), "default".to_owned())),
+        Some(&Occupancy {
+            active: 2,
+            queued: 0
+        })
+    );
+    assert_eq!(
+        stats.slots.get(&("tag".to_owned(), "gpu".to_owned())),
+        Some(&(1, Some(3)))
+    );
+
+    // Deployments.
+    let now = Utc::now();
+    let mut variables = Map::new();
+    variables.insert("command".into(), "echo hi".into());
+    s.create_deployment(&Deployment {
+        name: "d".into(),
+        pool: "p".into(),
+        queue: None,
+        job_variables: variables.clone(),
+        tags: vec!["gpu".into()],
+        parameters: Map::new(),
+        description: String::new(),
+        team: Some("ml".into()),
+        retries: Default::default(),
+        created_at: now,
+        updated_at: now,
+    })
+    .await
+    .expect("create deployment");
+    let d = s
+        .update_deployment(
+            "d",
+            DeploymentPatch {
+                team: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update deployment");
+    assert_eq!((d.team, d.job_variables), (None, variables));
+    assert_eq!(s.list_deployments().await.expect("list").len(), 1);
+
+    // Plugins: a version per new digest, bytes stored once, bindings.
+    let (v1, new) = s
+        .add_plugin_version("quota", "sha256:a", b"one", World::Admission, "0.1.0")
+        .await
+        .expect("add");
+    assert!(new);
+    assert_eq!(v1.version, 1);
+    let (again, new) = s
+        .add_plugin_version("quota", "sha256:a", b"one", World::Admission, "0.1.0")
+        .await
+        .expect("add again");
+    assert!(!new);
+    assert_eq!(again.version, 1);
+    let (v2, _) = s
+        .add_plugin_version("quota", "sha256:b", b"two", World::Admission, "0.1.0")
+        .await
+        .expect("add v2");
+    assert_eq!(v2.version, 2);
+    assert_eq!(s.plugin_bytes("sha256:b").await.expect("bytes"), b"two");
+    assert_eq!(s.plugin_versions("quota").await.expect("versions").len(), 2);
+    let bound = s
+        .create_binding(&PluginBinding {
+            id: 0,
+            pool: Some("p".into()),
+            plugin: "quota".into(),
+            pinned_version: Some(1),
+            config: serde_json::json!({"max": 3}),
+            order: 0,
+            on_error: OnError::FailClosed,
+            deadline_ms: 50,
+            memory_mb: 16,
+            created_at: now,
+        })
+        .await
+        .expect("bind");
+    assert!(bound.id > 0);
+    let listed = s.list_bindings(Some("p")).await.expect("bindings");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].config, serde_json::json!({"max": 3}));
+    assert!(matches!(
+        s.delete_plugin("quota").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    s.delete_binding(Some("p"), "quota").await.expect("unbind");
+    s.delete_plugin("quota").await.expect("delete plugin");
+    assert!(s.list_plugins().await.expect("plugins").is_empty());
+}
+
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
@@ -1063,6 +1218,7 @@ on_both_stores! {
     #[tokio::test] list_pages_newest_first_with_filters;
     #[tokio::test] tokens_are_found_by_hash_listed_and_revoked;
     #[tokio::test] server_secrets_are_set_once;
+    #[tokio::test] every_resource_reads_back_and_deferred_runs_come_due;
     #[tokio::test] a_document_that_would_not_read_back_is_not_stored;
     #[tokio::test] repeated_decisions_fold_and_a_history_stays_bounded;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,2045 @@
+//! The one store: every [`Store`] method, written once over sqlx's `Any`
+//! driver, for both databases. What differs between them is in
+//! [`Dialect`] — SQL fragments and the locks a shared database needs — and
+//! in how each connects (`sqlite.rs`, `postgres.rs`). The schema is the same
+//! in both (`migrations/`): times are integer microseconds, JSON is text,
+//! flags are booleans (integers in SQLite, read by [`flag`]).
+//!
+//! Every statement uses `$N` placeholders, which both databases accept.
+
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+
+use super::quarantine;
+use super::{
+    DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
+    RunPage, Store, StoreError, StoreStats, Transition,
+};
+use crate::auth::{Role, TokenRecord};
+use crate::domain::history::{self, HistoryWrite};
+use crate::domain::release::{self, Limits, QueueState, ReleaseSource};
+use crate::domain::{
+    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, OnError, PluginBinding,
+    PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunId, RunState, World,
+};
+use crate::template::BaseJobTemplate;
+
+const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
+const HOLDING: &str = "('Pending','Running','Cancelling')";
+const RUN_COLUMNS: &str = "seq, id, state, state_message, pool, queue, deployment, job, tags, labels, \
+    parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
+    started_at, ended_at, attempt, retries_max, retry_delay_seconds, exit_code";
+
+/// What differs between the two databases, besides connecting.
+#[derive(Debug)]
+pub(super) struct Dialect {
+    /// Appended to a `SELECT` of a row the transaction then changes.
+    pub lock_row: &'static str,
+    /// Appended to a `SELECT` of the pool and queue rows a new run refers
+    /// to, so they cannot be deleted under it.
+    pub share_row: &'static str,
+    /// Appended to the subquery that picks runs to mark Late.
+    pub skip_locked: &'static str,
+    /// Run first in every release pass: passes never interleave.
+    pub release_lock: Option<&'static str>,
+    /// Run first when numbering a plugin's versions, `$1` its name.
+    pub plugin_lock: Option<&'static str>,
+    /// A condition on `runs.labels`: `$1` the key as `label_key` gives
+    /// it, `$2` the value.
+    pub label_filter: &'static str,
+    pub label_key: fn(&str) -> String,
+    /// `FROM` and the condition that read deferred runs, in the words the
+    /// database's index on them needs.
+    pub deferred_runs: &'static str,
+}
+
+/// A [`Store`] over SQLite or PostgreSQL.
+pub struct SqlStore {
+    dialect: &'static Dialect,
+    /// Where every write transaction runs (SQLite: one connection).
+    writer: AnyPool,
+    /// Where reads run (PostgreSQL: the same pool).
+    reader: AnyPool,
+}
+
+impl SqlStore {
+    pub(super) fn new(dialect: &'static Dialect, writer: AnyPool, reader: AnyPool) -> Self {
+        Self {
+            dialect,
+            writer,
+            reader,
+        }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(self.writer.begin().await?)
+    }
+}
+
+/// A flag column: a boolean in PostgreSQL, an integer in SQLite.
+fn flag(row: &AnyRow, column: &str) -> Result<bool> {
+    match row.try_get::<bool, _>(column) {
+        Ok(b) => Ok(b),
+        Err(_) => Ok(row.try_get::<i64, _>(column)? != 0),
+    }
+}
+
+/// Runs marked Late per transaction.
+const MARK_LATE_BATCH: i64 = 500;
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_micros(v)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
+}
+
+fn opt_micros(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(from_micros).transpose()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    super::encode_json(v)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> Result<T> {
+    super::decode_json(column, s)
+}
+
+fn to_u32(column: &str, v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column}: {v} out of range")))
+}
+
+fn opt_u32(column: &str, v: Option<i64>) -> Result<Option<u32>> {
+    v.map(|v| to_u32(column, v)).transpose()
+}
+
+fn count(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn parse_state(s: &str) -> Result<RunState> {
+    RunState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown run state {s:?}")))
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::from_str(s).map_err(|e| StoreError::Corrupt(format!("run id {s:?}: {e}")))
+}
+
+fn pool_from_row(row: &AnyRow) -> Result<Pool> {
+    let pool_type: String = row.try_get("type")?;
+    let template: String = row.try_get("base_job_template")?;
+    Ok(Pool {
+        name: row.try_get("name")?,
+        pool_type: PoolType::parse(&pool_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("pool type {pool_type:?}")))?,
+        base_job_template: from_json::<BaseJobTemplate>("base_job_template", &template)?,
+        cluster: row.try_get("cluster")?,
+        concurrency_limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+        paused: flag(row, "paused")?,
+        description: row.try_get("description")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn queue_from_row(row: &AnyRow) -> Result<Queue> {
+    Ok(Queue {
+        pool: row.try_get("pool")?,
+        name: row.try_get("name")?,
+        priority: to_u32("priority", row.try_get("priority")?)?,
+        concurrency_limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+        paused: flag(row, "paused")?,
+        description: row.try_get("description")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn limit_from_row(row: &AnyRow) -> Result<ConcurrencyLimit> {
+    Ok(ConcurrencyLimit {
+        tag: row.try_get("tag")?,
+        limit: to_u32("slots", row.try_get("slots")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
+    Ok(Deployment {
+        name: row.try_get("name")?,
+        pool: row.try_get("pool")?,
+        queue: row.try_get("queue")?,
+        job_variables: from_json("job_variables", row.try_get("job_variables")?)?,
+        tags: from_json("tags", row.try_get("tags")?)?,
+        parameters: from_json("parameters", row.try_get("parameters")?)?,
+        description: row.try_get("description")?,
+        team: row.try_get("team")?,
+        retries: RetryPolicy {
+            max: to_u32("retries_max", row.try_get("retries_max")?)?,
+            delay_seconds: to_u32("retry_delay_seconds", row.try_get("retry_delay_seconds")?)?,
+        },
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("role: {role:?} is not a role")))?,
+        team: row.try_get("team")?,
+        pools: from_json("pools", row.try_get("pools")?)?,
+        prefix: row.try_get("prefix")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        revoked_at: opt_micros(row.try_get("revoked_at")?)?,
+    })
+}
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
+    let job: Option<String> = row.try_get("job")?;
+    let parent: Option<String> = row.try_get("parent_run_id")?;
+    Ok(Run {
+        id: parse_uuid(row.try_get("id")?)?,
+        state: parse_state(row.try_get("state")?)?,
+        state_message: row.try_get("state_message")?,
+        pool: row.try_get("pool")?,
+        queue: row.try_get("queue")?,
+        deployment: row.try_get("deployment")?,
+        job: job.map(|j| from_json::<Value>("job", &j)).transpose()?,
+        tags: from_json("tags", row.try_get("tags")?)?,
+        labels: from_json("labels", row.try_get("labels")?)?,
+        parameters: from_json("parameters", row.try_get("parameters")?)?,
+        job_variables: from_json("job_variables", row.try_get("job_variables")?)?,
+        parent_run_id: parent.as_deref().map(parse_uuid).transpose()?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        scheduled_at: from_micros(row.try_get("scheduled_at")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        started_at: opt_micros(row.try_get("started_at")?)?,
+        ended_at: opt_micros(row.try_get("ended_at")?)?,
+        attempt: to_u32("attempt", row.try_get("attempt")?)?,
+        retries: RetryPolicy {
+            max: to_u32("retries_max", row.try_get("retries_max")?)?,
+            delay_seconds: to_u32("retry_delay_seconds", row.try_get("retry_delay_seconds")?)?,
+        },
+        exit_code: row.try_get("exit_code")?,
+        history: None,
+    })
+}
+
+fn parse_world(s: &str) -> Result<World> {
+    match s {
+        "router" => Ok(World::Router),
+        "admission" => Ok(World::Admission),
+        "mutator" => Ok(World::Mutator),
+        other => Err(StoreError::Corrupt(format!("plugin world {other:?}"))),
+    }
+}
+
+fn plugin_version_from_row(row: &AnyRow) -> Result<PluginVersion> {
+    Ok(PluginVersion {
+        name: row.try_get("name")?,
+        version: to_u32("version", row.try_get("version")?)?,
+        digest: row.try_get("digest")?,
+        world: parse_world(row.try_get("world")?)?,
+        wit_version: row.try_get("wit_version")?,
+        size: count(row.try_get("size")?),
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn binding_from_row(row: &AnyRow) -> Result<PluginBinding> {
+    let pool: String = row.try_get("pool")?;
+    let on_error: String = row.try_get("on_error")?;
+    Ok(PluginBinding {
+        id: row.try_get("id")?,
+        pool: if pool.is_empty() { None } else { Some(pool) },
+        plugin: row.try_get("plugin")?,
+        pinned_version: opt_u32("pinned_version", row.try_get("pinned_version")?)?,
+        config: from_json("config", row.try_get("config")?)?,
+        order: i32::try_from(row.try_get::<i64, _>("position")?)
+            .map_err(|_| StoreError::Corrupt("binding position out of range".into()))?,
+        on_error: OnError::parse(&on_error)
+            .ok_or_else(|| StoreError::Corrupt(format!("on_error {on_error:?}")))?,
+        deadline_ms: to_u32("deadline_ms", row.try_get("deadline_ms")?)?,
+        memory_mb: to_u32("memory_mb", row.try_get("memory_mb")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_history(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    state: RunState,
+    at: DateTime<Utc>,
+    message: &str,
+    cause: &str,
+) -> Result<()> {
+    insert_history_entry(
+        tx,
+        id,
+        &HistoryEntry {
+            state,
+            at,
+            message: message.to_owned(),
+            cause: cause.to_owned(),
+            detail: None,
+        },
+    )
+    .await
+}
+
+async fn insert_history_entry(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO run_history (run_id, state, at, message, cause, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(entry.state.as_str())
+    .bind(micros(entry.at))
+    .bind(history::clipped(&entry.message).as_ref())
+    .bind(&entry.cause)
+    .bind(entry.detail.as_ref().map(to_json).transpose()?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn fetch_run<'e, E>(executor: E, id: &str) -> Result<Run>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+    run_from_row(&row)
+}
+
+/// The run, its row locked until the transaction ends: a state change reads
+/// the state it checks against the transition table under this lock.
+async fn lock_run(dialect: &Dialect, tx: &mut Transaction<'static, Any>, id: &str) -> Result<Run> {
+    let row = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{}",
+        dialect.lock_row
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found("run", id))?;
+    run_from_row(&row)
+}
+
+async fn occupancy(pool: &AnyPool, where_clause: &str, binds: &[&str]) -> Result<Occupancy> {
+    let sql = format!(
+        "SELECT \
+           CAST(COALESCE(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), 0) AS BIGINT) AS active, \
+           CAST(COALESCE(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END), 0) AS BIGINT) AS queued \
+         FROM runs WHERE {where_clause}"
+    );
+    let mut q = sqlx::query(&sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let row = q.fetch_one(pool).await?;
+    Ok(Occupancy {
+        active: count(row.try_get("active")?),
+        queued: count(row.try_get("queued")?),
+    })
+}
+
+/// One queue's waiting runs during a release pass, read a page at a time.
+struct QueueCursor {
+    pool: String,
+    queue: String,
+    buffer: VecDeque<Run>,
+    /// (scheduled_at, seq) of the last row fetched, for keyset paging.
+    after: Option<(i64, i64)>,
+    exhausted: bool,
+}
+
+const PAGE: i64 = 256;
+
+/// The release walk's [`ReleaseSource`] over one transaction.
+struct ReleasePass<'t> {
+    tx: &'t mut Transaction<'static, Any>,
+    cursors: Vec<QueueCursor>,
+    /// When due runs are read up to, and when releases are stamped.
+    now: DateTime<Utc>,
+}
+
+#[async_trait]
+impl ReleaseSource for ReleasePass<'_> {
+    type Run = Run;
+    type Error = StoreError;
+
+    async fn next(&mut self, queue: usize) -> Result<Option<Run>> {
+        let Some(cursor) = self.cursors.get_mut(queue) else {
+            return Ok(None);
+        };
+        if cursor.buffer.is_empty() && !cursor.exhausted {
+            let (after_t, after_seq) = cursor.after.unwrap_or((i64::MIN, i64::MIN));
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs \
+                 WHERE pool = $1 AND queue = $2 AND state IN {WAITING} AND scheduled_at <= $3 \
+                   AND NOT needs_admission \
+                   AND (scheduled_at > $4 OR (scheduled_at = $4 AND seq > $5)) \
+                 ORDER BY scheduled_at, seq LIMIT $6"
+            ))
+            .bind(&cursor.pool)
+            .bind(&cursor.queue)
+            .bind(micros(self.now))
+            .bind(after_t)
+            .bind(after_seq)
+            .bind(PAGE)
+            .fetch_all(&mut **self.tx)
+            .await?;
+            if (rows.len() as i64) < PAGE {
+                cursor.exhausted = true;
+            }
+            if let Some(last) = rows.last() {
+                cursor.after = Some((last.try_get("scheduled_at")?, last.try_get("seq")?));
+            }
+            for row in &rows {
+                cursor.buffer.push_back(run_from_row(row)?);
+            }
+        }
+        Ok(cursor.buffer.pop_front())
+    }
+
+    /// Moves the run to Pending only if it is still waiting and not
+    /// deferred — the page may predate a cancel or an admission decision
+    /// that committed since (on PostgreSQL the update waits for the row's
+    /// lock and re-checks) — and takes its pool, queue and tag slots.
+    async fn take(&mut self, queue: usize, run: &Run) -> Result<bool> {
+        let id = run.id.to_string();
+        let moved = sqlx::query(&format!(
+            "UPDATE runs SET state = 'Pending', state_message = $1, released_at = $2 \
+             WHERE id = $3 AND state IN {WAITING} AND NOT needs_admission RETURNING state"
+        ))
+        .bind(RELEASED)
+        .bind(micros(self.now))
+        .bind(&id)
+        .fetch_optional(&mut **self.tx)
+        .await?;
+        if moved.is_none() {
+            return Ok(false);
+        }
+        let Some(cursor) = self.cursors.get(queue) else {
+            return Ok(false);
+        };
+        let mut keys = vec![
+            ("pool", cursor.pool.clone()),
+            ("queue", format!("{}/{}", cursor.pool, cursor.queue)),
+        ];
+        keys.extend(run.tags.iter().map(|t| ("tag", t.clone())));
+        for (kind, key) in keys {
+            sqlx::query("INSERT INTO slots (kind, key, run_id) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(key)
+                .bind(&id)
+                .execute(&mut **self.tx)
+                .await?;
+        }
+        insert_history(
+            self.tx,
+            &id,
+            RunState::Pending,
+            self.now,
+            RELEASED,
+            crate::domain::Cause::SCHEDULER,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    fn tags(run: &Run) -> &[String] {
+        &run.tags
+    }
+}
+
+const RELEASED: &str = "released by the scheduler";
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_pool(&self, pool: &Pool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO pools (name, type, base_job_template, cluster, concurrency_limit, \
+             paused, description, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&pool.name)
+        .bind(pool.pool_type.as_str())
+        .bind(to_json(&pool.base_job_template)?)
+        .bind(&pool.cluster)
+        .bind(pool.concurrency_limit.map(i64::from))
+        .bind(pool.paused)
+        .bind(&pool.description)
+        .bind(micros(pool.created_at))
+        .bind(micros(pool.updated_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("pool {:?} already exists", pool.name),
+                ));
+            }
+            other => {
+                other?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+             created_at) VALUES ($1, $2, 1, NULL, false, 'The pool''s default queue', $3)",
+        )
+        .bind(&pool.name)
+        .bind(DEFAULT_QUEUE)
+        .bind(micros(pool.created_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_pool(&self, name: &str) -> Result<Pool> {
+        let row = sqlx::query("SELECT * FROM pools WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("pool", name))?;
+        pool_from_row(&row)
+    }
+
+    async fn list_pools(&self) -> Result<Vec<Pool>> {
+        let rows = sqlx::query("SELECT * FROM pools ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(pool_from_row).collect()
+    }
+
+    async fn update_pool(&self, name: &str, patch: PoolPatch) -> Result<Pool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT * FROM pools WHERE name = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found("pool", name))?;
+        let mut pool = pool_from_row(&row)?;
+        if let Some(t) = patch.base_job_template {
+            pool.base_job_template = t;
+        }
+        if let Some(l) = patch.concurrency_limit {
+            pool.concurrency_limit = l;
+        }
+        if let Some(c) = patch.cluster {
+            pool.cluster = c;
+        }
+        if let Some(p) = patch.paused {
+            pool.paused = p;
+        }
+        if let Some(d) = patch.description {
+            pool.description = d;
+        }
+        pool.updated_at = Utc::now();
+        sqlx::query(
+            "UPDATE pools SET base_job_template = $1, cluster = $2, concurrency_limit = $3, \
+             paused = $4, description = $5, updated_at = $6 WHERE name = $7",
+        )
+        .bind(to_json(&pool.base_job_template)?)
+        .bind(&pool.cluster)
+        .bind(pool.concurrency_limit.map(i64::from))
+        .bind(pool.paused)
+        .bind(&pool.description)
+        .bind(micros(pool.updated_at))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(pool)
+    }
+
+    async fn delete_pool(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        // Locked so no run is stored in the pool (insert_run takes a key
+        // share lock on it) between the count below and the delete.
+        let exists = sqlx::query(&format!(
+            "SELECT 1 FROM pools WHERE name = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("pool", name));
+        }
+        let deployments: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if deployments > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("pool {name:?} still has {deployments} deployment(s); delete them first"),
+            ));
+        }
+        let unfinished: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE pool = $1 \
+             AND (state IN {WAITING} OR state IN {HOLDING})"
+        ))
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unfinished > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("pool {name:?} still has {unfinished} unfinished run(s)"),
+            ));
+        }
+        sqlx::query("DELETE FROM pools WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pool_occupancy(&self, pool: &str) -> Result<Occupancy> {
+        occupancy(&self.reader, "pool = $1", &[pool]).await
+    }
+
+    async fn create_queue(&self, queue: &Queue) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let pool_exists = sqlx::query(&format!(
+            "SELECT 1 FROM pools WHERE name = $1{}",
+            self.dialect.share_row
+        ))
+        .bind(&queue.pool)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if pool_exists.is_none() {
+            return Err(StoreError::not_found("pool", &queue.pool));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&queue.pool)
+        .bind(&queue.name)
+        .bind(i64::from(queue.priority))
+        .bind(queue.concurrency_limit.map(i64::from))
+        .bind(queue.paused)
+        .bind(&queue.description)
+        .bind(micros(queue.created_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("name"),
+                format!(
+                    "queue {:?} already exists in pool {:?}",
+                    queue.name, queue.pool
+                ),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn get_queue(&self, pool: &str, name: &str) -> Result<Queue> {
+        let row = sqlx::query("SELECT * FROM queues WHERE pool = $1 AND name = $2")
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => queue_from_row(&row),
+            None => {
+                self.get_pool(pool).await?;
+                Err(StoreError::not_found("queue", format!("{pool}/{name}")))
+            }
+        }
+    }
+
+    async fn list_queues(&self, pool: &str) -> Result<Vec<Queue>> {
+        self.get_pool(pool).await?;
+        let rows = sqlx::query("SELECT * FROM queues WHERE pool = $1 ORDER BY priority, name")
+            .bind(pool)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(queue_from_row).collect()
+    }
+
+    async fn update_queue(&self, pool: &str, name: &str, patch: QueuePatch) -> Result<Queue> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT * FROM queues WHERE pool = $1 AND name = $2{}",
+            self.dialect.lock_row
+        ))
+        .bind(pool)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found("queue", format!("{pool}/{name}")))?;
+        let mut queue = queue_from_row(&row)?;
+        if let Some(p) = patch.priority {
+            queue.priority = p;
+        }
+        if let Some(l) = patch.concurrency_limit {
+            queue.concurrency_limit = l;
+        }
+        if let Some(p) = patch.paused {
+            queue.paused = p;
+        }
+        if let Some(d) = patch.description {
+            queue.description = d;
+        }
+        sqlx::query(
+            "UPDATE queues SET priority = $1, concurrency_limit = $2, paused = $3, \
+             description = $4 WHERE pool = $5 AND name = $6",
+        )
+        .bind(i64::from(queue.priority))
+        .bind(queue.concurrency_limit.map(i64::from))
+        .bind(queue.paused)
+        .bind(&queue.description)
+        .bind(pool)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(queue)
+    }
+
+    async fn delete_queue(&self, pool: &str, name: &str) -> Result<()> {
+        if name == DEFAULT_QUEUE {
+            return Err(StoreError::conflict(
+                Some("name"),
+                "the default queue cannot be deleted; delete the pool instead",
+            ));
+        }
+        let mut tx = self.begin().await?;
+        // Locked for the same reason as the pool in delete_pool.
+        let exists = sqlx::query(&format!(
+            "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
+            self.dialect.lock_row
+        ))
+        .bind(pool)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("queue", format!("{pool}/{name}")));
+        }
+        let deployments: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = $1 AND queue = $2")
+                .bind(pool)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if deployments > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("queue {name:?} is used by {deployments} deployment(s)"),
+            ));
+        }
+        let unfinished: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM runs WHERE pool = $1 AND queue = $2 \
+             AND (state IN {WAITING} OR state IN {HOLDING})"
+        ))
+        .bind(pool)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if unfinished > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("queue {name:?} still has {unfinished} unfinished run(s)"),
+            ));
+        }
+        sqlx::query("DELETE FROM queues WHERE pool = $1 AND name = $2")
+            .bind(pool)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queue_occupancy(&self, pool: &str, queue: &str) -> Result<Occupancy> {
+        occupancy(&self.reader, "pool = $1 AND queue = $2", &[pool, queue]).await
+    }
+
+    async fn create_limit(&self, limit: &ConcurrencyLimit) -> Result<()> {
+        let inserted =
+            sqlx::query("INSERT INTO limits (tag, slots, created_at) VALUES ($1, $2, $3)")
+                .bind(&limit.tag)
+                .bind(i64::from(limit.limit))
+                .bind(micros(limit.created_at))
+                .execute(&self.writer)
+                .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("tag"),
+                format!("a limit for tag {:?} already exists", limit.tag),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn get_limit(&self, tag: &str) -> Result<ConcurrencyLimit> {
+        let row = sqlx::query("SELECT * FROM limits WHERE tag = $1")
+            .bind(tag)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("limit", tag))?;
+        limit_from_row(&row)
+    }
+
+    async fn list_limits(&self) -> Result<Vec<ConcurrencyLimit>> {
+        let rows = sqlx::query("SELECT * FROM limits ORDER BY tag")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(limit_from_row).collect()
+    }
+
+    async fn update_limit(&self, tag: &str, slots: u32) -> Result<ConcurrencyLimit> {
+        let row = sqlx::query("UPDATE limits SET slots = $1 WHERE tag = $2 RETURNING *")
+            .bind(i64::from(slots))
+            .bind(tag)
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or_else(|| StoreError::not_found("limit", tag))?;
+        limit_from_row(&row)
+    }
+
+    async fn delete_limit(&self, tag: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM limits WHERE tag = $1")
+            .bind(tag)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("limit", tag));
+        }
+        Ok(())
+    }
+
+    async fn tag_slots_in_use(&self, tag: &str) -> Result<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = $1")
+                .bind(tag)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(count(n))
+    }
+
+    async fn create_deployment(&self, d: &Deployment) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
+             description, retries_max, retry_delay_seconds, created_at, updated_at, team) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&d.name)
+        .bind(&d.pool)
+        .bind(&d.queue)
+        .bind(to_json(&d.job_variables)?)
+        .bind(to_json(&d.tags)?)
+        .bind(to_json(&d.parameters)?)
+        .bind(&d.description)
+        .bind(i64::from(d.retries.max))
+        .bind(i64::from(d.retries.delay_seconds))
+        .bind(micros(d.created_at))
+        .bind(micros(d.updated_at))
+        .bind(&d.team)
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("name"),
+                format!("deployment {:?} already exists", d.name),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn get_deployment(&self, name: &str) -> Result<Deployment> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", name))?;
+        deployment_from_row(&row)
+    }
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query("SELECT * FROM deployments ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    async fn update_deployment(&self, name: &str, patch: DeploymentPatch) -> Result<Deployment> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT * FROM deployments WHERE name = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found("deployment", name))?;
+        let mut d = deployment_from_row(&row)?;
+        if let Some(q) = patch.queue {
+            d.queue = q;
+        }
+        if let Some(v) = patch.job_variables {
+            d.job_variables = v;
+        }
+        if let Some(t) = patch.tags {
+            d.tags = t;
+        }
+        if let Some(p) = patch.parameters {
+            d.parameters = p;
+        }
+        if let Some(desc) = patch.description {
+            d.description = desc;
+        }
+        if let Some(r) = patch.retries {
+            d.retries = r;
+        }
+        if let Some(t) = patch.team {
+            d.team = t;
+        }
+        d.updated_at = Utc::now();
+        sqlx::query(
+            "UPDATE deployments SET queue = $1, job_variables = $2, tags = $3, parameters = $4, \
+             description = $5, retries_max = $6, retry_delay_seconds = $7, updated_at = $8, \
+             team = $9 WHERE name = $10",
+        )
+        .bind(&d.queue)
+        .bind(to_json(&d.job_variables)?)
+        .bind(to_json(&d.tags)?)
+        .bind(to_json(&d.parameters)?)
+        .bind(&d.description)
+        .bind(i64::from(d.retries.max))
+        .bind(i64::from(d.retries.delay_seconds))
+        .bind(micros(d.updated_at))
+        .bind(&d.team)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM deployments WHERE name = $1")
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("deployment", name));
+        }
+        Ok(())
+    }
+
+    async fn insert_run(&self, run: NewRun) -> Result<(Run, bool)> {
+        let mut tx = self.begin().await?;
+        // Key-share locks: a concurrent delete_pool / delete_queue (which
+        // lock the row for update) waits for this run, then counts it.
+        sqlx::query(&format!(
+            "SELECT 1 FROM pools WHERE name = $1{}",
+            self.dialect.share_row
+        ))
+        .bind(&run.pool)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
+            self.dialect.share_row
+        ))
+        .bind(&run.pool)
+        .bind(&run.queue)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let now = Utc::now();
+        let id = run.id.to_string();
+        // The insert claims the idempotency key: with a concurrent insert of
+        // the same key it waits for that one to commit, then inserts nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, state, state_message, pool, queue, deployment, job, tags, \
+             parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
+             attempt, retries_max, retry_delay_seconds, needs_admission, labels) \
+             VALUES ($1, 'Scheduled', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, \
+                     $14, $15, $16, $17) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&run.message)
+        .bind(&run.pool)
+        .bind(&run.queue)
+        .bind(&run.deployment)
+        .bind(run.job.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&run.tags)?)
+        .bind(to_json(&run.parameters)?)
+        .bind(to_json(&run.job_variables)?)
+        .bind(run.parent_run_id.map(|p| p.to_string()))
+        .bind(&run.idempotency_key)
+        .bind(micros(run.scheduled_at))
+        .bind(micros(now))
+        .bind(i64::from(run.retries.max))
+        .bind(i64::from(run.retries.delay_seconds))
+        .bind(run.needs_admission)
+        .bind(to_json(&run.labels)?)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // Only the idempotency key can conflict here (a null key never
+            // does), so the first run with it exists and is committed.
+            let key = run.idempotency_key.as_deref().unwrap_or_default();
+            let existing: String =
+                sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = $1")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "idempotency key {key:?} conflicted but no run has it"
+                        ))
+                    })?;
+            let mut first = fetch_run(&mut *tx, &existing).await?;
+            first.history = Some(history(&mut *tx, &existing).await?);
+            return Ok((first, false));
+        }
+        for tag in &run.tags {
+            sqlx::query(
+                "INSERT INTO run_tags (tag, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(tag)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_history(
+            &mut tx,
+            &id,
+            RunState::Scheduled,
+            now,
+            &run.message,
+            &run.cause,
+        )
+        .await?;
+        for entry in &run.history {
+            insert_history_entry(&mut tx, &id, entry).await?;
+        }
+        let mut stored = fetch_run(&mut *tx, &id).await?;
+        stored.history = Some(history(&mut *tx, &id).await?);
+        tx.commit().await?;
+        Ok((stored, true))
+    }
+
+    async fn get_run(&self, id: RunId, with_history: bool) -> Result<Run> {
+        let id = id.to_string();
+        let mut conn = self.reader.acquire().await?;
+        let mut run = fetch_run(&mut *conn, &id).await?;
+        if with_history {
+            run.history = Some(history(&mut *conn, &id).await?);
+        }
+        Ok(run)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE true");
+        let mut binds: Vec<String> = Vec::new();
+        let next = |binds: &mut Vec<String>, v: String| {
+            binds.push(v);
+            format!("${}", binds.len())
+        };
+        if !filter.states.is_empty() {
+            let marks: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| next(&mut binds, s.as_str().to_owned()))
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        }
+        for (column, value) in [
+            ("pool", &filter.pool),
+            ("queue", &filter.queue),
+            ("deployment", &filter.deployment),
+        ] {
+            if let Some(v) = value {
+                let mark = next(&mut binds, v.clone());
+                sql.push_str(&format!(" AND {column} = {mark}"));
+            }
+        }
+        if let Some(parent) = filter.parent {
+            let mark = next(&mut binds, parent.to_string());
+            sql.push_str(&format!(" AND parent_run_id = {mark}"));
+        }
+        if let Some(tag) = &filter.tag {
+            let mark = next(&mut binds, tag.clone());
+            sql.push_str(&format!(
+                " AND id IN (SELECT run_id FROM run_tags WHERE tag = {mark})"
+            ));
+        }
+        let mut n = binds.len();
+        if filter.before_seq.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND seq < ${n}"));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", n + 1));
+        let limit = i64::from(filter.limit.max(1));
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        if let Some(seq) = filter.before_seq {
+            q = q.bind(seq);
+        }
+        q = q.bind(limit + 1);
+        let rows = q.fetch_all(&self.reader).await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        let mut last_seq = None;
+        for row in rows.iter().take(limit as usize) {
+            last_seq = Some(row.try_get::<i64, _>("seq")?);
+            runs.push(run_from_row(row)?);
+        }
+        let next_seq = if rows.len() as i64 > limit {
+            last_seq
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next_seq })
+    }
+
+    async fn transition(&self, id: RunId, t: Transition) -> Result<Run> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let run = lock_run(self.dialect, &mut tx, &id).await?;
+        run.state.check_transition(t.to)?;
+        let now = Utc::now();
+        let started_at = if t.to == RunState::Running && run.started_at.is_none() {
+            Some(now)
+        } else {
+            run.started_at
+        };
+        let ended_at = if t.to.is_terminal() { Some(now) } else { None };
+        let (scheduled_at, attempt) = match (t.to, t.retry_at) {
+            (RunState::AwaitingRetry, Some(at)) => (at, run.attempt + 1),
+            (RunState::AwaitingRetry, None) => (now, run.attempt + 1),
+            _ => (run.scheduled_at, run.attempt),
+        };
+        let exit_code = t.exit_code.or(run.exit_code);
+        sqlx::query(
+            "UPDATE runs SET state = $1, state_message = $2, started_at = $3, ended_at = $4, \
+             scheduled_at = $5, attempt = $6, exit_code = $7 WHERE id = $8",
+        )
+        .bind(t.to.as_str())
+        .bind(&t.message)
+        .bind(started_at.map(micros))
+        .bind(ended_at.map(micros))
+        .bind(micros(scheduled_at))
+        .bind(i64::from(attempt))
+        .bind(exit_code)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        if run.state.holds_slots() && !t.to.holds_slots() {
+            sqlx::query("DELETE FROM slots WHERE run_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_history_entry(
+            &mut tx,
+            &id,
+            &HistoryEntry {
+                state: t.to,
+                at: now,
+                message: t.message.clone(),
+                cause: t.cause.clone(),
+                detail: t.detail.clone(),
+            },
+        )
+        .await?;
+        let updated = fetch_run(&mut *tx, &id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// One transaction: the slots in use are counted, then the walk
+    /// (`domain/release.rs`) takes runs while every limit has room. Passes
+    /// never interleave: on SQLite the one writer connection runs them one
+    /// after the other; on PostgreSQL each first takes the dialect's release
+    /// lock (`postgres.rs`), held until commit, so a second pass counts the
+    /// slots the first committed. What runs meanwhile (ends giving slots
+    /// back, new runs) only makes the counts conservative, and a run that
+    /// stopped waiting since it was read is not taken (`ReleasePass::take`).
+    async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>> {
+        let mut tx = self.begin().await?;
+        if let Some(lock) = self.dialect.release_lock {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        let mut limits = Limits::default();
+        for row in sqlx::query("SELECT name, concurrency_limit FROM pools WHERE NOT paused")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let limit = opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?;
+            limits.pools.insert(row.try_get("name")?, (limit, 0));
+        }
+        for row in sqlx::query("SELECT tag, slots FROM limits")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            limits
+                .tags
+                .insert(row.try_get("tag")?, to_u32("slots", row.try_get("slots")?)?);
+        }
+        let mut queue_used: HashMap<String, u64> = HashMap::new();
+        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let kind: String = row.try_get("kind")?;
+            let key: String = row.try_get("key")?;
+            let n = count(row.try_get("n")?);
+            match kind.as_str() {
+                "pool" => {
+                    if let Some(p) = limits.pools.get_mut(&key) {
+                        p.1 = n;
+                    }
+                }
+                "queue" => {
+                    queue_used.insert(key, n);
+                }
+                _ => {
+                    limits.tags_used.insert(key, n);
+                }
+            }
+        }
+        // Times recorded for releases are taken after the count: a
+        // transition that gave a slot back stamped its time before it
+        // committed, and the count saw only what had committed, so every end
+        // that freed a slot taken here is recorded before this release.
+        let now = Utc::now().max(now);
+
+        let mut queues = Vec::new();
+        let mut cursors = Vec::new();
+        for row in sqlx::query(
+            "SELECT pool, name, priority, concurrency_limit FROM queues \
+             WHERE NOT paused ORDER BY priority, pool, name",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let pool: String = row.try_get("pool")?;
+            if !limits.pools.contains_key(&pool) {
+                continue; // a paused pool holds its runs
+            }
+            let queue: String = row.try_get("name")?;
+            queues.push(QueueState {
+                used: queue_used
+                    .get(&format!("{pool}/{queue}"))
+                    .copied()
+                    .unwrap_or(0),
+                pool: pool.clone(),
+                priority: row.try_get("priority")?,
+                limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+            });
+            cursors.push(QueueCursor {
+                pool,
+                queue,
+                buffer: VecDeque::new(),
+                after: None,
+                exhausted: false,
+            });
+        }
+        let mut pass = ReleasePass {
+            tx: &mut tx,
+            cursors,
+            now,
+        };
+        let taken = release::walk(&mut pass, &mut queues, &mut limits, max).await?;
+        tx.commit().await?;
+        Ok(taken
+            .into_iter()
+            .map(|(_, mut run)| {
+                let waited_since = run.scheduled_at.max(run.created_at);
+                run.state = RunState::Pending;
+                run.state_message = RELEASED.into();
+                Released {
+                    waited: (now - waited_since).to_std().unwrap_or_default(),
+                    run,
+                }
+            })
+            .collect())
+    }
+
+    async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        // In batches, each its own transaction, so a deep backlog turning
+        // Late never holds long locks.
+        let mut marked = 0u64;
+        loop {
+            let mut tx = self.begin().await?;
+            let now = Utc::now();
+            // One statement picks and moves them, so a run released or
+            // cancelled meanwhile is not marked.
+            let ids: Vec<String> = sqlx::query_scalar(&format!(
+                "UPDATE runs SET state = 'Late', state_message = $1 WHERE id IN ( \
+                 SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < $2 \
+                 ORDER BY scheduled_at LIMIT $3{}) \
+                 AND state = 'Scheduled' RETURNING id",
+                self.dialect.skip_locked
+            ))
+            .bind("waiting past its scheduled time")
+            .bind(micros(cutoff))
+            .bind(MARK_LATE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            for id in &ids {
+                insert_history(
+                    &mut tx,
+                    id,
+                    RunState::Late,
+                    now,
+                    "waiting past its scheduled time",
+                    crate::domain::Cause::SCHEDULER,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            marked += ids.len() as u64;
+            if (ids.len() as i64) < MARK_LATE_BATCH {
+                return Ok(marked);
+            }
+        }
+    }
+
+    async fn next_wake(
+        &self,
+        now: DateTime<Utc>,
+        late_after: chrono::Duration,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let now_us = micros(now);
+        let due: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT MIN(scheduled_at) FROM runs WHERE state IN {WAITING} AND scheduled_at > $1"
+        ))
+        .bind(now_us)
+        .fetch_one(&self.reader)
+        .await?;
+        let late_us = late_after.num_microseconds().unwrap_or(i64::MAX);
+        let late: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' AND scheduled_at >= $1",
+        )
+        .bind(now_us.saturating_sub(late_us))
+        .fetch_one(&self.reader)
+        .await?;
+        let late = late.map(|t| t.saturating_add(late_us));
+        let next = match (due, late) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(from_micros).transpose()
+    }
+
+    async fn active_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} ORDER BY seq"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>> {
+        let mut found = Vec::new();
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} ORDER BY seq"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &rows {
+            let Ok(id) = parse_uuid(row.try_get("id")?) else {
+                continue;
+            };
+            let why = match run_from_row(row) {
+                Err(e) => Some(e.to_string()),
+                Ok(run) => {
+                    let id = id.to_string();
+                    let mut why = None;
+                    if run.state.holds_slots()
+                        && let Err(e) = self.submission(run.id, run.attempt).await
+                    {
+                        why = Some(e.to_string());
+                    }
+                    // The history too, but only of runs in flight (few):
+                    // a waiting run's is read by nothing but the API.
+                    if why.is_none()
+                        && run.state.holds_slots()
+                        && let Err(e) = history(&self.reader, &id).await
+                    {
+                        why = Some(e.to_string());
+                    }
+                    why
+                }
+            };
+            if let Some(why) = why {
+                found.push((id, why));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn quarantine_run(&self, id: RunId, why: &str) -> Result<()> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query("SELECT state, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(());
+        };
+        let state: String = row.try_get("state")?;
+        if RunState::parse(&state).is_some_and(RunState::is_terminal) {
+            return Ok(());
+        }
+        let attempt: i64 = row.try_get("attempt")?;
+        let mut set_aside: Vec<(String, String)> = Vec::new();
+        let mut assignments = Vec::new();
+        for (column, placeholder) in quarantine::RUN_JSON_COLUMNS {
+            let raw: Option<String> = row.try_get(column)?;
+            if quarantine::unreadable(column, raw.as_deref()).is_some() {
+                assignments.push(format!(
+                    "{column} = {}",
+                    placeholder.map_or("NULL".to_owned(), |p| format!("'{p}'"))
+                ));
+                set_aside.push((column.to_owned(), raw.unwrap_or_default()));
+            }
+        }
+        let submission = sqlx::query(
+            "SELECT attempt, target FROM submissions WHERE run_id = $1 AND attempt = $2",
+        )
+        .bind(&id)
+        .bind(attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = submission {
+            let raw: String = row.try_get("target")?;
+            if quarantine::unreadable("target", Some(&raw)).is_some() {
+                sqlx::query(
+                    "UPDATE submissions SET target = $1 WHERE run_id = $2 AND attempt = $3",
+                )
+                .bind(quarantine::set_aside(&raw))
+                .bind(&id)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
+                set_aside.push(("submission".to_owned(), raw));
+            }
+        }
+        for row in sqlx::query(
+            "SELECT seq, detail FROM run_history WHERE run_id = $1 AND detail IS NOT NULL",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let raw: String = row.try_get("detail")?;
+            if quarantine::unreadable("detail", Some(&raw)).is_some() {
+                sqlx::query("UPDATE run_history SET detail = $1 WHERE seq = $2")
+                    .bind(quarantine::set_aside(&raw))
+                    .bind(row.try_get::<i64, _>("seq")?)
+                    .execute(&mut *tx)
+                    .await?;
+                set_aside.push(("history".to_owned(), raw));
+            }
+        }
+        let reason = quarantine::reason(why);
+        let line = quarantine::entry(&reason, &set_aside);
+        assignments.push("needs_admission = false".to_owned());
+        let sql = format!(
+            "UPDATE runs SET state = 'Crashed', state_message = $1, ended_at = $2, {} WHERE id = $3",
+            assignments.join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(history::clipped(&reason).as_ref())
+            .bind(micros(line.at))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM slots WHERE run_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        insert_history_entry(&mut tx, &id, &line).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let mut stats = StoreStats::default();
+        for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            stats
+                .runs_by_state
+                .insert(row.try_get("state")?, count(row.try_get("n")?));
+        }
+        for row in sqlx::query("SELECT pool, name FROM queues")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            stats.queues.insert(
+                (row.try_get("pool")?, row.try_get("name")?),
+                Occupancy::default(),
+            );
+        }
+        for row in sqlx::query(&format!(
+            "SELECT pool, queue, \
+               CAST(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END) AS BIGINT) AS active, \
+               CAST(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) AS BIGINT) AS queued \
+             FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        {
+            stats.queues.insert(
+                (row.try_get("pool")?, row.try_get("queue")?),
+                Occupancy {
+                    active: count(row.try_get("active")?),
+                    queued: count(row.try_get("queued")?),
+                },
+            );
+        }
+        let limits: HashMap<(String, String), Option<u32>> = {
+            let mut m = HashMap::new();
+            for p in self.list_pools().await? {
+                m.insert(("pool".to_owned(), p.name.clone()), p.concurrency_limit);
+                for q in self.list_queues(&p.name).await? {
+                    m.insert(
+                        ("queue".to_owned(), format!("{}/{}", q.pool, q.name)),
+                        q.concurrency_limit,
+                    );
+                }
+            }
+            for l in self.list_limits().await? {
+                m.insert(("tag".to_owned(), l.tag), Some(l.limit));
+            }
+            m
+        };
+        for (key, limit) in &limits {
+            stats.slots.insert(key.clone(), (0, *limit));
+        }
+        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let key: (String, String) = (row.try_get("kind")?, row.try_get("key")?);
+            let n = count(row.try_get("n")?);
+            let limit = limits.get(&key).copied().flatten();
+            stats.slots.insert(key, (n, limit));
+        }
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn append_history(&self, id: RunId, entries: &[HistoryEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        for e in entries {
+            append_decision(&mut tx, &id, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_admissions(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM {} AND state IN {WAITING} \
+             AND scheduled_at <= $1 ORDER BY scheduled_at, seq LIMIT $2",
+            self.dialect.deferred_runs
+        ))
+        .bind(micros(now))
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn set_admission(
+        &self,
+        id: RunId,
+        defer_until: Option<DateTime<Utc>>,
+        entries: &[HistoryEntry],
+    ) -> Result<()> {
+        let id = id.to_string();
+        let mut tx = self.begin().await?;
+        let run = lock_run(self.dialect, &mut tx, &id).await?;
+        if !run.state.is_waiting() {
+            // Cancelled meanwhile: nothing to admit.
+            return Ok(());
+        }
+        match defer_until {
+            None => {
+                sqlx::query("UPDATE runs SET needs_admission = false WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(t) => {
+                sqlx::query(
+                    "UPDATE runs SET needs_admission = true, scheduled_at = $1 WHERE id = $2",
+                )
+                .bind(micros(t))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for e in entries {
+            append_decision(&mut tx, &id, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy> {
+        let filter = format!(
+            "{} AND (state IN {HOLDING} OR state IN {WAITING})",
+            self.dialect.label_filter
+        );
+        let key = (self.dialect.label_key)(key);
+        occupancy(&self.reader, &filter, &[&key, value]).await
+    }
+
+    async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy> {
+        occupancy(
+            &self.reader,
+            "id IN (SELECT run_id FROM run_tags WHERE tag = $1)",
+            &[tag],
+        )
+        .await
+    }
+
+    async fn add_plugin_version(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        world: World,
+        wit_version: &str,
+    ) -> Result<(PluginVersion, bool)> {
+        let mut tx = self.begin().await?;
+        // Numbering is read-then-insert: two uploads of one plugin take
+        // turns (a lock per name, held until commit).
+        if let Some(lock) = self.dialect.plugin_lock {
+            sqlx::query(lock).bind(name).execute(&mut *tx).await?;
+        }
+        let latest = sqlx::query(
+            "SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = match &latest {
+            Some(row) => {
+                let v = plugin_version_from_row(row)?;
+                if v.digest == digest {
+                    return Ok((v, false));
+                }
+                if v.world != world {
+                    return Err(StoreError::conflict(
+                        Some("world"),
+                        format!(
+                            "plugin {name:?} is a {} plugin; this component is a {} plugin",
+                            v.world, world
+                        ),
+                    ));
+                }
+                v.version + 1
+            }
+            None => 1,
+        };
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO plugin_blobs (digest, bytes, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(bytes)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO plugin_versions (name, version, digest, world, wit_version, size, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(name)
+        .bind(i64::from(next))
+        .bind(digest)
+        .bind(world.to_string())
+        .bind(wit_version)
+        .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            PluginVersion {
+                name: name.to_owned(),
+                version: next,
+                digest: digest.to_owned(),
+                world,
+                wit_version: wit_version.to_owned(),
+                size: bytes.len() as u64,
+                created_at: from_micros(micros(now))?,
+            },
+            true,
+        ))
+    }
+
+    async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginVersion>> {
+        let rows = sqlx::query("SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version")
+            .bind(name)
+            .fetch_all(&self.reader)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::not_found("plugin", name));
+        }
+        rows.iter().map(plugin_version_from_row).collect()
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginVersion>> {
+        let rows = sqlx::query(
+            "SELECT v.* FROM plugin_versions v \
+             JOIN (SELECT name, MAX(version) AS version FROM plugin_versions GROUP BY name) m \
+               ON v.name = m.name AND v.version = m.version ORDER BY v.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(plugin_version_from_row).collect()
+    }
+
+    async fn delete_plugin(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let bound: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM plugin_bindings WHERE plugin = $1")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if bound > 0 {
+            return Err(StoreError::conflict(
+                Some("name"),
+                format!("plugin {name:?} is bound {bound} time(s); unbind it first"),
+            ));
+        }
+        let done = sqlx::query("DELETE FROM plugin_versions WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("plugin", name));
+        }
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE digest NOT IN (SELECT digest FROM plugin_versions)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn plugin_bytes(&self, digest: &str) -> Result<Vec<u8>> {
+        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| StoreError::not_found("plugin digest", digest))
+    }
+
+    async fn create_binding(&self, b: &PluginBinding) -> Result<PluginBinding> {
+        let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
+             on_error, deadline_ms, memory_mb, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(b.pool.as_deref().unwrap_or(""))
+        .bind(&b.plugin)
+        .bind(b.pinned_version.map(i64::from))
+        .bind(to_json(&b.config)?)
+        .bind(i64::from(b.order))
+        .bind(b.on_error.as_str())
+        .bind(i64::from(b.deadline_ms))
+        .bind(i64::from(b.memory_mb))
+        .bind(micros(b.created_at))
+        .fetch_one(&self.writer)
+        .await;
+        let id = match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::conflict(
+                    Some("plugin"),
+                    format!(
+                        "plugin {:?} is already bound {}",
+                        b.plugin,
+                        match &b.pool {
+                            Some(p) => format!("to pool {p:?}"),
+                            None => "as a router".into(),
+                        }
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(id) => id,
+        };
+        Ok(PluginBinding { id, ..b.clone() })
+    }
+
+    async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>> {
+        let rows =
+            sqlx::query("SELECT * FROM plugin_bindings WHERE pool = $1 ORDER BY position, id")
+                .bind(pool.unwrap_or(""))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>> {
+        let rows = sqlx::query("SELECT * FROM plugin_bindings WHERE plugin = $1 ORDER BY pool, id")
+            .bind(plugin)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
+            .bind(pool.unwrap_or(""))
+            .bind(plugin)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(
+                "binding",
+                match pool {
+                    Some(p) => format!("{plugin} on pool {p}"),
+                    None => format!("router {plugin}"),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let run = lock_run(self.dialect, &mut tx, &id.to_string()).await?;
+        if run.state != RunState::Pending || run.attempt != attempt {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO submissions (run_id, attempt, target, recorded_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (run_id, attempt) DO UPDATE SET target = excluded.target, \
+             recorded_at = excluded.recorded_at",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(attempt))
+        .bind(to_json(target)?)
+        .bind(micros(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT target FROM submissions WHERE run_id = $1 AND attempt = $2")
+                .bind(id.to_string())
+                .bind(i64::from(attempt))
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|(t,)| from_json("target", &t)).transpose()
+    }
+
+    async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (id, name, role, team, pools, prefix, hash, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(&token.team)
+        .bind(to_json(&token.pools)?)
+        .bind(&token.prefix)
+        .bind(hash)
+        .bind(micros(token.created_at))
+        .bind(token.revoked_at.map(micros))
+        .execute(&self.writer)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                Some("id"),
+                format!("token {:?} already exists", token.id),
+            )),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord> {
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(micros(Utc::now()))
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or_else(|| StoreError::not_found("token", id))?;
+        token_from_row(&row)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.writer)
+            .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(value)
+    }
+}
+
+async fn history<'e, E>(executor: E, id: &str) -> Result<Vec<HistoryEntry>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let rows = sqlx::query(
+        "SELECT state, at, message, cause, detail FROM run_history WHERE run_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(history_from_row).collect()
+}
+
+fn history_from_row(row: &AnyRow) -> Result<HistoryEntry> {
+    Ok(HistoryEntry {
+        state: parse_state(row.try_get("state")?)?,
+        at: from_micros(row.try_get("at")?)?,
+        message: row.try_get("message")?,
+        cause: row.try_get("cause")?,
+        detail: row
+            .try_get::<Option<String>, _>("detail")?
+            .map(|d| from_json::<Value>("detail", &d))
+            .transpose()?,
+    })
+}
+
+/// Adds a plugin-decision line as [`history::plan`] says: a repeat of the
+/// newest line is folded into it, and past the bound only counted.
+async fn append_decision(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    entry: &HistoryEntry,
+) -> Result<()> {
+    let newest = sqlx::query(
+        "SELECT seq, state, at, message, cause, detail, \
+         (SELECT COUNT(*) FROM run_history WHERE run_id = $1) AS n \
+         FROM run_history WHERE run_id = $2 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (lines, last) = match &newest {
+        Some(row) => (
+            usize::try_from(row.try_get::<i64, _>("n")?).unwrap_or(usize::MAX),
+            Some((row.try_get::<i64, _>("seq")?, history_from_row(row)?)),
+        ),
+        None => (0, None),
+    };
+    match history::plan(lines, last.as_ref().map(|(_, e)| e), entry.clone()) {
+        HistoryWrite::Insert(e) => insert_history_entry(tx, id, &e).await,
+        HistoryWrite::ReplaceLast(e) => {
+            let Some((seq, _)) = last else {
+                return insert_history_entry(tx, id, &e).await;
+            };
+            sqlx::query(
+                "UPDATE run_history SET state = $1, at = $2, message = $3, cause = $4, \
+                 detail = $5 WHERE seq = $6",
+            )
+            .bind(e.state.as_str())
+            .bind(micros(e.at))
+            .bind(&e.message)
+            .bind(&e.cause)
+            .bind(e.detail.as_ref().map(to_json).transpose()?)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+    }
+}
