@@ -1,37 +1,10 @@
 //! Roles, actions and the one table saying which role may do what; the
 //! resource checks a submitter's team and pools and a run token's run add.
 
-use serde::{Deserialize, Serialize};
-
 use super::AuthError;
 use crate::domain::{Run, RunId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything: pools, plugins, limits, tokens, and all an operator may do.
-    Admin,
-    /// Queues, deployments, cancelling runs, and all a submitter may do.
-    Operator,
-    /// Creating and reading runs, within its team's deployments and its pools.
-    Submitter,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Submitter];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Submitter => "submitter",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Role::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-}
+pub use crate::domain::Role;
 
 /// What a request does; each API route maps to one (`api/auth.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

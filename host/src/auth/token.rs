@@ -9,14 +9,14 @@
 //! derived when the job is built, never stored; the key lives in the store's
 //! `server_secrets` table.
 
-use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::AuthError;
-use super::scope::{Role, RunScope};
+use super::scope::RunScope;
+use crate::domain::Role;
 use crate::domain::RunId;
+pub use crate::domain::TokenRecord;
 
 pub const TOKEN_PREFIX: &str = "weir_";
 pub const RUN_TOKEN_PREFIX: &str = "weirrun_";
@@ -30,20 +30,6 @@ pub struct NewToken {
     pub role: Role,
     pub team: Option<String>,
     pub pools: Vec<String>,
-}
-
-/// A stored token, without its secret.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TokenRecord {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub team: Option<String>,
-    pub pools: Vec<String>,
-    /// `weir_` and the first characters of the token, to recognise it.
-    pub prefix: String,
-    pub created_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl TokenRecord {

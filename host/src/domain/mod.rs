@@ -12,6 +12,8 @@ mod queue;
 pub mod release;
 mod run;
 mod run_state;
+mod template;
+mod token;
 
 pub use deployment::{Deployment, RetryPolicy};
 pub use limit::{ConcurrencyLimit, SlotKey};
@@ -21,6 +23,8 @@ pub use pool::{Pool, PoolType};
 pub use queue::{DEFAULT_QUEUE, Queue};
 pub use run::{Cause, HistoryEntry, Run, RunId, RunSource};
 pub use run_state::{IllegalTransition, RunState};
+pub use template::{BaseJobTemplate, TemplateKind};
+pub use token::{Role, TokenRecord};
 
 /// An input that failed validation: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,8 +1,36 @@
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::plugin::World;
+/// The world a plugin component targets, detected from its exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// `router-plugin`: may choose the pool and queue and add tags.
+    Router,
+    /// `admission-plugin`: admits, rejects or defers a run.
+    Admission,
+    /// `mutator-plugin`: patches the rendered job.
+    Mutator,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Router => "router",
+            World::Admission => "admission",
+            World::Mutator => "mutator",
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One uploaded version of a named plugin. The bytes are stored once per
 /// digest, so replicas and versions share them.

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::template::{BaseJobTemplate, TemplateKind};
+use super::{BaseJobTemplate, TemplateKind};
 
 /// Which backend executes a pool's runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,38 +3,11 @@
 //! these and its generated types, so callers never see a WIT version.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The world a plugin component targets, detected from its exports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum World {
-    /// `router-plugin`: may choose the pool and queue and add tags.
-    Router,
-    /// `admission-plugin`: admits, rejects or defers a run.
-    Admission,
-    /// `mutator-plugin`: patches the rendered job.
-    Mutator,
-}
-
-impl World {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            World::Router => "router",
-            World::Admission => "admission",
-            World::Mutator => "mutator",
-        }
-    }
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::domain::World;
 
 /// What one plugin call may use.
 #[derive(Clone, Debug, PartialEq, Eq)]

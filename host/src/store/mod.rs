@@ -15,13 +15,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::auth::TokenRecord;
+use crate::domain::BaseJobTemplate;
+use crate::domain::TokenRecord;
 use crate::domain::document;
 use crate::domain::{
     ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding, PluginVersion,
     Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
-use crate::template::BaseJobTemplate;
 
 pub use postgres::DatabaseUrl;
 pub use sql::SqlStore;

@@ -23,14 +23,14 @@ use super::{
     DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
     RunPage, Store, StoreError, StoreStats, Transition,
 };
-use crate::auth::{Role, TokenRecord};
+use crate::domain::BaseJobTemplate;
 use crate::domain::history::{self, HistoryWrite};
 use crate::domain::release::{self, Limits, QueueState, ReleaseSource};
 use crate::domain::{
     ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, OnError, PluginBinding,
     PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
-use crate::template::BaseJobTemplate;
+use crate::domain::{Role, TokenRecord};
 
 const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
 const HOLDING: &str = "('Pending','Running','Cancelling')";

@@ -761,7 +761,7 @@ fn most_at_once(spans: &[(chrono::DateTime<Utc>, chrono::DateTime<Utc>)]) -> i32
 }
 
 async fn tokens_are_found_by_hash_listed_and_revoked(store: Arc<dyn Store>) {
-    use crate::auth::{Role, TokenRecord};
+    use crate::domain::{Role, TokenRecord};
     let record = TokenRecord {
         id: "t1".into(),
         name: "ci".into(),

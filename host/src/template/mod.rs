@@ -21,23 +21,13 @@ mod fuzz;
 #[cfg(test)]
 mod tests;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::domain::{BaseJobTemplate, TemplateKind};
 pub use finalize::{
     ENV_API_URL, ENV_PARAMETERS, ENV_RUN_ID, ENV_RUN_TOKEN, LABEL_DEPLOYMENT, LABEL_POOL,
     LABEL_QUEUE, LABEL_RUN_ID, finalize,
 };
-
-/// Which backend a template (and its finalised job) is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TemplateKind {
-    /// A local process: `{"command": [...], "env": {...}, "working_dir", "timeout_seconds"}`.
-    Process,
-    /// A Kubernetes `batch/v1` Job: `{"job_manifest": {...}, "namespace": ...}`.
-    Kubernetes,
-}
 
 /// An error from loading a template, resolving variables or finalising a job.
 ///
@@ -99,19 +89,6 @@ impl TemplateError {
             reason: reason.into(),
         }
     }
-}
-
-/// A Prefect-compatible base job template.
-///
-/// Deserializing goes through [`BaseJobTemplate::from_value`], so a deserialized template has
-/// always been checked.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "Value")]
-pub struct BaseJobTemplate {
-    /// The job configuration with `{{ placeholder }}` strings.
-    pub job_configuration: Value,
-    /// A JSON Schema (type object) declaring the variables in `properties`.
-    pub variables: Value,
 }
 
 impl TryFrom<Value> for BaseJobTemplate {
