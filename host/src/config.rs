@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::dispatcher::{
-    DeploymentSpec, DeploymentUpdate, DispatchError, Dispatcher, LimitSpec, PoolSpec, PoolUpdate,
-    QueueSpec, QueueUpdate,
-};
+use crate::dispatcher::{DispatchError, Dispatcher};
 use crate::domain::{PoolType, RetryPolicy};
+use crate::resources::{
+    DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
+};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

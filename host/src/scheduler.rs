@@ -15,7 +15,6 @@ use tracing::{debug, warn};
 
 use crate::backend::Backends;
 use crate::dispatcher::Dispatcher;
-use crate::launcher;
 
 /// Runs released per store transaction; a full batch loops at once.
 const BATCH: usize = 512;
@@ -71,7 +70,7 @@ async fn pass(
         let n = released.len();
         for r in released {
             dispatcher.metrics.run_released(r.waited);
-            launcher::spawn(dispatcher.clone(), backends.clone(), r.run);
+            crate::run::launch::spawn(dispatcher.clone(), backends.clone(), r.run);
         }
         if n < BATCH {
             break;

@@ -19,7 +19,7 @@ use crate::backend::{Backends, KubernetesBackend, ProcessBackend, ProcessSetting
 use crate::config::{Config, ConfigError};
 use crate::dispatcher::{DispatchError, Dispatcher, Settings};
 use crate::domain::PoolType;
-use crate::launcher;
+
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::plugin::{LoadError, PluginRuntime};
@@ -444,7 +444,7 @@ async fn apply_config(
 }
 
 async fn recover(dispatcher: &Arc<Dispatcher>, backends: &Backends) -> Result<(), ServeError> {
-    let recovered = launcher::recover(dispatcher, backends).await?;
+    let recovered = crate::run::recover::recover(dispatcher, backends).await?;
     if recovered > 0 {
         info!(
             recovered,
@@ -487,7 +487,7 @@ async fn lead(
             bus.listen(listen_stop, |signal| match signal {
                 Signal::Wake => d.wake_local(),
                 Signal::Cancel(id) => {
-                    d.cancel_in_flight(id);
+                    d.in_flight.cancel(id);
                 }
             })
             .await;
@@ -511,7 +511,7 @@ async fn lead(
                 () = sweep_stop.cancelled() => return,
                 () = tokio::time::sleep(crate::replica::bus::SWEEP) => {}
             }
-            if let Err(e) = launcher::sweep_cancelling(&d, &mut orphans).await {
+            if let Err(e) = crate::run::recover::sweep_cancelling(&d, &mut orphans).await {
                 tracing::warn!("cannot sweep Cancelling runs: {e}");
             }
         }

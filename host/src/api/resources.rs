@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
-use crate::dispatcher::{
+use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue};
+use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
     RenderSpec,
 };
-use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue};
 use crate::template::BaseJobTemplate;
 
 type Reply = Result<Json<Value>, ApiError>;

@@ -17,8 +17,8 @@ use super::error::ApiError;
 use super::extract::{JsonBody, QueryPairs, RunIdPath};
 use crate::auth::Principal;
 use crate::backend::LogRequest;
-use crate::dispatcher::RunSpec;
 use crate::domain::{Cause, Run, RunState};
+use crate::run::submit::RunSpec;
 use crate::store::{RunFilter, StoreError};
 
 const DEFAULT_PAGE: u32 = 100;

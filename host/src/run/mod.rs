@@ -1,3 +1,12 @@
-//! A run's life after it is stored: its job is built here (`build.rs`).
+//! A stored run's life, one file per step: `submit.rs` (validate, route,
+//! admit, store), `build.rs` (the one job builder), `launch.rs` (a released
+//! run's attempt: build, record the intent, execute, record the outcome),
+//! `cancel.rs` (cancels and the attempts in flight), `recover.rs` (after a
+//! restart). Release itself is the scheduler's (`scheduler.rs`, the walk in
+//! `domain/release.rs`).
 
 pub(crate) mod build;
+pub(crate) mod cancel;
+pub mod launch;
+pub mod recover;
+pub mod submit;
