@@ -32,8 +32,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row as _, SqliteConnection};
-use weir::domain::RunState;
-use weir::store::{PoolPatch, SqlStore, Store, Transition};
+use weir::RunState;
+use weir::{PoolPatch, SqlStore, Store, Transition};
 
 use crate::scheduler::{self, BATCH, Model, POOL, TAGS, Workload};
 use crate::serve::{WeirServe, status_kib};
@@ -179,7 +179,7 @@ async fn check_bulk_rows(
         .get_run(real.id, true)
         .await
         .map_err(|e| e.to_string())?;
-    let normalise = |run: &weir::domain::Run| {
+    let normalise = |run: &weir::Run| {
         let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
         if let Some(o) = v.as_object_mut() {
             for k in ["id", "created_at", "updated_at"] {
@@ -230,7 +230,7 @@ fn mib(depth: usize, metric: &str, name: String, kib: Option<f64>) -> Option<Row
 async fn time_repeats<F, Fut, T>(n: usize, mut f: F) -> Result<Vec<Duration>, String>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, weir::store::StoreError>>,
+    Fut: std::future::Future<Output = Result<T, weir::StoreError>>,
 {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {

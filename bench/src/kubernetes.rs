@@ -22,7 +22,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use weir::server::{ServeOptions, Server};
+use weir::{ServeOptions, Server};
 
 use crate::Row;
 

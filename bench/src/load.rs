@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use weir::server::{ServeOptions, Server};
+use weir::{ServeOptions, Server};
 
 use crate::Row;
 

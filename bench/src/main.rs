@@ -46,7 +46,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weir::plugin::{Admission, Counts, Limits, LoadedPlugin, PluginRuntime, RunContext, Stats};
+use weir::{
+    Admission, Counts, LoadedPlugin, PluginLimits as Limits, PluginRuntime, RunContext, Stats,
+};
 
 pub(crate) struct Summary {
     pub(crate) name: String,

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, json};
-use weir::domain::{ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, RunState};
-use weir::store::{NewRun, SqlStore, Store, Transition};
-use weir::template::BaseJobTemplate;
+use weir::BaseJobTemplate;
+use weir::{ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, RunState};
+use weir::{NewRun, SqlStore, Store, Transition};
 
 use crate::Row;
 
@@ -354,7 +354,7 @@ fn model_run(work: &[(usize, Vec<usize>)]) -> (Vec<Row>, Vec<usize>) {
     )
 }
 
-/// The store's release walk (`weir::domain::release::walk`, the code both
+/// The store's release walk (`weir::release::walk`, the code both
 /// stores run inside their transaction) against [`Model`]: the same
 /// workload, the same passes and completions, the same releases in the same
 /// order — without a database.
@@ -364,7 +364,7 @@ mod tests {
 
     use async_trait::async_trait;
     use proptest::prelude::*;
-    use weir::domain::release::{self, Limits, QueueState, ReleaseSource};
+    use weir::release::{self, Limits, QueueState, ReleaseSource};
 
     use super::*;
 

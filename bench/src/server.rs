@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use weir::server::{ServeOptions, Server};
+use weir::{ServeOptions, Server};
 
 use crate::Row;
 

@@ -6,22 +6,58 @@
 //! [`launcher`] renders its job ([`template`]) and hands it to a [`backend`] →
 //! the outcome is written back through the [`domain::RunState`] transition table.
 
-pub mod api;
-pub mod auth;
-pub mod backend;
-pub mod cli;
-pub mod config;
-pub mod dispatcher;
-pub mod domain;
-pub mod metrics;
-pub mod pipeline;
-pub mod plugin;
-pub mod registry;
-pub mod replica;
-pub mod resources;
-pub mod run;
-pub mod scheduler;
-pub mod server;
-pub mod store;
-pub mod template;
-pub mod tls;
+mod api;
+mod auth;
+mod backend;
+mod cli;
+mod config;
+mod dispatcher;
+mod domain;
+mod metrics;
+mod pipeline;
+mod plugin;
+mod registry;
+mod replica;
+mod resources;
+mod run;
+mod scheduler;
+mod server;
+mod store;
+mod template;
+mod tls;
+
+// What the binary (`main.rs`), the end-to-end tests (`tests/`) and the
+// benchmarks (`bench/`) use; everything else is the crate's own.
+
+/// Every API route as `(method, path)`: the route table and `openapi.json`
+/// are checked against it.
+pub use api::ROUTES;
+/// `--auth on|off|auto`.
+pub use auth::AuthMode;
+/// The hidden `weir supervise`: the per-attempt shim of the process backend.
+pub use backend::supervise;
+/// The command line: parsed by `main.rs`, executed against a server's API.
+pub use cli::{Cli, Command, ServeArgs, execute};
+/// The TOML configuration file.
+pub use config::Config;
+/// The nouns a run passes through.
+pub use domain::{
+    BaseJobTemplate, ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, Run, RunState,
+    TemplateKind,
+};
+/// The plugin runtime, for loading and calling components directly.
+pub use plugin::{
+    Admission, Counts, Limits as PluginLimits, LoadedPlugin, PluginRuntime, RunContext, Stats,
+};
+/// `weir serve`: its options and the server.
+pub use server::{Database, ServeOptions, Server, init_tracing, serve};
+/// The store, for benchmarks and tests that drive it without a server.
+pub use store::{DatabaseUrl, NewRun, PoolPatch, SqlStore, Store, StoreError, Transition};
+/// HTTPS: the certificate and key files.
+pub use tls::TlsFiles;
+
+/// The release walk (`domain/release.rs`), for the property test that
+/// checks it against the benchmarks' model.
+pub mod release {
+    pub use crate::domain::release::{Limits, QueueState, ReleaseSource, walk};
+}

@@ -1,13 +1,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::cli::{self, Cli, Command};
+use weir::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any runtime: the supervisor builds its own, on one thread.
     if let Command::Supervise(args) = &cli.command {
-        return ExitCode::from(weir::backend::supervise(&args.attempt_dir));
+        return ExitCode::from(weir::supervise(&args.attempt_dir));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            command => match cli::execute(cli.global, command).await {
+            command => match weir::execute(cli.global, command).await {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -36,16 +36,16 @@ fn main() -> ExitCode {
     })
 }
 
-async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
-    weir::server::init_tracing();
-    let mut options = weir::server::ServeOptions::resolve(
+async fn serve(args: weir::ServeArgs) -> anyhow::Result<()> {
+    weir::init_tracing();
+    let mut options = weir::ServeOptions::resolve(
         args.config.as_deref(),
         args.data_dir,
         args.listen,
         args.api_url,
     )?;
     if let Some(url) = args.database_url {
-        options.database = weir::server::Database::from_url(&url)?;
+        options.database = weir::Database::from_url(&url)?;
     }
     if let Some(path) = args.kubeconfig {
         options.kubernetes.default.kubeconfig = Some(path);
@@ -54,12 +54,12 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
         options.kubernetes.default.context = Some(context);
     }
     if let Some(mode) = args.auth {
-        options.auth = weir::auth::AuthMode::parse(&mode)
+        options.auth = weir::AuthMode::parse(&mode)
             .ok_or_else(|| anyhow::anyhow!("invalid --auth {mode:?}: use on, off or auto"))?;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        options.tls = Some(weir::tls::TlsFiles { cert, key });
+        options.tls = Some(weir::TlsFiles { cert, key });
     }
-    weir::server::serve(options).await?;
+    weir::serve(options).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use weir::server::{ServeOptions, Server};
+use weir::{ServeOptions, Server};
 
 use crate::harness::eventually;
 

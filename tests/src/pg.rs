@@ -32,7 +32,7 @@ pub fn fresh_database(test: &str) -> Option<TestDatabase> {
             return None;
         }
     };
-    let shown = weir::store::DatabaseUrl::parse(&url)
+    let shown = weir::DatabaseUrl::parse(&url)
         .unwrap_or_else(|e| panic!("WEIR_PG_URL: {e}"))
         .to_string();
     let admin = PgConnectOptions::from_str(&url)

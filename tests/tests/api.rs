@@ -915,7 +915,7 @@ async fn every_documented_route_is_served() {
     let api = start().await;
     let doc = api.ok("GET", "/api/v1/openapi.json", None).await;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    for (method, path) in weir::api::ROUTES {
+    for (method, path) in weir::ROUTES {
         let concrete = path
             .replace("{type}", "process")
             .replace("{name}", "nope")
@@ -950,9 +950,9 @@ async fn every_documented_route_is_served() {
 /// job is not a Job manifest, so it fails to build, with that reason.
 #[tokio::test]
 async fn restart_recovers_released_runs_in_every_pool_type() {
-    use weir::domain::{Pool, PoolType, RunState};
-    use weir::store::{NewRun, SqlStore, Store};
-    use weir::template::BaseJobTemplate;
+    use weir::BaseJobTemplate;
+    use weir::{NewRun, SqlStore, Store};
+    use weir::{Pool, PoolType, RunState};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut released = Vec::new();

@@ -237,7 +237,7 @@ fn configmap_holds_a_config_weir_accepts_with_the_default_template_in_namespace_
     for (name, text) in &data {
         std::fs::write(dir.path().join(name), text).expect("write a ConfigMap key");
     }
-    let config = weir::config::Config::load(&dir.path().join("weir.toml"))
+    let config = weir::Config::load(&dir.path().join("weir.toml"))
         .unwrap_or_else(|e| panic!("deploy/configmap.yaml weir.toml: {e}"));
     assert_eq!(
         config.server.listen.map(|a| a.to_string()).as_deref(),
@@ -260,13 +260,13 @@ fn configmap_holds_a_config_weir_accepts_with_the_default_template_in_namespace_
         .get(&file.to_string_lossy().into_owned())
         .unwrap_or_else(|| panic!("the ConfigMap has no key {}", file.display()));
     let template: Value = serde_json::from_str(text).expect("the template is JSON");
-    weir::template::BaseJobTemplate::from_value(template.clone())
+    weir::BaseJobTemplate::from_value(template.clone())
         .unwrap_or_else(|e| panic!("the default-k8s template is refused: {e}"));
 
     // Weir's own default (what `weir pool get-default-base-job-template
     // --type kubernetes` prints) with only the namespace's default changed.
-    let mut expected = serde_json::to_value(weir::template::BaseJobTemplate::default_for(
-        weir::template::TemplateKind::Kubernetes,
+    let mut expected = serde_json::to_value(weir::BaseJobTemplate::default_for(
+        weir::TemplateKind::Kubernetes,
     ))
     .expect("the default template serialises");
     expected["variables"]["properties"]["namespace"]["default"] = json!("weir");

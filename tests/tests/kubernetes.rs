@@ -629,9 +629,9 @@ job_variables = {{ image = "busybox:1.36", namespace = "{ns}", backoff_limit = 0
 /// instants would have left it.
 #[tokio::test]
 async fn a_restart_resolves_recorded_submissions_by_looking_at_the_cluster() {
-    use weir::domain::{Pool, PoolType, RunState};
-    use weir::store::{NewRun, SqlStore, Store, Transition};
-    use weir::template::BaseJobTemplate;
+    use weir::BaseJobTemplate;
+    use weir::{NewRun, SqlStore, Store, Transition};
+    use weir::{Pool, PoolType, RunState};
 
     let Some(kubeconfig) = cluster::kubeconfig_path() else {
         return;

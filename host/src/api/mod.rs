@@ -81,6 +81,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The API without authentication (every caller may do everything).
+#[cfg(test)]
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     router_with_auth(dispatcher, None)
 }

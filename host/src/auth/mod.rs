@@ -20,10 +20,8 @@ use chrono::Utc;
 use crate::domain::RunId;
 use crate::store::{Store, StoreError};
 
-pub use scope::{Action, Principal, Role, RunScope, role_allows};
-pub use token::{
-    NewToken, RUN_TOKEN_PREFIX, RunTokenKey, TOKEN_PREFIX, TokenRecord, generate_token, hash_token,
-};
+pub use scope::{Action, Principal, Role};
+pub use token::{NewToken, RUN_TOKEN_PREFIX, RunTokenKey, TokenRecord, generate_token, hash_token};
 
 /// Why a request was refused. `Unauthenticated` is 401, `Forbidden` 403.
 #[derive(Debug, thiserror::Error)]

@@ -27,14 +27,14 @@ mod run;
 mod tests;
 mod token;
 
-pub use deployment::{DeploymentArgs, DeploymentCommand};
+pub use deployment::DeploymentArgs;
 pub use error::CliError;
-pub use limit::{LimitArgs, LimitCommand};
-pub use plugin::{BindOptions, PluginArgs, PluginCommand, RouterArgs, RouterCommand};
-pub use pool::{PoolArgs, PoolCommand, PoolTypeArg};
-pub use queue::{QueueArgs, QueueCommand};
-pub use run::{RunArgs, RunCommand, exit_code_for_state};
-pub use token::{StoreArgs, TokenArgs, TokenCommand};
+pub use limit::LimitArgs;
+pub use plugin::{PluginArgs, PluginCommand, RouterArgs};
+pub use pool::PoolArgs;
+pub use queue::QueueArgs;
+pub use run::RunArgs;
+pub use token::TokenArgs;
 
 /// The default server URL, also the default `--listen` of `weir serve`.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4680";

@@ -18,7 +18,8 @@ use super::output::{kv_block, table};
 use super::pool::{PoolCommand, PoolTypeArg, render_pools};
 use super::queue::{QueueCommand, render_queues};
 use super::run::{
-    Progress, RunCommand, RunCreateArgs, create_body, list_query, render_run, render_runs,
+    Progress, RunCommand, RunCreateArgs, create_body, exit_code_for_state, list_query, render_run,
+    render_runs,
 };
 use super::*;
 

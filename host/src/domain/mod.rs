@@ -16,7 +16,7 @@ mod template;
 mod token;
 
 pub use deployment::{Deployment, RetryPolicy};
-pub use limit::{ConcurrencyLimit, SlotKey};
+pub use limit::ConcurrencyLimit;
 pub use name::{MAX_TAGS, validate_dns_label, validate_tag};
 pub use plugin::{OnError, PluginBinding, PluginVersion, World};
 pub use pool::{Pool, PoolType};

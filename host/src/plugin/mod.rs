@@ -40,7 +40,4 @@ mod tests;
 
 pub use error::{CallError, LoadError};
 pub use runtime::{LoadedPlugin, PluginRuntime};
-pub use types::{
-    Admission, Counts, Limits, MAX_DEFER_SECONDS, MAX_PATCH_OPS, MAX_REASON_BYTES, Route,
-    RunContext, Stats, World,
-};
+pub use types::{Admission, Counts, Limits, MAX_DEFER_SECONDS, RunContext, Stats, World};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::types::{MAX_REASON_BYTES, Route};
 use super::*;
 
 /// Builds `tests/plugins` (its own workspace and target dir, so no wait on

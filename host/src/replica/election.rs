@@ -14,7 +14,14 @@ use super::{LEADER_LOCK, PING, POLL, ReplicaError};
 pub enum Election {
     /// The only replica (embedded store): it leads from the start, holding
     /// the data directory's lock file for as long as it lives.
-    Sole(File),
+    /// Holds `weir.lock` (locked) for as long as this replica runs.
+    Sole(
+        #[allow(
+            dead_code,
+            reason = "held, never read: the lock lasts while the file is open"
+        )]
+        File,
+    ),
     /// One of several replicas on a PostgreSQL database.
     Postgres(Box<PgConnectOptions>),
 }

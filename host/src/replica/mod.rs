@@ -28,7 +28,7 @@ pub mod bus;
 mod election;
 
 pub use bus::{Bus, Signal};
-pub use election::{Election, Leader};
+pub use election::Election;
 
 use std::time::Duration;
 

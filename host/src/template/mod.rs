@@ -24,10 +24,7 @@ mod tests;
 use serde_json::{Map, Value};
 
 pub use crate::domain::{BaseJobTemplate, TemplateKind};
-pub use finalize::{
-    ENV_API_URL, ENV_PARAMETERS, ENV_RUN_ID, ENV_RUN_TOKEN, LABEL_DEPLOYMENT, LABEL_POOL,
-    LABEL_QUEUE, LABEL_RUN_ID, finalize,
-};
+pub use finalize::{LABEL_RUN_ID, finalize};
 
 /// An error from loading a template, resolving variables or finalising a job.
 ///

@@ -1,5 +1,6 @@
 use serde_json::{Map, Value, json};
 
+use super::finalize::{ENV_RUN_TOKEN, LABEL_DEPLOYMENT, LABEL_POOL, LABEL_QUEUE};
 use super::*;
 
 const PREFECT_KUBERNETES: &str = include_str!("testdata/prefect-kubernetes.json");
