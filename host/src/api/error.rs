@@ -114,7 +114,7 @@ impl From<StoreError> for ApiError {
                 None,
                 e.to_string(),
             ),
-            StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+            StoreError::Database { .. } | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 ApiError::internal(format_args!("store: {e}"))
             }
         }

@@ -37,8 +37,15 @@ pub enum StoreError {
     },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database failed; `op` is the store method and `subject` the run
+    /// or resource it concerned, when known.
+    #[error("database error{}: {source}", context(*.op, .subject.as_deref()))]
+    Database {
+        op: Option<&'static str>,
+        subject: Option<String>,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
@@ -51,7 +58,45 @@ pub enum StoreError {
     Unreadable { depth: usize },
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(source: sqlx::Error) -> Self {
+        StoreError::Database {
+            op: None,
+            subject: None,
+            source,
+        }
+    }
+}
+
+/// " in OP (SUBJECT)", or less when not known.
+fn context(op: Option<&str>, subject: Option<&str>) -> String {
+    match (op, subject) {
+        (Some(op), Some(s)) => format!(" in {op} ({s})"),
+        (Some(op), None) => format!(" in {op}"),
+        _ => String::new(),
+    }
+}
+
 impl StoreError {
+    /// Names the store method and its run or resource in a database or
+    /// decoding error that does not name them yet.
+    pub(crate) fn during(self, op: &'static str, subject: Option<String>) -> Self {
+        match self {
+            StoreError::Database {
+                op: None, source, ..
+            } => StoreError::Database {
+                op: Some(op),
+                subject,
+                source,
+            },
+            StoreError::Corrupt(detail) => {
+                let at = context(Some(op), subject.as_deref());
+                StoreError::Corrupt(format!("{}: {detail}", at.trim_start()))
+            }
+            other => other,
+        }
+    }
+
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
         StoreError::NotFound {
             kind,

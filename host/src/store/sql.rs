@@ -84,6 +84,16 @@ impl SqlStore {
     }
 }
 
+/// Runs one [`Store`] method's work, naming the method and what it concerns
+/// (a run's id, a resource's name) in a database or decoding error.
+async fn during<T>(
+    op: &'static str,
+    subject: Option<String>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    work.await.map_err(|e| e.during(op, subject))
+}
+
 /// A flag column: a boolean in PostgreSQL, an integer in SQLite.
 fn flag(row: &AnyRow, column: &str) -> Result<bool> {
     match row.try_get::<bool, _>(column) {
@@ -484,719 +494,807 @@ const RELEASED: &str = "released by the scheduler";
 #[async_trait]
 impl Store for SqlStore {
     async fn create_pool(&self, pool: &Pool) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO pools (name, type, base_job_template, cluster, concurrency_limit, \
-             paused, description, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&pool.name)
-        .bind(pool.pool_type.as_str())
-        .bind(to_json(&pool.base_job_template)?)
-        .bind(&pool.cluster)
-        .bind(pool.concurrency_limit.map(i64::from))
-        .bind(pool.paused)
-        .bind(&pool.description)
-        .bind(micros(pool.created_at))
-        .bind(micros(pool.updated_at))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::conflict(
-                    Some("name"),
-                    format!("pool {:?} already exists", pool.name),
-                ));
+        during("create_pool", Some(pool.name.clone()), async {
+            let mut tx = self.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO pools (name, type, base_job_template, cluster, concurrency_limit, \
+                 paused, description, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&pool.name)
+            .bind(pool.pool_type.as_str())
+            .bind(to_json(&pool.base_job_template)?)
+            .bind(&pool.cluster)
+            .bind(pool.concurrency_limit.map(i64::from))
+            .bind(pool.paused)
+            .bind(&pool.description)
+            .bind(micros(pool.created_at))
+            .bind(micros(pool.updated_at))
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::conflict(
+                        Some("name"),
+                        format!("pool {:?} already exists", pool.name),
+                    ));
+                }
+                other => {
+                    other?;
+                }
             }
-            other => {
-                other?;
-            }
-        }
-        sqlx::query(
-            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
-             created_at) VALUES ($1, $2, 1, NULL, false, 'The pool''s default queue', $3)",
-        )
-        .bind(&pool.name)
-        .bind(DEFAULT_QUEUE)
-        .bind(micros(pool.created_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            sqlx::query(
+                "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+                 created_at) VALUES ($1, $2, 1, NULL, false, 'The pool''s default queue', $3)",
+            )
+            .bind(&pool.name)
+            .bind(DEFAULT_QUEUE)
+            .bind(micros(pool.created_at))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_pool(&self, name: &str) -> Result<Pool> {
-        let row = sqlx::query("SELECT * FROM pools WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::not_found("pool", name))?;
-        pool_from_row(&row)
+        during("get_pool", Some(name.to_string()), async {
+            let row = sqlx::query("SELECT * FROM pools WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or_else(|| StoreError::not_found("pool", name))?;
+            pool_from_row(&row)
+        })
+        .await
     }
 
     async fn list_pools(&self) -> Result<Vec<Pool>> {
-        let rows = sqlx::query("SELECT * FROM pools ORDER BY name")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(pool_from_row).collect()
+        during("list_pools", None, async {
+            let rows = sqlx::query("SELECT * FROM pools ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(pool_from_row).collect()
+        })
+        .await
     }
 
     async fn update_pool(&self, name: &str, patch: PoolPatch) -> Result<Pool> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT * FROM pools WHERE name = $1{}",
-            self.dialect.lock_row
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("pool", name))?;
-        let mut pool = pool_from_row(&row)?;
-        if let Some(t) = patch.base_job_template {
-            pool.base_job_template = t;
-        }
-        if let Some(l) = patch.concurrency_limit {
-            pool.concurrency_limit = l;
-        }
-        if let Some(c) = patch.cluster {
-            pool.cluster = c;
-        }
-        if let Some(p) = patch.paused {
-            pool.paused = p;
-        }
-        if let Some(d) = patch.description {
-            pool.description = d;
-        }
-        pool.updated_at = Utc::now();
-        sqlx::query(
-            "UPDATE pools SET base_job_template = $1, cluster = $2, concurrency_limit = $3, \
-             paused = $4, description = $5, updated_at = $6 WHERE name = $7",
-        )
-        .bind(to_json(&pool.base_job_template)?)
-        .bind(&pool.cluster)
-        .bind(pool.concurrency_limit.map(i64::from))
-        .bind(pool.paused)
-        .bind(&pool.description)
-        .bind(micros(pool.updated_at))
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(pool)
+        during("update_pool", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
+            let row = sqlx::query(&format!(
+                "SELECT * FROM pools WHERE name = $1{}",
+                self.dialect.lock_row
+            ))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("pool", name))?;
+            let mut pool = pool_from_row(&row)?;
+            if let Some(t) = patch.base_job_template {
+                pool.base_job_template = t;
+            }
+            if let Some(l) = patch.concurrency_limit {
+                pool.concurrency_limit = l;
+            }
+            if let Some(c) = patch.cluster {
+                pool.cluster = c;
+            }
+            if let Some(p) = patch.paused {
+                pool.paused = p;
+            }
+            if let Some(d) = patch.description {
+                pool.description = d;
+            }
+            pool.updated_at = Utc::now();
+            sqlx::query(
+                "UPDATE pools SET base_job_template = $1, cluster = $2, concurrency_limit = $3, \
+                 paused = $4, description = $5, updated_at = $6 WHERE name = $7",
+            )
+            .bind(to_json(&pool.base_job_template)?)
+            .bind(&pool.cluster)
+            .bind(pool.concurrency_limit.map(i64::from))
+            .bind(pool.paused)
+            .bind(&pool.description)
+            .bind(micros(pool.updated_at))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(pool)
+        })
+        .await
     }
 
     async fn delete_pool(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        // Locked so no run is stored in the pool (insert_run takes a key
-        // share lock on it) between the count below and the delete.
-        let exists = sqlx::query(&format!(
-            "SELECT 1 FROM pools WHERE name = $1{}",
-            self.dialect.lock_row
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("pool", name));
-        }
-        let deployments: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = $1")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-        if deployments > 0 {
-            return Err(StoreError::conflict(
-                Some("name"),
-                format!("pool {name:?} still has {deployments} deployment(s); delete them first"),
-            ));
-        }
-        let unfinished: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM runs WHERE pool = $1 \
-             AND (state IN {WAITING} OR state IN {HOLDING})"
-        ))
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if unfinished > 0 {
-            return Err(StoreError::conflict(
-                Some("name"),
-                format!("pool {name:?} still has {unfinished} unfinished run(s)"),
-            ));
-        }
-        sqlx::query("DELETE FROM pools WHERE name = $1")
+        during("delete_pool", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
+            // Locked so no run is stored in the pool (insert_run takes a key
+            // share lock on it) between the count below and the delete.
+            let exists = sqlx::query(&format!(
+                "SELECT 1 FROM pools WHERE name = $1{}",
+                self.dialect.lock_row
+            ))
             .bind(name)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            if exists.is_none() {
+                return Err(StoreError::not_found("pool", name));
+            }
+            let deployments: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if deployments > 0 {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!(
+                        "pool {name:?} still has {deployments} deployment(s); delete them first"
+                    ),
+                ));
+            }
+            let unfinished: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM runs WHERE pool = $1 \
+                 AND (state IN {WAITING} OR state IN {HOLDING})"
+            ))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if unfinished > 0 {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("pool {name:?} still has {unfinished} unfinished run(s)"),
+                ));
+            }
+            sqlx::query("DELETE FROM pools WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn pool_occupancy(&self, pool: &str) -> Result<Occupancy> {
-        occupancy(&self.reader, "pool = $1", &[pool]).await
+        during("pool_occupancy", Some(pool.to_string()), async {
+            occupancy(&self.reader, "pool = $1", &[pool]).await
+        })
+        .await
     }
 
     async fn create_queue(&self, queue: &Queue) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let pool_exists = sqlx::query(&format!(
-            "SELECT 1 FROM pools WHERE name = $1{}",
-            self.dialect.share_row
-        ))
-        .bind(&queue.pool)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if pool_exists.is_none() {
-            return Err(StoreError::not_found("pool", &queue.pool));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        during(
+            "create_queue",
+            Some(format!("{}/{}", queue.pool, queue.name)),
+            async {
+                let mut tx = self.begin().await?;
+                let pool_exists = sqlx::query(&format!(
+                    "SELECT 1 FROM pools WHERE name = $1{}",
+                    self.dialect.share_row
+                ))
+                .bind(&queue.pool)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if pool_exists.is_none() {
+                    return Err(StoreError::not_found("pool", &queue.pool));
+                }
+                let inserted = sqlx::query(
+                "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&queue.pool)
+            .bind(&queue.name)
+            .bind(i64::from(queue.priority))
+            .bind(queue.concurrency_limit.map(i64::from))
+            .bind(queue.paused)
+            .bind(&queue.description)
+            .bind(micros(queue.created_at))
+            .execute(&mut *tx)
+            .await;
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                        Some("name"),
+                        format!(
+                            "queue {:?} already exists in pool {:?}",
+                            queue.name, queue.pool
+                        ),
+                    )),
+                    Err(e) => Err(e.into()),
+                    Ok(_) => {
+                        tx.commit().await?;
+                        Ok(())
+                    }
+                }
+            },
         )
-        .bind(&queue.pool)
-        .bind(&queue.name)
-        .bind(i64::from(queue.priority))
-        .bind(queue.concurrency_limit.map(i64::from))
-        .bind(queue.paused)
-        .bind(&queue.description)
-        .bind(micros(queue.created_at))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
-                Some("name"),
-                format!(
-                    "queue {:?} already exists in pool {:?}",
-                    queue.name, queue.pool
-                ),
-            )),
-            Err(e) => Err(e.into()),
-            Ok(_) => {
-                tx.commit().await?;
-                Ok(())
-            }
-        }
+        .await
     }
 
     async fn get_queue(&self, pool: &str, name: &str) -> Result<Queue> {
-        let row = sqlx::query("SELECT * FROM queues WHERE pool = $1 AND name = $2")
-            .bind(pool)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?;
-        match row {
-            Some(row) => queue_from_row(&row),
-            None => {
-                self.get_pool(pool).await?;
-                Err(StoreError::not_found("queue", format!("{pool}/{name}")))
+        during("get_queue", Some(format!("{pool}/{name}")), async {
+            let row = sqlx::query("SELECT * FROM queues WHERE pool = $1 AND name = $2")
+                .bind(pool)
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+            match row {
+                Some(row) => queue_from_row(&row),
+                None => {
+                    self.get_pool(pool).await?;
+                    Err(StoreError::not_found("queue", format!("{pool}/{name}")))
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn list_queues(&self, pool: &str) -> Result<Vec<Queue>> {
-        self.get_pool(pool).await?;
-        let rows = sqlx::query("SELECT * FROM queues WHERE pool = $1 ORDER BY priority, name")
-            .bind(pool)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(queue_from_row).collect()
+        during("list_queues", Some(pool.to_string()), async {
+            self.get_pool(pool).await?;
+            let rows = sqlx::query("SELECT * FROM queues WHERE pool = $1 ORDER BY priority, name")
+                .bind(pool)
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(queue_from_row).collect()
+        })
+        .await
     }
 
     async fn update_queue(&self, pool: &str, name: &str, patch: QueuePatch) -> Result<Queue> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT * FROM queues WHERE pool = $1 AND name = $2{}",
-            self.dialect.lock_row
-        ))
-        .bind(pool)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("queue", format!("{pool}/{name}")))?;
-        let mut queue = queue_from_row(&row)?;
-        if let Some(p) = patch.priority {
-            queue.priority = p;
-        }
-        if let Some(l) = patch.concurrency_limit {
-            queue.concurrency_limit = l;
-        }
-        if let Some(p) = patch.paused {
-            queue.paused = p;
-        }
-        if let Some(d) = patch.description {
-            queue.description = d;
-        }
-        sqlx::query(
-            "UPDATE queues SET priority = $1, concurrency_limit = $2, paused = $3, \
-             description = $4 WHERE pool = $5 AND name = $6",
-        )
-        .bind(i64::from(queue.priority))
-        .bind(queue.concurrency_limit.map(i64::from))
-        .bind(queue.paused)
-        .bind(&queue.description)
-        .bind(pool)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(queue)
-    }
-
-    async fn delete_queue(&self, pool: &str, name: &str) -> Result<()> {
-        if name == DEFAULT_QUEUE {
-            return Err(StoreError::conflict(
-                Some("name"),
-                "the default queue cannot be deleted; delete the pool instead",
-            ));
-        }
-        let mut tx = self.begin().await?;
-        // Locked for the same reason as the pool in delete_pool.
-        let exists = sqlx::query(&format!(
-            "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
-            self.dialect.lock_row
-        ))
-        .bind(pool)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("queue", format!("{pool}/{name}")));
-        }
-        let deployments: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE pool = $1 AND queue = $2")
-                .bind(pool)
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-        if deployments > 0 {
-            return Err(StoreError::conflict(
-                Some("name"),
-                format!("queue {name:?} is used by {deployments} deployment(s)"),
-            ));
-        }
-        let unfinished: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM runs WHERE pool = $1 AND queue = $2 \
-             AND (state IN {WAITING} OR state IN {HOLDING})"
-        ))
-        .bind(pool)
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if unfinished > 0 {
-            return Err(StoreError::conflict(
-                Some("name"),
-                format!("queue {name:?} still has {unfinished} unfinished run(s)"),
-            ));
-        }
-        sqlx::query("DELETE FROM queues WHERE pool = $1 AND name = $2")
+        during("update_queue", Some(format!("{pool}/{name}")), async {
+            let mut tx = self.begin().await?;
+            let row = sqlx::query(&format!(
+                "SELECT * FROM queues WHERE pool = $1 AND name = $2{}",
+                self.dialect.lock_row
+            ))
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("queue", format!("{pool}/{name}")))?;
+            let mut queue = queue_from_row(&row)?;
+            if let Some(p) = patch.priority {
+                queue.priority = p;
+            }
+            if let Some(l) = patch.concurrency_limit {
+                queue.concurrency_limit = l;
+            }
+            if let Some(p) = patch.paused {
+                queue.paused = p;
+            }
+            if let Some(d) = patch.description {
+                queue.description = d;
+            }
+            sqlx::query(
+                "UPDATE queues SET priority = $1, concurrency_limit = $2, paused = $3, \
+                 description = $4 WHERE pool = $5 AND name = $6",
+            )
+            .bind(i64::from(queue.priority))
+            .bind(queue.concurrency_limit.map(i64::from))
+            .bind(queue.paused)
+            .bind(&queue.description)
             .bind(pool)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(queue)
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, pool: &str, name: &str) -> Result<()> {
+        during("delete_queue", Some(format!("{pool}/{name}")), async {
+            if name == DEFAULT_QUEUE {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    "the default queue cannot be deleted; delete the pool instead",
+                ));
+            }
+            let mut tx = self.begin().await?;
+            // Locked for the same reason as the pool in delete_pool.
+            let exists = sqlx::query(&format!(
+                "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
+                self.dialect.lock_row
+            ))
+            .bind(pool)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_none() {
+                return Err(StoreError::not_found("queue", format!("{pool}/{name}")));
+            }
+            let deployments: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deployments WHERE pool = $1 AND queue = $2",
+            )
+            .bind(pool)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if deployments > 0 {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("queue {name:?} is used by {deployments} deployment(s)"),
+                ));
+            }
+            let unfinished: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM runs WHERE pool = $1 AND queue = $2 \
+                 AND (state IN {WAITING} OR state IN {HOLDING})"
+            ))
+            .bind(pool)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if unfinished > 0 {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("queue {name:?} still has {unfinished} unfinished run(s)"),
+                ));
+            }
+            sqlx::query("DELETE FROM queues WHERE pool = $1 AND name = $2")
+                .bind(pool)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn queue_occupancy(&self, pool: &str, queue: &str) -> Result<Occupancy> {
-        occupancy(&self.reader, "pool = $1 AND queue = $2", &[pool, queue]).await
+        during("queue_occupancy", Some(format!("{pool}/{queue}")), async {
+            occupancy(&self.reader, "pool = $1 AND queue = $2", &[pool, queue]).await
+        })
+        .await
     }
 
     async fn create_limit(&self, limit: &ConcurrencyLimit) -> Result<()> {
-        let inserted =
-            sqlx::query("INSERT INTO limits (tag, slots, created_at) VALUES ($1, $2, $3)")
-                .bind(&limit.tag)
-                .bind(i64::from(limit.limit))
-                .bind(micros(limit.created_at))
-                .execute(&self.writer)
-                .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
-                Some("tag"),
-                format!("a limit for tag {:?} already exists", limit.tag),
-            )),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(()),
-        }
+        during("create_limit", Some(limit.tag.clone()), async {
+            let inserted =
+                sqlx::query("INSERT INTO limits (tag, slots, created_at) VALUES ($1, $2, $3)")
+                    .bind(&limit.tag)
+                    .bind(i64::from(limit.limit))
+                    .bind(micros(limit.created_at))
+                    .execute(&self.writer)
+                    .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                    Some("tag"),
+                    format!("a limit for tag {:?} already exists", limit.tag),
+                )),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn get_limit(&self, tag: &str) -> Result<ConcurrencyLimit> {
-        let row = sqlx::query("SELECT * FROM limits WHERE tag = $1")
-            .bind(tag)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::not_found("limit", tag))?;
-        limit_from_row(&row)
+        during("get_limit", Some(tag.to_string()), async {
+            let row = sqlx::query("SELECT * FROM limits WHERE tag = $1")
+                .bind(tag)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or_else(|| StoreError::not_found("limit", tag))?;
+            limit_from_row(&row)
+        })
+        .await
     }
 
     async fn list_limits(&self) -> Result<Vec<ConcurrencyLimit>> {
-        let rows = sqlx::query("SELECT * FROM limits ORDER BY tag")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(limit_from_row).collect()
+        during("list_limits", None, async {
+            let rows = sqlx::query("SELECT * FROM limits ORDER BY tag")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(limit_from_row).collect()
+        })
+        .await
     }
 
     async fn update_limit(&self, tag: &str, slots: u32) -> Result<ConcurrencyLimit> {
-        let row = sqlx::query("UPDATE limits SET slots = $1 WHERE tag = $2 RETURNING *")
-            .bind(i64::from(slots))
-            .bind(tag)
-            .fetch_optional(&self.writer)
-            .await?
-            .ok_or_else(|| StoreError::not_found("limit", tag))?;
-        limit_from_row(&row)
+        during("update_limit", Some(tag.to_string()), async {
+            let row = sqlx::query("UPDATE limits SET slots = $1 WHERE tag = $2 RETURNING *")
+                .bind(i64::from(slots))
+                .bind(tag)
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or_else(|| StoreError::not_found("limit", tag))?;
+            limit_from_row(&row)
+        })
+        .await
     }
 
     async fn delete_limit(&self, tag: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM limits WHERE tag = $1")
-            .bind(tag)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("limit", tag));
-        }
-        Ok(())
+        during("delete_limit", Some(tag.to_string()), async {
+            let done = sqlx::query("DELETE FROM limits WHERE tag = $1")
+                .bind(tag)
+                .execute(&self.writer)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::not_found("limit", tag));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn tag_slots_in_use(&self, tag: &str) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = $1")
-                .bind(tag)
-                .fetch_one(&self.reader)
-                .await?;
-        Ok(count(n))
+        during("tag_slots_in_use", Some(tag.to_string()), async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = 'tag' AND key = $1")
+                    .bind(tag)
+                    .fetch_one(&self.reader)
+                    .await?;
+            Ok(count(n))
+        })
+        .await
     }
 
     async fn create_deployment(&self, d: &Deployment) -> Result<()> {
-        let inserted = sqlx::query(
-            "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
-             description, retries_max, retry_delay_seconds, created_at, updated_at, team) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&d.name)
-        .bind(&d.pool)
-        .bind(&d.queue)
-        .bind(to_json(&d.job_variables)?)
-        .bind(to_json(&d.tags)?)
-        .bind(to_json(&d.parameters)?)
-        .bind(&d.description)
-        .bind(i64::from(d.retries.max))
-        .bind(i64::from(d.retries.delay_seconds))
-        .bind(micros(d.created_at))
-        .bind(micros(d.updated_at))
-        .bind(&d.team)
-        .execute(&self.writer)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
-                Some("name"),
-                format!("deployment {:?} already exists", d.name),
-            )),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(()),
-        }
+        during("create_deployment", Some(d.name.clone()), async {
+            let inserted = sqlx::query(
+                "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
+                 description, retries_max, retry_delay_seconds, created_at, updated_at, team) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&d.name)
+            .bind(&d.pool)
+            .bind(&d.queue)
+            .bind(to_json(&d.job_variables)?)
+            .bind(to_json(&d.tags)?)
+            .bind(to_json(&d.parameters)?)
+            .bind(&d.description)
+            .bind(i64::from(d.retries.max))
+            .bind(i64::from(d.retries.delay_seconds))
+            .bind(micros(d.created_at))
+            .bind(micros(d.updated_at))
+            .bind(&d.team)
+            .execute(&self.writer)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                    Some("name"),
+                    format!("deployment {:?} already exists", d.name),
+                )),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn get_deployment(&self, name: &str) -> Result<Deployment> {
-        let row = sqlx::query("SELECT * FROM deployments WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::not_found("deployment", name))?;
-        deployment_from_row(&row)
+        during("get_deployment", Some(name.to_string()), async {
+            let row = sqlx::query("SELECT * FROM deployments WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or_else(|| StoreError::not_found("deployment", name))?;
+            deployment_from_row(&row)
+        })
+        .await
     }
 
     async fn list_deployments(&self) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query("SELECT * FROM deployments ORDER BY name")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(deployment_from_row).collect()
+        during("list_deployments", None, async {
+            let rows = sqlx::query("SELECT * FROM deployments ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(deployment_from_row).collect()
+        })
+        .await
     }
 
     async fn update_deployment(&self, name: &str, patch: DeploymentPatch) -> Result<Deployment> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT * FROM deployments WHERE name = $1{}",
-            self.dialect.lock_row
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("deployment", name))?;
-        let mut d = deployment_from_row(&row)?;
-        if let Some(q) = patch.queue {
-            d.queue = q;
-        }
-        if let Some(v) = patch.job_variables {
-            d.job_variables = v;
-        }
-        if let Some(t) = patch.tags {
-            d.tags = t;
-        }
-        if let Some(p) = patch.parameters {
-            d.parameters = p;
-        }
-        if let Some(desc) = patch.description {
-            d.description = desc;
-        }
-        if let Some(r) = patch.retries {
-            d.retries = r;
-        }
-        if let Some(t) = patch.team {
-            d.team = t;
-        }
-        d.updated_at = Utc::now();
-        sqlx::query(
-            "UPDATE deployments SET queue = $1, job_variables = $2, tags = $3, parameters = $4, \
-             description = $5, retries_max = $6, retry_delay_seconds = $7, updated_at = $8, \
-             team = $9 WHERE name = $10",
-        )
-        .bind(&d.queue)
-        .bind(to_json(&d.job_variables)?)
-        .bind(to_json(&d.tags)?)
-        .bind(to_json(&d.parameters)?)
-        .bind(&d.description)
-        .bind(i64::from(d.retries.max))
-        .bind(i64::from(d.retries.delay_seconds))
-        .bind(micros(d.updated_at))
-        .bind(&d.team)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(d)
+        during("update_deployment", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
+            let row = sqlx::query(&format!(
+                "SELECT * FROM deployments WHERE name = $1{}",
+                self.dialect.lock_row
+            ))
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", name))?;
+            let mut d = deployment_from_row(&row)?;
+            if let Some(q) = patch.queue {
+                d.queue = q;
+            }
+            if let Some(v) = patch.job_variables {
+                d.job_variables = v;
+            }
+            if let Some(t) = patch.tags {
+                d.tags = t;
+            }
+            if let Some(p) = patch.parameters {
+                d.parameters = p;
+            }
+            if let Some(desc) = patch.description {
+                d.description = desc;
+            }
+            if let Some(r) = patch.retries {
+                d.retries = r;
+            }
+            if let Some(t) = patch.team {
+                d.team = t;
+            }
+            d.updated_at = Utc::now();
+            sqlx::query(
+                "UPDATE deployments SET queue = $1, job_variables = $2, tags = $3, parameters = $4, \
+                 description = $5, retries_max = $6, retry_delay_seconds = $7, updated_at = $8, \
+                 team = $9 WHERE name = $10",
+            )
+            .bind(&d.queue)
+            .bind(to_json(&d.job_variables)?)
+            .bind(to_json(&d.tags)?)
+            .bind(to_json(&d.parameters)?)
+            .bind(&d.description)
+            .bind(i64::from(d.retries.max))
+            .bind(i64::from(d.retries.delay_seconds))
+            .bind(micros(d.updated_at))
+            .bind(&d.team)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(d)
+        })
+        .await
     }
 
     async fn delete_deployment(&self, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM deployments WHERE name = $1")
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("deployment", name));
-        }
-        Ok(())
+        during("delete_deployment", Some(name.to_string()), async {
+            let done = sqlx::query("DELETE FROM deployments WHERE name = $1")
+                .bind(name)
+                .execute(&self.writer)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::not_found("deployment", name));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn insert_run(&self, run: NewRun) -> Result<(Run, bool)> {
-        let mut tx = self.begin().await?;
-        // Key-share locks: a concurrent delete_pool / delete_queue (which
-        // lock the row for update) waits for this run, then counts it.
-        sqlx::query(&format!(
-            "SELECT 1 FROM pools WHERE name = $1{}",
-            self.dialect.share_row
-        ))
-        .bind(&run.pool)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
-            self.dialect.share_row
-        ))
-        .bind(&run.pool)
-        .bind(&run.queue)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let now = Utc::now();
-        let id = run.id.to_string();
-        // The insert claims the idempotency key: with a concurrent insert of
-        // the same key it waits for that one to commit, then inserts nothing.
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, state, state_message, pool, queue, deployment, job, tags, \
-             parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
-             attempt, retries_max, retry_delay_seconds, needs_admission, labels) \
-             VALUES ($1, 'Scheduled', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, \
-                     $14, $15, $16, $17) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&run.message)
-        .bind(&run.pool)
-        .bind(&run.queue)
-        .bind(&run.deployment)
-        .bind(run.job.as_ref().map(to_json).transpose()?)
-        .bind(to_json(&run.tags)?)
-        .bind(to_json(&run.parameters)?)
-        .bind(to_json(&run.job_variables)?)
-        .bind(run.parent_run_id.map(|p| p.to_string()))
-        .bind(&run.idempotency_key)
-        .bind(micros(run.scheduled_at))
-        .bind(micros(now))
-        .bind(i64::from(run.retries.max))
-        .bind(i64::from(run.retries.delay_seconds))
-        .bind(run.needs_admission)
-        .bind(to_json(&run.labels)?)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            // Only the idempotency key can conflict here (a null key never
-            // does), so the first run with it exists and is committed.
-            let key = run.idempotency_key.as_deref().unwrap_or_default();
-            let existing: String =
-                sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = $1")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "idempotency key {key:?} conflicted but no run has it"
-                        ))
-                    })?;
-            let mut first = fetch_run(&mut *tx, &existing).await?;
-            first.history = Some(history(&mut *tx, &existing).await?);
-            return Ok((first, false));
-        }
-        for tag in &run.tags {
-            sqlx::query(
-                "INSERT INTO run_tags (tag, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        during("insert_run", Some(run.id.to_string()), async {
+            let mut tx = self.begin().await?;
+            // Key-share locks: a concurrent delete_pool / delete_queue (which
+            // lock the row for update) waits for this run, then counts it.
+            sqlx::query(&format!(
+                "SELECT 1 FROM pools WHERE name = $1{}",
+                self.dialect.share_row
+            ))
+            .bind(&run.pool)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "SELECT 1 FROM queues WHERE pool = $1 AND name = $2{}",
+                self.dialect.share_row
+            ))
+            .bind(&run.pool)
+            .bind(&run.queue)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let now = Utc::now();
+            let id = run.id.to_string();
+            // The insert claims the idempotency key: with a concurrent insert of
+            // the same key it waits for that one to commit, then inserts nothing.
+            let inserted = sqlx::query(
+                "INSERT INTO runs (id, state, state_message, pool, queue, deployment, job, tags, \
+                 parameters, job_variables, parent_run_id, idempotency_key, scheduled_at, created_at, \
+                 attempt, retries_max, retry_delay_seconds, needs_admission, labels) \
+                 VALUES ($1, 'Scheduled', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, \
+                         $14, $15, $16, $17) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
             )
-            .bind(tag)
             .bind(&id)
+            .bind(&run.message)
+            .bind(&run.pool)
+            .bind(&run.queue)
+            .bind(&run.deployment)
+            .bind(run.job.as_ref().map(to_json).transpose()?)
+            .bind(to_json(&run.tags)?)
+            .bind(to_json(&run.parameters)?)
+            .bind(to_json(&run.job_variables)?)
+            .bind(run.parent_run_id.map(|p| p.to_string()))
+            .bind(&run.idempotency_key)
+            .bind(micros(run.scheduled_at))
+            .bind(micros(now))
+            .bind(i64::from(run.retries.max))
+            .bind(i64::from(run.retries.delay_seconds))
+            .bind(run.needs_admission)
+            .bind(to_json(&run.labels)?)
             .execute(&mut *tx)
             .await?;
-        }
-        insert_history(
-            &mut tx,
-            &id,
-            RunState::Scheduled,
-            now,
-            &run.message,
-            &run.cause,
-        )
-        .await?;
-        for entry in &run.history {
-            insert_history_entry(&mut tx, &id, entry).await?;
-        }
-        let mut stored = fetch_run(&mut *tx, &id).await?;
-        stored.history = Some(history(&mut *tx, &id).await?);
-        tx.commit().await?;
-        Ok((stored, true))
-    }
-
-    async fn get_run(&self, id: RunId, with_history: bool) -> Result<Run> {
-        let id = id.to_string();
-        let mut conn = self.reader.acquire().await?;
-        let mut run = fetch_run(&mut *conn, &id).await?;
-        if with_history {
-            run.history = Some(history(&mut *conn, &id).await?);
-        }
-        Ok(run)
-    }
-
-    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE true");
-        let mut binds: Vec<String> = Vec::new();
-        let next = |binds: &mut Vec<String>, v: String| {
-            binds.push(v);
-            format!("${}", binds.len())
-        };
-        if !filter.states.is_empty() {
-            let marks: Vec<String> = filter
-                .states
-                .iter()
-                .map(|s| next(&mut binds, s.as_str().to_owned()))
-                .collect();
-            sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
-        }
-        for (column, value) in [
-            ("pool", &filter.pool),
-            ("queue", &filter.queue),
-            ("deployment", &filter.deployment),
-        ] {
-            if let Some(v) = value {
-                let mark = next(&mut binds, v.clone());
-                sql.push_str(&format!(" AND {column} = {mark}"));
+            if inserted.rows_affected() == 0 {
+                // Only the idempotency key can conflict here (a null key never
+                // does), so the first run with it exists and is committed.
+                let key = run.idempotency_key.as_deref().unwrap_or_default();
+                let existing: String =
+                    sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = $1")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "idempotency key {key:?} conflicted but no run has it"
+                            ))
+                        })?;
+                let mut first = fetch_run(&mut *tx, &existing).await?;
+                first.history = Some(history(&mut *tx, &existing).await?);
+                return Ok((first, false));
             }
-        }
-        if let Some(parent) = filter.parent {
-            let mark = next(&mut binds, parent.to_string());
-            sql.push_str(&format!(" AND parent_run_id = {mark}"));
-        }
-        if let Some(tag) = &filter.tag {
-            let mark = next(&mut binds, tag.clone());
-            sql.push_str(&format!(
-                " AND id IN (SELECT run_id FROM run_tags WHERE tag = {mark})"
-            ));
-        }
-        let mut n = binds.len();
-        if filter.before_seq.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND seq < ${n}"));
-        }
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", n + 1));
-        let limit = i64::from(filter.limit.max(1));
-        let mut q = sqlx::query(&sql);
-        for b in &binds {
-            q = q.bind(b);
-        }
-        if let Some(seq) = filter.before_seq {
-            q = q.bind(seq);
-        }
-        q = q.bind(limit + 1);
-        let rows = q.fetch_all(&self.reader).await?;
-        let mut runs = Vec::with_capacity(rows.len());
-        let mut last_seq = None;
-        for row in rows.iter().take(limit as usize) {
-            last_seq = Some(row.try_get::<i64, _>("seq")?);
-            runs.push(run_from_row(row)?);
-        }
-        let next_seq = if rows.len() as i64 > limit {
-            last_seq
-        } else {
-            None
-        };
-        Ok(RunPage { runs, next_seq })
-    }
-
-    async fn transition(&self, id: RunId, t: Transition) -> Result<Run> {
-        let id = id.to_string();
-        let mut tx = self.begin().await?;
-        let run = lock_run(self.dialect, &mut tx, &id).await?;
-        run.state.check_transition(t.to)?;
-        let now = Utc::now();
-        let started_at = if t.to == RunState::Running && run.started_at.is_none() {
-            Some(now)
-        } else {
-            run.started_at
-        };
-        let ended_at = if t.to.is_terminal() { Some(now) } else { None };
-        let (scheduled_at, attempt) = match (t.to, t.retry_at) {
-            (RunState::AwaitingRetry, Some(at)) => (at, run.attempt + 1),
-            (RunState::AwaitingRetry, None) => (now, run.attempt + 1),
-            _ => (run.scheduled_at, run.attempt),
-        };
-        let exit_code = t.exit_code.or(run.exit_code);
-        sqlx::query(
-            "UPDATE runs SET state = $1, state_message = $2, started_at = $3, ended_at = $4, \
-             scheduled_at = $5, attempt = $6, exit_code = $7 WHERE id = $8",
-        )
-        .bind(t.to.as_str())
-        .bind(&t.message)
-        .bind(started_at.map(micros))
-        .bind(ended_at.map(micros))
-        .bind(micros(scheduled_at))
-        .bind(i64::from(attempt))
-        .bind(exit_code)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        if run.state.holds_slots() && !t.to.holds_slots() {
-            sqlx::query("DELETE FROM slots WHERE run_id = $1")
+            for tag in &run.tags {
+                sqlx::query(
+                    "INSERT INTO run_tags (tag, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(tag)
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-        }
-        insert_history_entry(
-            &mut tx,
-            &id,
-            &HistoryEntry {
-                state: t.to,
-                at: now,
-                message: t.message.clone(),
-                cause: t.cause.clone(),
-                detail: t.detail.clone(),
-            },
-        )
-        .await?;
-        let updated = fetch_run(&mut *tx, &id).await?;
-        tx.commit().await?;
-        Ok(updated)
+            }
+            insert_history(
+                &mut tx,
+                &id,
+                RunState::Scheduled,
+                now,
+                &run.message,
+                &run.cause,
+            )
+            .await?;
+            for entry in &run.history {
+                insert_history_entry(&mut tx, &id, entry).await?;
+            }
+            let mut stored = fetch_run(&mut *tx, &id).await?;
+            stored.history = Some(history(&mut *tx, &id).await?);
+            tx.commit().await?;
+            Ok((stored, true))
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: RunId, with_history: bool) -> Result<Run> {
+        during("get_run", Some(id.to_string()), async {
+            let id = id.to_string();
+            let mut conn = self.reader.acquire().await?;
+            let mut run = fetch_run(&mut *conn, &id).await?;
+            if with_history {
+                run.history = Some(history(&mut *conn, &id).await?);
+            }
+            Ok(run)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage> {
+        during("list_runs", None, async {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE true");
+            let mut binds: Vec<String> = Vec::new();
+            let next = |binds: &mut Vec<String>, v: String| {
+                binds.push(v);
+                format!("${}", binds.len())
+            };
+            if !filter.states.is_empty() {
+                let marks: Vec<String> = filter
+                    .states
+                    .iter()
+                    .map(|s| next(&mut binds, s.as_str().to_owned()))
+                    .collect();
+                sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+            }
+            for (column, value) in [
+                ("pool", &filter.pool),
+                ("queue", &filter.queue),
+                ("deployment", &filter.deployment),
+            ] {
+                if let Some(v) = value {
+                    let mark = next(&mut binds, v.clone());
+                    sql.push_str(&format!(" AND {column} = {mark}"));
+                }
+            }
+            if let Some(parent) = filter.parent {
+                let mark = next(&mut binds, parent.to_string());
+                sql.push_str(&format!(" AND parent_run_id = {mark}"));
+            }
+            if let Some(tag) = &filter.tag {
+                let mark = next(&mut binds, tag.clone());
+                sql.push_str(&format!(
+                    " AND id IN (SELECT run_id FROM run_tags WHERE tag = {mark})"
+                ));
+            }
+            let mut n = binds.len();
+            if filter.before_seq.is_some() {
+                n += 1;
+                sql.push_str(&format!(" AND seq < ${n}"));
+            }
+            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", n + 1));
+            let limit = i64::from(filter.limit.max(1));
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind(b);
+            }
+            if let Some(seq) = filter.before_seq {
+                q = q.bind(seq);
+            }
+            q = q.bind(limit + 1);
+            let rows = q.fetch_all(&self.reader).await?;
+            let mut runs = Vec::with_capacity(rows.len());
+            let mut last_seq = None;
+            for row in rows.iter().take(limit as usize) {
+                last_seq = Some(row.try_get::<i64, _>("seq")?);
+                runs.push(run_from_row(row)?);
+            }
+            let next_seq = if rows.len() as i64 > limit {
+                last_seq
+            } else {
+                None
+            };
+            Ok(RunPage { runs, next_seq })
+        })
+        .await
+    }
+
+    async fn transition(&self, id: RunId, t: Transition) -> Result<Run> {
+        during("transition", Some(id.to_string()), async {
+            let id = id.to_string();
+            let mut tx = self.begin().await?;
+            let run = lock_run(self.dialect, &mut tx, &id).await?;
+            run.state.check_transition(t.to)?;
+            let now = Utc::now();
+            let started_at = if t.to == RunState::Running && run.started_at.is_none() {
+                Some(now)
+            } else {
+                run.started_at
+            };
+            let ended_at = if t.to.is_terminal() { Some(now) } else { None };
+            let (scheduled_at, attempt) = match (t.to, t.retry_at) {
+                (RunState::AwaitingRetry, Some(at)) => (at, run.attempt + 1),
+                (RunState::AwaitingRetry, None) => (now, run.attempt + 1),
+                _ => (run.scheduled_at, run.attempt),
+            };
+            let exit_code = t.exit_code.or(run.exit_code);
+            sqlx::query(
+                "UPDATE runs SET state = $1, state_message = $2, started_at = $3, ended_at = $4, \
+                 scheduled_at = $5, attempt = $6, exit_code = $7 WHERE id = $8",
+            )
+            .bind(t.to.as_str())
+            .bind(&t.message)
+            .bind(started_at.map(micros))
+            .bind(ended_at.map(micros))
+            .bind(micros(scheduled_at))
+            .bind(i64::from(attempt))
+            .bind(exit_code)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if run.state.holds_slots() && !t.to.holds_slots() {
+                sqlx::query("DELETE FROM slots WHERE run_id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_history_entry(
+                &mut tx,
+                &id,
+                &HistoryEntry {
+                    state: t.to,
+                    at: now,
+                    message: t.message.clone(),
+                    cause: t.cause.clone(),
+                    detail: t.detail.clone(),
+                },
+            )
+            .await?;
+            let updated = fetch_run(&mut *tx, &id).await?;
+            tx.commit().await?;
+            Ok(updated)
+        })
+        .await
     }
 
     /// One transaction: the slots in use are counted, then the walk
@@ -1208,144 +1306,150 @@ impl Store for SqlStore {
     /// back, new runs) only makes the counts conservative, and a run that
     /// stopped waiting since it was read is not taken (`ReleasePass::take`).
     async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>> {
-        let mut tx = self.begin().await?;
-        if let Some(lock) = self.dialect.release_lock {
-            sqlx::query(lock).execute(&mut *tx).await?;
-        }
-        let mut limits = Limits::default();
-        for row in sqlx::query("SELECT name, concurrency_limit FROM pools WHERE NOT paused")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let limit = opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?;
-            limits.pools.insert(row.try_get("name")?, (limit, 0));
-        }
-        for row in sqlx::query("SELECT tag, slots FROM limits")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            limits
-                .tags
-                .insert(row.try_get("tag")?, to_u32("slots", row.try_get("slots")?)?);
-        }
-        let mut queue_used: HashMap<String, u64> = HashMap::new();
-        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let kind: String = row.try_get("kind")?;
-            let key: String = row.try_get("key")?;
-            let n = count(row.try_get("n")?);
-            match kind.as_str() {
-                "pool" => {
-                    if let Some(p) = limits.pools.get_mut(&key) {
-                        p.1 = n;
+        during("release_ready", None, async {
+            let mut tx = self.begin().await?;
+            if let Some(lock) = self.dialect.release_lock {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let mut limits = Limits::default();
+            for row in sqlx::query("SELECT name, concurrency_limit FROM pools WHERE NOT paused")
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let limit = opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?;
+                limits.pools.insert(row.try_get("name")?, (limit, 0));
+            }
+            for row in sqlx::query("SELECT tag, slots FROM limits")
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                limits
+                    .tags
+                    .insert(row.try_get("tag")?, to_u32("slots", row.try_get("slots")?)?);
+            }
+            let mut queue_used: HashMap<String, u64> = HashMap::new();
+            for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let kind: String = row.try_get("kind")?;
+                let key: String = row.try_get("key")?;
+                let n = count(row.try_get("n")?);
+                match kind.as_str() {
+                    "pool" => {
+                        if let Some(p) = limits.pools.get_mut(&key) {
+                            p.1 = n;
+                        }
+                    }
+                    "queue" => {
+                        queue_used.insert(key, n);
+                    }
+                    _ => {
+                        limits.tags_used.insert(key, n);
                     }
                 }
-                "queue" => {
-                    queue_used.insert(key, n);
-                }
-                _ => {
-                    limits.tags_used.insert(key, n);
-                }
             }
-        }
-        // Times recorded for releases are taken after the count: a
-        // transition that gave a slot back stamped its time before it
-        // committed, and the count saw only what had committed, so every end
-        // that freed a slot taken here is recorded before this release.
-        let now = Utc::now().max(now);
+            // Times recorded for releases are taken after the count: a
+            // transition that gave a slot back stamped its time before it
+            // committed, and the count saw only what had committed, so every end
+            // that freed a slot taken here is recorded before this release.
+            let now = Utc::now().max(now);
 
-        let mut queues = Vec::new();
-        let mut cursors = Vec::new();
-        for row in sqlx::query(
-            "SELECT pool, name, priority, concurrency_limit FROM queues \
-             WHERE NOT paused ORDER BY priority, pool, name",
-        )
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let pool: String = row.try_get("pool")?;
-            if !limits.pools.contains_key(&pool) {
-                continue; // a paused pool holds its runs
-            }
-            let queue: String = row.try_get("name")?;
-            queues.push(QueueState {
-                used: queue_used
-                    .get(&format!("{pool}/{queue}"))
-                    .copied()
-                    .unwrap_or(0),
-                pool: pool.clone(),
-                priority: row.try_get("priority")?,
-                limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
-            });
-            cursors.push(QueueCursor {
-                pool,
-                queue,
-                buffer: VecDeque::new(),
-                after: None,
-                exhausted: false,
-            });
-        }
-        let mut pass = ReleasePass {
-            tx: &mut tx,
-            cursors,
-            now,
-        };
-        let taken = release::walk(&mut pass, &mut queues, &mut limits, max).await?;
-        tx.commit().await?;
-        Ok(taken
-            .into_iter()
-            .map(|(_, mut run)| {
-                let waited_since = run.scheduled_at.max(run.created_at);
-                run.state = RunState::Pending;
-                run.state_message = RELEASED.into();
-                Released {
-                    waited: (now - waited_since).to_std().unwrap_or_default(),
-                    run,
+            let mut queues = Vec::new();
+            let mut cursors = Vec::new();
+            for row in sqlx::query(
+                "SELECT pool, name, priority, concurrency_limit FROM queues \
+                 WHERE NOT paused ORDER BY priority, pool, name",
+            )
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let pool: String = row.try_get("pool")?;
+                if !limits.pools.contains_key(&pool) {
+                    continue; // a paused pool holds its runs
                 }
-            })
-            .collect())
+                let queue: String = row.try_get("name")?;
+                queues.push(QueueState {
+                    used: queue_used
+                        .get(&format!("{pool}/{queue}"))
+                        .copied()
+                        .unwrap_or(0),
+                    pool: pool.clone(),
+                    priority: row.try_get("priority")?,
+                    limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+                });
+                cursors.push(QueueCursor {
+                    pool,
+                    queue,
+                    buffer: VecDeque::new(),
+                    after: None,
+                    exhausted: false,
+                });
+            }
+            let mut pass = ReleasePass {
+                tx: &mut tx,
+                cursors,
+                now,
+            };
+            let taken = release::walk(&mut pass, &mut queues, &mut limits, max).await?;
+            tx.commit().await?;
+            Ok(taken
+                .into_iter()
+                .map(|(_, mut run)| {
+                    let waited_since = run.scheduled_at.max(run.created_at);
+                    run.state = RunState::Pending;
+                    run.state_message = RELEASED.into();
+                    Released {
+                        waited: (now - waited_since).to_std().unwrap_or_default(),
+                        run,
+                    }
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
-        // In batches, each its own transaction, so a deep backlog turning
-        // Late never holds long locks.
-        let mut marked = 0u64;
-        loop {
-            let mut tx = self.begin().await?;
-            let now = Utc::now();
-            // One statement picks and moves them, so a run released or
-            // cancelled meanwhile is not marked.
-            let ids: Vec<String> = sqlx::query_scalar(&format!(
-                "UPDATE runs SET state = 'Late', state_message = $1 WHERE id IN ( \
-                 SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < $2 \
-                 ORDER BY scheduled_at LIMIT $3{}) \
-                 AND state = 'Scheduled' RETURNING id",
-                self.dialect.skip_locked
-            ))
-            .bind("waiting past its scheduled time")
-            .bind(micros(cutoff))
-            .bind(MARK_LATE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            for id in &ids {
-                insert_history(
-                    &mut tx,
-                    id,
-                    RunState::Late,
-                    now,
-                    "waiting past its scheduled time",
-                    crate::domain::Cause::SCHEDULER,
-                )
+        during("mark_late", None, async {
+            // In batches, each its own transaction, so a deep backlog turning
+            // Late never holds long locks.
+            let mut marked = 0u64;
+            loop {
+                let mut tx = self.begin().await?;
+                let now = Utc::now();
+                // One statement picks and moves them, so a run released or
+                // cancelled meanwhile is not marked.
+                let ids: Vec<String> = sqlx::query_scalar(&format!(
+                    "UPDATE runs SET state = 'Late', state_message = $1 WHERE id IN ( \
+                     SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < $2 \
+                     ORDER BY scheduled_at LIMIT $3{}) \
+                     AND state = 'Scheduled' RETURNING id",
+                    self.dialect.skip_locked
+                ))
+                .bind("waiting past its scheduled time")
+                .bind(micros(cutoff))
+                .bind(MARK_LATE_BATCH)
+                .fetch_all(&mut *tx)
                 .await?;
+                for id in &ids {
+                    insert_history(
+                        &mut tx,
+                        id,
+                        RunState::Late,
+                        now,
+                        "waiting past its scheduled time",
+                        crate::domain::Cause::SCHEDULER,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                marked += ids.len() as u64;
+                if (ids.len() as i64) < MARK_LATE_BATCH {
+                    return Ok(marked);
+                }
             }
-            tx.commit().await?;
-            marked += ids.len() as u64;
-            if (ids.len() as i64) < MARK_LATE_BATCH {
-                return Ok(marked);
-            }
-        }
+        })
+        .await
     }
 
     async fn next_wake(
@@ -1353,259 +1457,283 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
         late_after: chrono::Duration,
     ) -> Result<Option<DateTime<Utc>>> {
-        let now_us = micros(now);
-        let due: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT MIN(scheduled_at) FROM runs WHERE state IN {WAITING} AND scheduled_at > $1"
-        ))
-        .bind(now_us)
-        .fetch_one(&self.reader)
-        .await?;
-        let late_us = late_after.num_microseconds().unwrap_or(i64::MAX);
-        let late: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' AND scheduled_at >= $1",
-        )
-        .bind(now_us.saturating_sub(late_us))
-        .fetch_one(&self.reader)
-        .await?;
-        let late = late.map(|t| t.saturating_add(late_us));
-        let next = match (due, late) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(from_micros).transpose()
+        during("next_wake", None, async {
+            let now_us = micros(now);
+            let due: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT MIN(scheduled_at) FROM runs WHERE state IN {WAITING} AND scheduled_at > $1"
+            ))
+            .bind(now_us)
+            .fetch_one(&self.reader)
+            .await?;
+            let late_us = late_after.num_microseconds().unwrap_or(i64::MAX);
+            let late: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' AND scheduled_at >= $1",
+            )
+            .bind(now_us.saturating_sub(late_us))
+            .fetch_one(&self.reader)
+            .await?;
+            let late = late.map(|t| t.saturating_add(late_us));
+            let next = match (due, late) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            next.map(from_micros).transpose()
+        })
+        .await
     }
 
     async fn active_runs(&self) -> Result<Vec<Run>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} ORDER BY seq"
-        ))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        during("active_runs", None, async {
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} ORDER BY seq"
+            ))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(run_from_row).collect()
+        })
+        .await
     }
 
     async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>> {
-        let mut found = Vec::new();
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} ORDER BY seq"
-        ))
-        .fetch_all(&self.reader)
-        .await?;
-        for row in &rows {
-            let Ok(id) = parse_uuid(row.try_get("id")?) else {
-                continue;
-            };
-            let why = match run_from_row(row) {
-                Err(e) => Some(e.to_string()),
-                Ok(run) => {
-                    let id = id.to_string();
-                    let mut why = None;
-                    if run.state.holds_slots()
-                        && let Err(e) = self.submission(run.id, run.attempt).await
-                    {
-                        why = Some(e.to_string());
+        during("unreadable_runs", None, async {
+            let mut found = Vec::new();
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} ORDER BY seq"
+            ))
+            .fetch_all(&self.reader)
+            .await?;
+            for row in &rows {
+                let Ok(id) = parse_uuid(row.try_get("id")?) else {
+                    continue;
+                };
+                let why = match run_from_row(row) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(run) => {
+                        let id = id.to_string();
+                        let mut why = None;
+                        if run.state.holds_slots()
+                            && let Err(e) = self.submission(run.id, run.attempt).await
+                        {
+                            why = Some(e.to_string());
+                        }
+                        // The history too, but only of runs in flight (few):
+                        // a waiting run's is read by nothing but the API.
+                        if why.is_none()
+                            && run.state.holds_slots()
+                            && let Err(e) = history(&self.reader, &id).await
+                        {
+                            why = Some(e.to_string());
+                        }
+                        why
                     }
-                    // The history too, but only of runs in flight (few):
-                    // a waiting run's is read by nothing but the API.
-                    if why.is_none()
-                        && run.state.holds_slots()
-                        && let Err(e) = history(&self.reader, &id).await
-                    {
-                        why = Some(e.to_string());
-                    }
-                    why
+                };
+                if let Some(why) = why {
+                    found.push((id, why));
                 }
-            };
-            if let Some(why) = why {
-                found.push((id, why));
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 
     async fn quarantine_run(&self, id: RunId, why: &str) -> Result<()> {
-        let id = id.to_string();
-        let mut tx = self.begin().await?;
-        let Some(row) = sqlx::query("SELECT state, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = $1")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(());
-        };
-        let state: String = row.try_get("state")?;
-        if RunState::parse(&state).is_some_and(RunState::is_terminal) {
-            return Ok(());
-        }
-        let attempt: i64 = row.try_get("attempt")?;
-        let mut set_aside: Vec<(String, String)> = Vec::new();
-        let mut assignments = Vec::new();
-        for (column, placeholder) in quarantine::RUN_JSON_COLUMNS {
-            let raw: Option<String> = row.try_get(column)?;
-            if quarantine::unreadable(column, raw.as_deref()).is_some() {
-                assignments.push(format!(
-                    "{column} = {}",
-                    placeholder.map_or("NULL".to_owned(), |p| format!("'{p}'"))
-                ));
-                set_aside.push((column.to_owned(), raw.unwrap_or_default()));
-            }
-        }
-        let submission = sqlx::query(
-            "SELECT attempt, target FROM submissions WHERE run_id = $1 AND attempt = $2",
-        )
-        .bind(&id)
-        .bind(attempt)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = submission {
-            let raw: String = row.try_get("target")?;
-            if quarantine::unreadable("target", Some(&raw)).is_some() {
-                sqlx::query(
-                    "UPDATE submissions SET target = $1 WHERE run_id = $2 AND attempt = $3",
-                )
-                .bind(quarantine::set_aside(&raw))
+        during("quarantine_run", Some(id.to_string()), async {
+            let id = id.to_string();
+            let mut tx = self.begin().await?;
+            let Some(row) = sqlx::query("SELECT state, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = $1")
                 .bind(&id)
-                .bind(attempt)
-                .execute(&mut *tx)
-                .await?;
-                set_aside.push(("submission".to_owned(), raw));
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(());
+            };
+            let state: String = row.try_get("state")?;
+            if RunState::parse(&state).is_some_and(RunState::is_terminal) {
+                return Ok(());
             }
-        }
-        for row in sqlx::query(
-            "SELECT seq, detail FROM run_history WHERE run_id = $1 AND detail IS NOT NULL",
-        )
-        .bind(&id)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let raw: String = row.try_get("detail")?;
-            if quarantine::unreadable("detail", Some(&raw)).is_some() {
-                sqlx::query("UPDATE run_history SET detail = $1 WHERE seq = $2")
+            let attempt: i64 = row.try_get("attempt")?;
+            let mut set_aside: Vec<(String, String)> = Vec::new();
+            let mut assignments = Vec::new();
+            for (column, placeholder) in quarantine::RUN_JSON_COLUMNS {
+                let raw: Option<String> = row.try_get(column)?;
+                if quarantine::unreadable(column, raw.as_deref()).is_some() {
+                    assignments.push(format!(
+                        "{column} = {}",
+                        placeholder.map_or("NULL".to_owned(), |p| format!("'{p}'"))
+                    ));
+                    set_aside.push((column.to_owned(), raw.unwrap_or_default()));
+                }
+            }
+            let submission = sqlx::query(
+                "SELECT attempt, target FROM submissions WHERE run_id = $1 AND attempt = $2",
+            )
+            .bind(&id)
+            .bind(attempt)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = submission {
+                let raw: String = row.try_get("target")?;
+                if quarantine::unreadable("target", Some(&raw)).is_some() {
+                    sqlx::query(
+                        "UPDATE submissions SET target = $1 WHERE run_id = $2 AND attempt = $3",
+                    )
                     .bind(quarantine::set_aside(&raw))
-                    .bind(row.try_get::<i64, _>("seq")?)
+                    .bind(&id)
+                    .bind(attempt)
                     .execute(&mut *tx)
                     .await?;
-                set_aside.push(("history".to_owned(), raw));
+                    set_aside.push(("submission".to_owned(), raw));
+                }
             }
-        }
-        let reason = quarantine::reason(why);
-        let line = quarantine::entry(&reason, &set_aside);
-        assignments.push("needs_admission = false".to_owned());
-        let sql = format!(
-            "UPDATE runs SET state = 'Crashed', state_message = $1, ended_at = $2, {} WHERE id = $3",
-            assignments.join(", ")
-        );
-        sqlx::query(&sql)
-            .bind(history::clipped(&reason).as_ref())
-            .bind(micros(line.at))
+            for row in sqlx::query(
+                "SELECT seq, detail FROM run_history WHERE run_id = $1 AND detail IS NOT NULL",
+            )
             .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM slots WHERE run_id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        insert_history_entry(&mut tx, &id, &line).await?;
-        tx.commit().await?;
-        Ok(())
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let raw: String = row.try_get("detail")?;
+                if quarantine::unreadable("detail", Some(&raw)).is_some() {
+                    sqlx::query("UPDATE run_history SET detail = $1 WHERE seq = $2")
+                        .bind(quarantine::set_aside(&raw))
+                        .bind(row.try_get::<i64, _>("seq")?)
+                        .execute(&mut *tx)
+                        .await?;
+                    set_aside.push(("history".to_owned(), raw));
+                }
+            }
+            let reason = quarantine::reason(why);
+            let line = quarantine::entry(&reason, &set_aside);
+            assignments.push("needs_admission = false".to_owned());
+            let sql = format!(
+                "UPDATE runs SET state = 'Crashed', state_message = $1, ended_at = $2, {} WHERE id = $3",
+                assignments.join(", ")
+            );
+            sqlx::query(&sql)
+                .bind(history::clipped(&reason).as_ref())
+                .bind(micros(line.at))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM slots WHERE run_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            insert_history_entry(&mut tx, &id, &line).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn stats(&self) -> Result<StoreStats> {
-        let mut stats = StoreStats::default();
-        for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+        during("stats", None, async {
+            let mut stats = StoreStats::default();
+            for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+                .fetch_all(&self.reader)
+                .await?
+            {
+                stats
+                    .runs_by_state
+                    .insert(row.try_get("state")?, count(row.try_get("n")?));
+            }
+            for row in sqlx::query("SELECT pool, name FROM queues")
+                .fetch_all(&self.reader)
+                .await?
+            {
+                stats.queues.insert(
+                    (row.try_get("pool")?, row.try_get("name")?),
+                    Occupancy::default(),
+                );
+            }
+            for row in sqlx::query(&format!(
+                "SELECT pool, queue, \
+                   CAST(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END) AS BIGINT) AS active, \
+                   CAST(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) AS BIGINT) AS queued \
+                 FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
+            ))
             .fetch_all(&self.reader)
             .await?
-        {
-            stats
-                .runs_by_state
-                .insert(row.try_get("state")?, count(row.try_get("n")?));
-        }
-        for row in sqlx::query("SELECT pool, name FROM queues")
-            .fetch_all(&self.reader)
-            .await?
-        {
-            stats.queues.insert(
-                (row.try_get("pool")?, row.try_get("name")?),
-                Occupancy::default(),
-            );
-        }
-        for row in sqlx::query(&format!(
-            "SELECT pool, queue, \
-               CAST(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END) AS BIGINT) AS active, \
-               CAST(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) AS BIGINT) AS queued \
-             FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
-        ))
-        .fetch_all(&self.reader)
-        .await?
-        {
-            stats.queues.insert(
-                (row.try_get("pool")?, row.try_get("queue")?),
-                Occupancy {
-                    active: count(row.try_get("active")?),
-                    queued: count(row.try_get("queued")?),
-                },
-            );
-        }
-        let limits: HashMap<(String, String), Option<u32>> = {
-            let mut m = HashMap::new();
-            for p in self.list_pools().await? {
-                m.insert(("pool".to_owned(), p.name.clone()), p.concurrency_limit);
-                for q in self.list_queues(&p.name).await? {
-                    m.insert(
-                        ("queue".to_owned(), format!("{}/{}", q.pool, q.name)),
-                        q.concurrency_limit,
-                    );
+            {
+                stats.queues.insert(
+                    (row.try_get("pool")?, row.try_get("queue")?),
+                    Occupancy {
+                        active: count(row.try_get("active")?),
+                        queued: count(row.try_get("queued")?),
+                    },
+                );
+            }
+            let limits: HashMap<(String, String), Option<u32>> = {
+                let mut m = HashMap::new();
+                for p in self.list_pools().await? {
+                    m.insert(("pool".to_owned(), p.name.clone()), p.concurrency_limit);
+                    for q in self.list_queues(&p.name).await? {
+                        m.insert(
+                            ("queue".to_owned(), format!("{}/{}", q.pool, q.name)),
+                            q.concurrency_limit,
+                        );
+                    }
                 }
+                for l in self.list_limits().await? {
+                    m.insert(("tag".to_owned(), l.tag), Some(l.limit));
+                }
+                m
+            };
+            for (key, limit) in &limits {
+                stats.slots.insert(key.clone(), (0, *limit));
             }
-            for l in self.list_limits().await? {
-                m.insert(("tag".to_owned(), l.tag), Some(l.limit));
+            for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
+                .fetch_all(&self.reader)
+                .await?
+            {
+                let key: (String, String) = (row.try_get("kind")?, row.try_get("key")?);
+                let n = count(row.try_get("n")?);
+                let limit = limits.get(&key).copied().flatten();
+                stats.slots.insert(key, (n, limit));
             }
-            m
-        };
-        for (key, limit) in &limits {
-            stats.slots.insert(key.clone(), (0, *limit));
-        }
-        for row in sqlx::query("SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key")
-            .fetch_all(&self.reader)
-            .await?
-        {
-            let key: (String, String) = (row.try_get("kind")?, row.try_get("key")?);
-            let n = count(row.try_get("n")?);
-            let limit = limits.get(&key).copied().flatten();
-            stats.slots.insert(key, (n, limit));
-        }
-        Ok(stats)
+            Ok(stats)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.writer).await?;
-        Ok(())
+        during("ping", None, async {
+            sqlx::query("SELECT 1").execute(&self.writer).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn append_history(&self, id: RunId, entries: &[HistoryEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let id = id.to_string();
-        let mut tx = self.begin().await?;
-        for e in entries {
-            append_decision(&mut tx, &id, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        during("append_history", Some(id.to_string()), async {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let id = id.to_string();
+            let mut tx = self.begin().await?;
+            for e in entries {
+                append_decision(&mut tx, &id, e).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn due_admissions(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Run>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM {} AND state IN {WAITING} \
-             AND scheduled_at <= $1 ORDER BY scheduled_at, seq LIMIT $2",
-            self.dialect.deferred_runs
-        ))
-        .bind(micros(now))
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(run_from_row).collect()
+        during("due_admissions", None, async {
+            let rows = sqlx::query(&format!(
+                "SELECT {RUN_COLUMNS} FROM {} AND state IN {WAITING} \
+                 AND scheduled_at <= $1 ORDER BY scheduled_at, seq LIMIT $2",
+                self.dialect.deferred_runs
+            ))
+            .bind(micros(now))
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(run_from_row).collect()
+        })
+        .await
     }
 
     async fn set_admission(
@@ -1614,52 +1742,61 @@ impl Store for SqlStore {
         defer_until: Option<DateTime<Utc>>,
         entries: &[HistoryEntry],
     ) -> Result<()> {
-        let id = id.to_string();
-        let mut tx = self.begin().await?;
-        let run = lock_run(self.dialect, &mut tx, &id).await?;
-        if !run.state.is_waiting() {
-            // Cancelled meanwhile: nothing to admit.
-            return Ok(());
-        }
-        match defer_until {
-            None => {
-                sqlx::query("UPDATE runs SET needs_admission = false WHERE id = $1")
+        during("set_admission", Some(id.to_string()), async {
+            let id = id.to_string();
+            let mut tx = self.begin().await?;
+            let run = lock_run(self.dialect, &mut tx, &id).await?;
+            if !run.state.is_waiting() {
+                // Cancelled meanwhile: nothing to admit.
+                return Ok(());
+            }
+            match defer_until {
+                None => {
+                    sqlx::query("UPDATE runs SET needs_admission = false WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(t) => {
+                    sqlx::query(
+                        "UPDATE runs SET needs_admission = true, scheduled_at = $1 WHERE id = $2",
+                    )
+                    .bind(micros(t))
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
+                }
             }
-            Some(t) => {
-                sqlx::query(
-                    "UPDATE runs SET needs_admission = true, scheduled_at = $1 WHERE id = $2",
-                )
-                .bind(micros(t))
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            for e in entries {
+                append_decision(&mut tx, &id, e).await?;
             }
-        }
-        for e in entries {
-            append_decision(&mut tx, &id, e).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy> {
-        let filter = format!(
-            "{} AND (state IN {HOLDING} OR state IN {WAITING})",
-            self.dialect.label_filter
-        );
-        let key = (self.dialect.label_key)(key);
-        occupancy(&self.reader, &filter, &[&key, value]).await
+        during("label_occupancy", None, async {
+            let filter = format!(
+                "{} AND (state IN {HOLDING} OR state IN {WAITING})",
+                self.dialect.label_filter
+            );
+            let key = (self.dialect.label_key)(key);
+            occupancy(&self.reader, &filter, &[&key, value]).await
+        })
+        .await
     }
 
     async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy> {
-        occupancy(
-            &self.reader,
-            "id IN (SELECT run_id FROM run_tags WHERE tag = $1)",
-            &[tag],
-        )
+        during("tag_occupancy", Some(tag.to_string()), async {
+            occupancy(
+                &self.reader,
+                "id IN (SELECT run_id FROM run_tags WHERE tag = $1)",
+                &[tag],
+            )
+            .await
+        })
         .await
     }
 
@@ -1671,304 +1808,354 @@ impl Store for SqlStore {
         world: World,
         wit_version: &str,
     ) -> Result<(PluginVersion, bool)> {
-        let mut tx = self.begin().await?;
-        // Numbering is read-then-insert: two uploads of one plugin take
-        // turns (a lock per name, held until commit).
-        if let Some(lock) = self.dialect.plugin_lock {
-            sqlx::query(lock).bind(name).execute(&mut *tx).await?;
-        }
-        let latest = sqlx::query(
-            "SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let next = match &latest {
-            Some(row) => {
-                let v = plugin_version_from_row(row)?;
-                if v.digest == digest {
-                    return Ok((v, false));
-                }
-                if v.world != world {
-                    return Err(StoreError::conflict(
-                        Some("world"),
-                        format!(
-                            "plugin {name:?} is a {} plugin; this component is a {} plugin",
-                            v.world, world
-                        ),
-                    ));
-                }
-                v.version + 1
+        during("add_plugin_version", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
+            // Numbering is read-then-insert: two uploads of one plugin take
+            // turns (a lock per name, held until commit).
+            if let Some(lock) = self.dialect.plugin_lock {
+                sqlx::query(lock).bind(name).execute(&mut *tx).await?;
             }
-            None => 1,
-        };
-        let now = Utc::now();
-        sqlx::query(
-            "INSERT INTO plugin_blobs (digest, bytes, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(digest)
-        .bind(bytes)
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO plugin_versions (name, version, digest, world, wit_version, size, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(name)
-        .bind(i64::from(next))
-        .bind(digest)
-        .bind(world.to_string())
-        .bind(wit_version)
-        .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((
-            PluginVersion {
-                name: name.to_owned(),
-                version: next,
-                digest: digest.to_owned(),
-                world,
-                wit_version: wit_version.to_owned(),
-                size: bytes.len() as u64,
-                created_at: from_micros(micros(now))?,
-            },
-            true,
-        ))
+            let latest = sqlx::query(
+                "SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let next = match &latest {
+                Some(row) => {
+                    let v = plugin_version_from_row(row)?;
+                    if v.digest == digest {
+                        return Ok((v, false));
+                    }
+                    if v.world != world {
+                        return Err(StoreError::conflict(
+                            Some("world"),
+                            format!(
+                                "plugin {name:?} is a {} plugin; this component is a {} plugin",
+                                v.world, world
+                            ),
+                        ));
+                    }
+                    v.version + 1
+                }
+                None => 1,
+            };
+            let now = Utc::now();
+            sqlx::query(
+                "INSERT INTO plugin_blobs (digest, bytes, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(bytes)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO plugin_versions (name, version, digest, world, wit_version, size, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(name)
+            .bind(i64::from(next))
+            .bind(digest)
+            .bind(world.to_string())
+            .bind(wit_version)
+            .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((
+                PluginVersion {
+                    name: name.to_owned(),
+                    version: next,
+                    digest: digest.to_owned(),
+                    world,
+                    wit_version: wit_version.to_owned(),
+                    size: bytes.len() as u64,
+                    created_at: from_micros(micros(now))?,
+                },
+                true,
+            ))
+        })
+        .await
     }
 
     async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginVersion>> {
-        let rows = sqlx::query("SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version")
-            .bind(name)
-            .fetch_all(&self.reader)
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::not_found("plugin", name));
-        }
-        rows.iter().map(plugin_version_from_row).collect()
+        during("plugin_versions", Some(name.to_string()), async {
+            let rows =
+                sqlx::query("SELECT * FROM plugin_versions WHERE name = $1 ORDER BY version")
+                    .bind(name)
+                    .fetch_all(&self.reader)
+                    .await?;
+            if rows.is_empty() {
+                return Err(StoreError::not_found("plugin", name));
+            }
+            rows.iter().map(plugin_version_from_row).collect()
+        })
+        .await
     }
 
     async fn list_plugins(&self) -> Result<Vec<PluginVersion>> {
-        let rows = sqlx::query(
-            "SELECT v.* FROM plugin_versions v \
-             JOIN (SELECT name, MAX(version) AS version FROM plugin_versions GROUP BY name) m \
-               ON v.name = m.name AND v.version = m.version ORDER BY v.name",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(plugin_version_from_row).collect()
+        during("list_plugins", None, async {
+            let rows = sqlx::query(
+                "SELECT v.* FROM plugin_versions v \
+                 JOIN (SELECT name, MAX(version) AS version FROM plugin_versions GROUP BY name) m \
+                   ON v.name = m.name AND v.version = m.version ORDER BY v.name",
+            )
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(plugin_version_from_row).collect()
+        })
+        .await
     }
 
     async fn delete_plugin(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let bound: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM plugin_bindings WHERE plugin = $1")
+        during("delete_plugin", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
+            let bound: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM plugin_bindings WHERE plugin = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if bound > 0 {
+                return Err(StoreError::conflict(
+                    Some("name"),
+                    format!("plugin {name:?} is bound {bound} time(s); unbind it first"),
+                ));
+            }
+            let done = sqlx::query("DELETE FROM plugin_versions WHERE name = $1")
                 .bind(name)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-        if bound > 0 {
-            return Err(StoreError::conflict(
-                Some("name"),
-                format!("plugin {name:?} is bound {bound} time(s); unbind it first"),
-            ));
-        }
-        let done = sqlx::query("DELETE FROM plugin_versions WHERE name = $1")
-            .bind(name)
+            if done.rows_affected() == 0 {
+                return Err(StoreError::not_found("plugin", name));
+            }
+            sqlx::query(
+                "DELETE FROM plugin_blobs WHERE digest NOT IN (SELECT digest FROM plugin_versions)",
+            )
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found("plugin", name));
-        }
-        sqlx::query(
-            "DELETE FROM plugin_blobs WHERE digest NOT IN (SELECT digest FROM plugin_versions)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn plugin_bytes(&self, digest: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| StoreError::not_found("plugin digest", digest))
+        during("plugin_bytes", Some(digest.to_string()), async {
+            sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.reader)
+                .await?
+                .ok_or_else(|| StoreError::not_found("plugin digest", digest))
+        })
+        .await
     }
 
     async fn create_binding(&self, b: &PluginBinding) -> Result<PluginBinding> {
-        let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
-             on_error, deadline_ms, memory_mb, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(b.pool.as_deref().unwrap_or(""))
-        .bind(&b.plugin)
-        .bind(b.pinned_version.map(i64::from))
-        .bind(to_json(&b.config)?)
-        .bind(i64::from(b.order))
-        .bind(b.on_error.as_str())
-        .bind(i64::from(b.deadline_ms))
-        .bind(i64::from(b.memory_mb))
-        .bind(micros(b.created_at))
-        .fetch_one(&self.writer)
-        .await;
-        let id = match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::conflict(
-                    Some("plugin"),
-                    format!(
-                        "plugin {:?} is already bound {}",
-                        b.plugin,
-                        match &b.pool {
-                            Some(p) => format!("to pool {p:?}"),
-                            None => "as a router".into(),
-                        }
-                    ),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-            Ok(id) => id,
-        };
-        Ok(PluginBinding { id, ..b.clone() })
+        during("create_binding", Some(b.plugin.clone()), async {
+            let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+                "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
+                 on_error, deadline_ms, memory_mb, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind(b.pool.as_deref().unwrap_or(""))
+            .bind(&b.plugin)
+            .bind(b.pinned_version.map(i64::from))
+            .bind(to_json(&b.config)?)
+            .bind(i64::from(b.order))
+            .bind(b.on_error.as_str())
+            .bind(i64::from(b.deadline_ms))
+            .bind(i64::from(b.memory_mb))
+            .bind(micros(b.created_at))
+            .fetch_one(&self.writer)
+            .await;
+            let id = match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::conflict(
+                        Some("plugin"),
+                        format!(
+                            "plugin {:?} is already bound {}",
+                            b.plugin,
+                            match &b.pool {
+                                Some(p) => format!("to pool {p:?}"),
+                                None => "as a router".into(),
+                            }
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(id) => id,
+            };
+            Ok(PluginBinding { id, ..b.clone() })
+        })
+        .await
     }
 
     async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>> {
-        let rows =
-            sqlx::query("SELECT * FROM plugin_bindings WHERE pool = $1 ORDER BY position, id")
-                .bind(pool.unwrap_or(""))
-                .fetch_all(&self.reader)
-                .await?;
-        rows.iter().map(binding_from_row).collect()
+        during("list_bindings", pool.map(str::to_owned), async {
+            let rows =
+                sqlx::query("SELECT * FROM plugin_bindings WHERE pool = $1 ORDER BY position, id")
+                    .bind(pool.unwrap_or(""))
+                    .fetch_all(&self.reader)
+                    .await?;
+            rows.iter().map(binding_from_row).collect()
+        })
+        .await
     }
 
     async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>> {
-        let rows = sqlx::query("SELECT * FROM plugin_bindings WHERE plugin = $1 ORDER BY pool, id")
-            .bind(plugin)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(binding_from_row).collect()
+        during("bindings_of_plugin", Some(plugin.to_string()), async {
+            let rows =
+                sqlx::query("SELECT * FROM plugin_bindings WHERE plugin = $1 ORDER BY pool, id")
+                    .bind(plugin)
+                    .fetch_all(&self.reader)
+                    .await?;
+            rows.iter().map(binding_from_row).collect()
+        })
+        .await
     }
 
     async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
-            .bind(pool.unwrap_or(""))
-            .bind(plugin)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found(
-                "binding",
-                match pool {
-                    Some(p) => format!("{plugin} on pool {p}"),
-                    None => format!("router {plugin}"),
-                },
-            ));
-        }
-        Ok(())
+        during("delete_binding", Some(plugin.to_string()), async {
+            let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
+                .bind(pool.unwrap_or(""))
+                .bind(plugin)
+                .execute(&self.writer)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::not_found(
+                    "binding",
+                    match pool {
+                        Some(p) => format!("{plugin} on pool {p}"),
+                        None => format!("router {plugin}"),
+                    },
+                ));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn record_submission(&self, id: RunId, attempt: u32, target: &Value) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let run = lock_run(self.dialect, &mut tx, &id.to_string()).await?;
-        if run.state != RunState::Pending || run.attempt != attempt {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO submissions (run_id, attempt, target, recorded_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (run_id, attempt) DO UPDATE SET target = excluded.target, \
-             recorded_at = excluded.recorded_at",
-        )
-        .bind(id.to_string())
-        .bind(i64::from(attempt))
-        .bind(to_json(target)?)
-        .bind(micros(Utc::now()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        during("record_submission", Some(id.to_string()), async {
+            let mut tx = self.begin().await?;
+            let run = lock_run(self.dialect, &mut tx, &id.to_string()).await?;
+            if run.state != RunState::Pending || run.attempt != attempt {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO submissions (run_id, attempt, target, recorded_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (run_id, attempt) DO UPDATE SET target = excluded.target, \
+                 recorded_at = excluded.recorded_at",
+            )
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .bind(to_json(target)?)
+            .bind(micros(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn submission(&self, id: RunId, attempt: u32) -> Result<Option<Value>> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT target FROM submissions WHERE run_id = $1 AND attempt = $2")
-                .bind(id.to_string())
-                .bind(i64::from(attempt))
-                .fetch_optional(&self.reader)
-                .await?;
-        row.map(|(t,)| from_json("target", &t)).transpose()
+        during("submission", Some(id.to_string()), async {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT target FROM submissions WHERE run_id = $1 AND attempt = $2")
+                    .bind(id.to_string())
+                    .bind(i64::from(attempt))
+                    .fetch_optional(&self.reader)
+                    .await?;
+            row.map(|(t,)| from_json("target", &t)).transpose()
+        })
+        .await
     }
 
     async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<()> {
-        let inserted = sqlx::query(
-            "INSERT INTO tokens (id, name, role, team, pools, prefix, hash, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&token.id)
-        .bind(&token.name)
-        .bind(token.role.as_str())
-        .bind(&token.team)
-        .bind(to_json(&token.pools)?)
-        .bind(&token.prefix)
-        .bind(hash)
-        .bind(micros(token.created_at))
-        .bind(token.revoked_at.map(micros))
-        .execute(&self.writer)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
-                Some("id"),
-                format!("token {:?} already exists", token.id),
-            )),
-            Err(e) => Err(e.into()),
-            Ok(_) => Ok(()),
-        }
+        during("create_token", Some(token.id.clone()), async {
+            let inserted = sqlx::query(
+                "INSERT INTO tokens (id, name, role, team, pools, prefix, hash, created_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&token.id)
+            .bind(&token.name)
+            .bind(token.role.as_str())
+            .bind(&token.team)
+            .bind(to_json(&token.pools)?)
+            .bind(&token.prefix)
+            .bind(hash)
+            .bind(micros(token.created_at))
+            .bind(token.revoked_at.map(micros))
+            .execute(&self.writer)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+                    Some("id"),
+                    format!("token {:?} already exists", token.id),
+                )),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(token_from_row).transpose()
+        during("token_by_hash", None, async {
+            let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.reader)
+                .await?;
+            row.as_ref().map(token_from_row).transpose()
+        })
+        .await
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(token_from_row).collect()
+        during("list_tokens", None, async {
+            let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+                .fetch_all(&self.reader)
+                .await?;
+            rows.iter().map(token_from_row).collect()
+        })
+        .await
     }
 
     async fn revoke_token(&self, id: &str) -> Result<TokenRecord> {
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(micros(Utc::now()))
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.writer)
-            .await?
-            .ok_or_else(|| StoreError::not_found("token", id))?;
-        token_from_row(&row)
+        during("revoke_token", Some(id.to_string()), async {
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(micros(Utc::now()))
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+            let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or_else(|| StoreError::not_found("token", id))?;
+            token_from_row(&row)
+        })
+        .await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
-        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(candidate)
-            .execute(&self.writer)
-            .await?;
-        let value: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.writer)
-            .await?;
-        Ok(value)
+        during("server_secret", Some(name.to_string()), async {
+            sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(candidate)
+                .execute(&self.writer)
+                .await?;
+            let value: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.writer)
+                .await?;
+            Ok(value)
+        })
+        .await
     }
 }
 

@@ -1224,3 +1224,21 @@ on_both_stores! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }
+
+#[test]
+fn a_store_error_names_its_operation_and_subject() {
+    let e = StoreError::from(sqlx::Error::RowNotFound).during("get_run", Some("01ab".into()));
+    let text = e.to_string();
+    assert!(
+        text.starts_with("database error in get_run (01ab): "),
+        "{text}"
+    );
+    // The innermost context wins: an error already named keeps its name.
+    let again = e.during("list_runs", None).to_string();
+    assert_eq!(again, text);
+    let corrupt = StoreError::Corrupt("tags: expected a list".into()).during("get_run", None);
+    assert_eq!(
+        corrupt.to_string(),
+        "stored data is invalid: in get_run: tags: expected a list"
+    );
+}
