@@ -180,12 +180,7 @@ async fn launch(
     };
 
     if cancel.is_cancelled() {
-        let t = Transition::new(
-            RunState::Cancelled,
-            "cancelled before it started",
-            Cause::LAUNCHER,
-        );
-        record(dispatcher, &run, t).await;
+        record(dispatcher, &run, cancelled_before_start()).await;
         return;
     }
 
@@ -202,12 +197,7 @@ async fn launch(
             // A cancel landed before this launch registered its token (the
             // run is Cancelling) and nothing was submitted.
             Ok(false) => {
-                let t = Transition::new(
-                    RunState::Cancelled,
-                    "cancelled before it started",
-                    Cause::LAUNCHER,
-                );
-                record(dispatcher, &run, t).await;
+                record(dispatcher, &run, cancelled_before_start()).await;
                 return;
             }
             Err(e) => {
@@ -224,6 +214,15 @@ async fn launch(
         }
     }
     execute(dispatcher, backend, &run, job, pool.cluster, None, cancel).await;
+}
+
+/// A launch that finds its run cancelled before anything was submitted.
+fn cancelled_before_start() -> Transition {
+    Transition::new(
+        RunState::Cancelled,
+        "cancelled before it started",
+        Cause::LAUNCHER,
+    )
 }
 
 /// Executes an attempt on its backend and records Running and the outcome.

@@ -443,6 +443,11 @@ impl ReleaseSource for ReleasePass<'_> {
     /// that committed since (on PostgreSQL the update waits for the row's
     /// lock and re-checks) — and takes its pool, queue and tag slots.
     async fn take(&mut self, queue: usize, run: &Run) -> Result<bool> {
+        // The queue first: nothing may move the run unless its slots can
+        // be charged in the same transaction.
+        let Some(cursor) = self.cursors.get(queue) else {
+            return Ok(false);
+        };
         let id = run.id.to_string();
         let moved = sqlx::query(&format!(
             "UPDATE runs SET state = 'Pending', state_message = $1, released_at = $2 \
@@ -456,9 +461,6 @@ impl ReleaseSource for ReleasePass<'_> {
         if moved.is_none() {
             return Ok(false);
         }
-        let Some(cursor) = self.cursors.get(queue) else {
-            return Ok(false);
-        };
         let mut keys = vec![
             ("pool", cursor.pool.clone()),
             ("queue", format!("{}/{}", cursor.pool, cursor.queue)),
