@@ -44,6 +44,8 @@ pub struct Metrics {
     slots_used: Family<SlotLabel, Gauge>,
     slots_limit: Family<SlotLabel, Gauge>,
     leader: Gauge,
+    store_writes: Counter,
+    store_commits: Counter,
 }
 
 impl Default for Metrics {
@@ -98,6 +100,18 @@ impl Metrics {
             "Concurrency limit, by kind (absent: unlimited)",
             slots_limit.clone(),
         );
+        let store_writes = Counter::default();
+        let store_commits = Counter::default();
+        registry.register(
+            "store_writes",
+            "Write transactions committed through the embedded store's group commit",
+            store_writes.clone(),
+        );
+        registry.register(
+            "store_commits",
+            "COMMITs (fsyncs) the embedded store's group commit issued for them",
+            store_commits.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -115,6 +129,8 @@ impl Metrics {
             slots_used,
             slots_limit,
             leader,
+            store_writes,
+            store_commits,
         }
     }
 
@@ -179,6 +195,11 @@ impl Metrics {
             if let Some(l) = limit {
                 self.slots_limit.get_or_create(&label).set(i64::from(*l));
             }
+        }
+        if let Some((writes, commits)) = stats.group_commit {
+            use std::sync::atomic::Ordering;
+            self.store_writes.inner().store(writes, Ordering::Relaxed);
+            self.store_commits.inner().store(commits, Ordering::Relaxed);
         }
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {

@@ -114,9 +114,10 @@ impl From<StoreError> for ApiError {
                 None,
                 e.to_string(),
             ),
-            StoreError::Database { .. } | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
-                ApiError::internal(format_args!("store: {e}"))
-            }
+            StoreError::Database { .. }
+            | StoreError::Uncommitted(_)
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt(_) => ApiError::internal(format_args!("store: {e}")),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `sqlite.rs`) or a shared PostgreSQL database (`weir serve --database-url
 //! postgres://...`, `postgres.rs`). Every test in `tests.rs` runs on both.
 
+mod commit;
 mod postgres;
 mod quarantine;
 mod sql;
@@ -46,6 +47,10 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A write whose batch failed to commit (`commit.rs`): none of it was
+    /// stored.
+    #[error("the write was not committed: {0}")]
+    Uncommitted(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
@@ -282,6 +287,8 @@ pub struct StoreStats {
     pub queues: BTreeMap<(String, String), Occupancy>,
     /// (kind, key) → slots held, and the limit where one applies.
     pub slots: BTreeMap<(String, String), (u64, Option<u32>)>,
+    /// The embedded store's group commit: (writes, commits) so far.
+    pub group_commit: Option<(u64, u64)>,
 }
 
 #[async_trait]

@@ -15,9 +15,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use sqlx::AnyPool;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 use uuid::Uuid;
 
+use super::commit::{GroupCommit, WriteTx};
 use super::quarantine;
 use super::{
     DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
@@ -66,6 +67,8 @@ pub struct SqlStore {
     dialect: &'static Dialect,
     /// Where every write transaction runs (SQLite: one connection).
     writer: AnyPool,
+    /// SQLite: the writer connection's group committer (`commit.rs`).
+    group: Option<GroupCommit>,
     /// Where reads run (PostgreSQL: the same pool).
     reader: AnyPool,
 }
@@ -75,12 +78,25 @@ impl SqlStore {
         Self {
             dialect,
             writer,
+            group: None,
             reader,
         }
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        Ok(self.writer.begin().await?)
+    /// Writes through a group committer that owns the writer pool's one
+    /// connection from now on (`commit.rs`).
+    pub(super) async fn group_commit(mut self) -> Result<Self> {
+        self.group = Some(GroupCommit::start(&self.writer).await?);
+        Ok(self)
+    }
+
+    /// Starts a write transaction. Every write goes through one, so that
+    /// it is committed (and, on SQLite, grouped) the same way.
+    async fn begin(&self) -> Result<WriteTx> {
+        match &self.group {
+            Some(group) => group.begin().await,
+            None => Ok(WriteTx::own(self.writer.begin().await?)),
+        }
     }
 }
 
@@ -294,7 +310,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 async fn insert_history(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     id: &str,
     state: RunState,
     at: DateTime<Utc>,
@@ -315,11 +331,7 @@ async fn insert_history(
     .await
 }
 
-async fn insert_history_entry(
-    tx: &mut Transaction<'static, Any>,
-    id: &str,
-    entry: &HistoryEntry,
-) -> Result<()> {
+async fn insert_history_entry(tx: &mut WriteTx, id: &str, entry: &HistoryEntry) -> Result<()> {
     sqlx::query(
         "INSERT INTO run_history (run_id, state, at, message, cause, detail) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -349,7 +361,7 @@ where
 
 /// The run, its row locked until the transaction ends: a state change reads
 /// the state it checks against the transition table under this lock.
-async fn lock_run(dialect: &Dialect, tx: &mut Transaction<'static, Any>, id: &str) -> Result<Run> {
+async fn lock_run(dialect: &Dialect, tx: &mut WriteTx, id: &str) -> Result<Run> {
     let row = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{}",
         dialect.lock_row
@@ -393,7 +405,7 @@ const PAGE: i64 = 256;
 
 /// The release walk's [`ReleaseSource`] over one transaction.
 struct ReleasePass<'t> {
-    tx: &'t mut Transaction<'static, Any>,
+    tx: &'t mut WriteTx,
     cursors: Vec<QueueCursor>,
     /// When due runs are read up to, and when releases are stamped.
     now: DateTime<Utc>,
@@ -856,12 +868,13 @@ impl Store for SqlStore {
 
     async fn create_limit(&self, limit: &ConcurrencyLimit) -> Result<()> {
         during("create_limit", Some(limit.tag.clone()), async {
+            let mut tx = self.begin().await?;
             let inserted =
                 sqlx::query("INSERT INTO limits (tag, slots, created_at) VALUES ($1, $2, $3)")
                     .bind(&limit.tag)
                     .bind(i64::from(limit.limit))
                     .bind(micros(limit.created_at))
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await;
             match inserted {
                 Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
@@ -869,7 +882,7 @@ impl Store for SqlStore {
                     format!("a limit for tag {:?} already exists", limit.tag),
                 )),
                 Err(e) => Err(e.into()),
-                Ok(_) => Ok(()),
+                Ok(_) => tx.commit().await,
             }
         })
         .await
@@ -899,27 +912,31 @@ impl Store for SqlStore {
 
     async fn update_limit(&self, tag: &str, slots: u32) -> Result<ConcurrencyLimit> {
         during("update_limit", Some(tag.to_string()), async {
+            let mut tx = self.begin().await?;
             let row = sqlx::query("UPDATE limits SET slots = $1 WHERE tag = $2 RETURNING *")
                 .bind(i64::from(slots))
                 .bind(tag)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::not_found("limit", tag))?;
-            limit_from_row(&row)
+            let limit = limit_from_row(&row)?;
+            tx.commit().await?;
+            Ok(limit)
         })
         .await
     }
 
     async fn delete_limit(&self, tag: &str) -> Result<()> {
         during("delete_limit", Some(tag.to_string()), async {
+            let mut tx = self.begin().await?;
             let done = sqlx::query("DELETE FROM limits WHERE tag = $1")
                 .bind(tag)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::not_found("limit", tag));
             }
-            Ok(())
+            tx.commit().await
         })
         .await
     }
@@ -938,6 +955,7 @@ impl Store for SqlStore {
 
     async fn create_deployment(&self, d: &Deployment) -> Result<()> {
         during("create_deployment", Some(d.name.clone()), async {
+            let mut tx = self.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO deployments (name, pool, queue, job_variables, tags, parameters, \
                  description, retries_max, retry_delay_seconds, created_at, updated_at, team) \
@@ -955,7 +973,7 @@ impl Store for SqlStore {
             .bind(micros(d.created_at))
             .bind(micros(d.updated_at))
             .bind(&d.team)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await;
             match inserted {
                 Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
@@ -963,7 +981,7 @@ impl Store for SqlStore {
                     format!("deployment {:?} already exists", d.name),
                 )),
                 Err(e) => Err(e.into()),
-                Ok(_) => Ok(()),
+                Ok(_) => tx.commit().await,
             }
         })
         .await
@@ -1050,14 +1068,15 @@ impl Store for SqlStore {
 
     async fn delete_deployment(&self, name: &str) -> Result<()> {
         during("delete_deployment", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
             let done = sqlx::query("DELETE FROM deployments WHERE name = $1")
                 .bind(name)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::not_found("deployment", name));
             }
-            Ok(())
+            tx.commit().await
         })
         .await
     }
@@ -1129,6 +1148,9 @@ impl Store for SqlStore {
                         })?;
                 let mut first = fetch_run(&mut *tx, &existing).await?;
                 first.history = Some(history(&mut *tx, &existing).await?);
+                // The first run may be in this very batch: answer only
+                // once it is committed.
+                tx.commit().await?;
                 return Ok((first, false));
             }
             for tag in &run.tags {
@@ -1547,11 +1569,11 @@ impl Store for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await?
             else {
-                return Ok(());
+                return tx.commit().await;
             };
             let state: String = row.try_get("state")?;
             if RunState::parse(&state).is_some_and(RunState::is_terminal) {
-                return Ok(());
+                return tx.commit().await;
             }
             let attempt: i64 = row.try_get("attempt")?;
             let mut set_aside: Vec<(String, String)> = Vec::new();
@@ -1693,6 +1715,7 @@ impl Store for SqlStore {
                 let limit = limits.get(&key).copied().flatten();
                 stats.slots.insert(key, (n, limit));
             }
+            stats.group_commit = self.group.as_ref().map(GroupCommit::counts);
             Ok(stats)
         })
         .await
@@ -1700,8 +1723,9 @@ impl Store for SqlStore {
 
     async fn ping(&self) -> Result<()> {
         during("ping", None, async {
-            sqlx::query("SELECT 1").execute(&self.writer).await?;
-            Ok(())
+            let mut tx = self.begin().await?;
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+            tx.commit().await
         })
         .await
     }
@@ -1750,7 +1774,7 @@ impl Store for SqlStore {
             let run = lock_run(self.dialect, &mut tx, &id).await?;
             if !run.state.is_waiting() {
                 // Cancelled meanwhile: nothing to admit.
-                return Ok(());
+                return tx.commit().await;
             }
             match defer_until {
                 None => {
@@ -1827,6 +1851,7 @@ impl Store for SqlStore {
                 Some(row) => {
                     let v = plugin_version_from_row(row)?;
                     if v.digest == digest {
+                        tx.commit().await?;
                         return Ok((v, false));
                     }
                     if v.world != world {
@@ -1956,6 +1981,7 @@ impl Store for SqlStore {
 
     async fn create_binding(&self, b: &PluginBinding) -> Result<PluginBinding> {
         during("create_binding", Some(b.plugin.clone()), async {
+            let mut tx = self.begin().await?;
             let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
                 "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
                  on_error, deadline_ms, memory_mb, created_at) \
@@ -1970,7 +1996,7 @@ impl Store for SqlStore {
             .bind(i64::from(b.deadline_ms))
             .bind(i64::from(b.memory_mb))
             .bind(micros(b.created_at))
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *tx)
             .await;
             let id = match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -1989,6 +2015,7 @@ impl Store for SqlStore {
                 Err(e) => return Err(e.into()),
                 Ok(id) => id,
             };
+            tx.commit().await?;
             Ok(PluginBinding { id, ..b.clone() })
         })
         .await
@@ -2020,10 +2047,11 @@ impl Store for SqlStore {
 
     async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()> {
         during("delete_binding", Some(plugin.to_string()), async {
+            let mut tx = self.begin().await?;
             let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
                 .bind(pool.unwrap_or(""))
                 .bind(plugin)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::not_found(
@@ -2034,7 +2062,7 @@ impl Store for SqlStore {
                     },
                 ));
             }
-            Ok(())
+            tx.commit().await
         })
         .await
     }
@@ -2044,6 +2072,7 @@ impl Store for SqlStore {
             let mut tx = self.begin().await?;
             let run = lock_run(self.dialect, &mut tx, &id.to_string()).await?;
             if run.state != RunState::Pending || run.attempt != attempt {
+                tx.commit().await?;
                 return Ok(false);
             }
             sqlx::query(
@@ -2079,6 +2108,7 @@ impl Store for SqlStore {
 
     async fn create_token(&self, token: &TokenRecord, hash: &str) -> Result<()> {
         during("create_token", Some(token.id.clone()), async {
+            let mut tx = self.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO tokens (id, name, role, team, pools, prefix, hash, created_at, revoked_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -2092,7 +2122,7 @@ impl Store for SqlStore {
             .bind(hash)
             .bind(micros(token.created_at))
             .bind(token.revoked_at.map(micros))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await;
             match inserted {
                 Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
@@ -2100,7 +2130,7 @@ impl Store for SqlStore {
                     format!("token {:?} already exists", token.id),
                 )),
                 Err(e) => Err(e.into()),
-                Ok(_) => Ok(()),
+                Ok(_) => tx.commit().await,
             }
         })
         .await
@@ -2129,32 +2159,37 @@ impl Store for SqlStore {
 
     async fn revoke_token(&self, id: &str) -> Result<TokenRecord> {
         during("revoke_token", Some(id.to_string()), async {
+            let mut tx = self.begin().await?;
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(micros(Utc::now()))
                 .bind(id)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
             let row = sqlx::query("SELECT * FROM tokens WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::not_found("token", id))?;
-            token_from_row(&row)
+            let token = token_from_row(&row)?;
+            tx.commit().await?;
+            Ok(token)
         })
         .await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {
         during("server_secret", Some(name.to_string()), async {
+            let mut tx = self.begin().await?;
             sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
                 .bind(candidate)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
             let value: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
                 .bind(name)
-                .fetch_one(&self.writer)
+                .fetch_one(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(value)
         })
         .await
@@ -2189,11 +2224,7 @@ fn history_from_row(row: &AnyRow) -> Result<HistoryEntry> {
 
 /// Adds a plugin-decision line as [`history::plan`] says: a repeat of the
 /// newest line is folded into it, and past the bound only counted.
-async fn append_decision(
-    tx: &mut Transaction<'static, Any>,
-    id: &str,
-    entry: &HistoryEntry,
-) -> Result<()> {
+async fn append_decision(tx: &mut WriteTx, id: &str, entry: &HistoryEntry) -> Result<()> {
     let newest = sqlx::query(
         "SELECT seq, state, at, message, cause, detail, \
          (SELECT COUNT(*) FROM run_history WHERE run_id = $1) AS n \

@@ -3,7 +3,8 @@
 //!
 //! Every write transaction runs on one connection (SQLite has one writer
 //! anyway; queuing in-process avoids `SQLITE_BUSY` upgrades under
-//! concurrent callers). That single writer is what makes the store's
+//! concurrent callers), as a savepoint in a group-committed batch
+//! (`commit.rs`): one fsync for the writes that arrive together. That single writer is what makes the store's
 //! transactions serial here, so SQLite needs none of PostgreSQL's locks: a
 //! transaction's reads and writes see no other writer between them. Reads
 //! use a small pool of read-only connections.
@@ -78,6 +79,8 @@ impl SqlStore {
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader_url = AnyConnectOptions::from_url(&options.read_only(true).to_url_lossy())?;
         let reader = pool_options(4).connect_with(reader_url).await?;
-        Ok(SqlStore::new(&DIALECT, writer, reader))
+        // From here on the writer's one connection belongs to the group
+        // committer: concurrent writes share its fsyncs (`commit.rs`).
+        SqlStore::new(&DIALECT, writer, reader).group_commit().await
     }
 }

@@ -19,27 +19,28 @@
 //! bytes each): they are the evidence the outcome was read from, and
 //! removing them safely would have to wait for the store's commit anyway.
 
+mod events;
 mod status;
 mod supervisor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{OnceCell, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
+use self::events::{DirWatcher, Events};
 use self::status::{Identity, STARTED, STATUS, SUPERVISOR_PID, Spec, Status};
 use super::{Backend, Execution, Outcome};
 use crate::domain::RunId;
-
-/// How often the host looks at an attempt's directory while it waits.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Runs the supervisor of one attempt (`weir supervise <attempt-dir>`) and
 /// returns its exit code.
@@ -71,6 +72,10 @@ pub struct ProcessBackend {
     /// `<data>/runs`: one directory per run, one per attempt inside.
     runs_dir: PathBuf,
     supervisor: SupervisorCommand,
+    /// Follows adopted attempts' directories; started on first need, `None`
+    /// inside when inotify cannot be had (their supervisors' exits are
+    /// still followed).
+    watcher: OnceCell<Option<Arc<DirWatcher>>>,
 }
 
 /// How to start a supervisor: this very binary's `supervise` command (the
@@ -97,7 +102,20 @@ impl ProcessBackend {
                 args: vec!["supervise".into()],
                 env: Vec::new(),
             },
+            watcher: OnceCell::new(),
         }
+    }
+
+    async fn watcher(&self) -> Option<&Arc<DirWatcher>> {
+        self.watcher
+            .get_or_init(|| async {
+                DirWatcher::start()
+                    .map(Arc::new)
+                    .map_err(|e| warn!("inotify is not available; adopted attempts are followed by their supervisors' exits only: {e}"))
+                    .ok()
+            })
+            .await
+            .as_ref()
     }
 
     fn attempt_dir(&self, run: RunId, attempt: u32) -> PathBuf {
@@ -107,7 +125,9 @@ impl ProcessBackend {
     }
 
     /// Starts the attempt's supervisor in its own session and hands it the
-    /// spec. Its stderr goes to the run's log, so its own failures are there.
+    /// spec. Its stderr goes to the run's log, so its own failures are there;
+    /// its stdout is the pipe on which it tells the host of each record
+    /// (`events.rs`).
     async fn spawn(&self, spec: &Spec, dir: &Path) -> Result<Child, String> {
         let program = self.supervisor.program.clone()?;
         let log = std::fs::OpenOptions::new()
@@ -121,7 +141,7 @@ impl ProcessBackend {
             .arg(dir)
             .envs(self.supervisor.env.iter().cloned())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         // Its own session: no signal meant for the host's group or terminal
         // reaches it, and nothing ties its life to the host's.
@@ -166,15 +186,19 @@ struct ProcessJob {
 /// `started` once the job runs, forwards a cancel to the supervisor, and
 /// notices a supervisor that died without recording anything.
 ///
-/// `child` is the supervisor when this host started it (it is reaped here);
-/// after a restart it is not ours, and its liveness is read from `/proc`.
+/// `child` is the supervisor when this host started it (it is reaped here,
+/// and its stdout tells of each record); after a restart it is not ours:
+/// the directory is watched and its exit followed (`events.rs`). Its
+/// liveness is read from `/proc` either way.
 async fn follow(
     dir: &Path,
     attempt: u32,
-    child: Option<Child>,
+    mut child: Option<Child>,
+    watcher: Option<&Arc<DirWatcher>>,
     started: oneshot::Sender<()>,
     cancel: CancellationToken,
 ) -> Outcome {
+    let mut events = Events::pipe(child.as_mut().and_then(|c| c.stdout.take()));
     let mut started = Some(started);
     let mut send_started = || {
         if let Some(tx) = started.take() {
@@ -197,6 +221,7 @@ async fn follow(
     let mut cancel_sent = false;
     let mut cancel_seen = false;
     loop {
+        events.watch_dir_if_needed(watcher, dir);
         match status::read::<Status>(dir, STATUS) {
             Ok(Some(status)) => {
                 if status.spawn_error.is_none() {
@@ -229,6 +254,7 @@ async fn follow(
         }
         match supervisor {
             Some(sup) => {
+                events.watch_exit(sup.pid);
                 if cancel.is_cancelled() && !cancel_sent {
                     sup.signal(libc::SIGTERM);
                     cancel_sent = true;
@@ -283,7 +309,7 @@ async fn follow(
                 exited = Some(exit);
                 child_exit = None;
             }
-            () = tokio::time::sleep(POLL) => {}
+            () = events.next() => {}
             () = cancel.cancelled(), if !cancel_seen => cancel_seen = true,
         }
     }
@@ -376,7 +402,16 @@ impl Backend for ProcessBackend {
                 }
             }
         };
-        follow(&dir, exec.attempt, child, exec.started, exec.cancel).await
+        let watcher = self.watcher().await;
+        follow(
+            &dir,
+            exec.attempt,
+            child,
+            watcher,
+            exec.started,
+            exec.cancel,
+        )
+        .await
     }
 }
 

@@ -98,8 +98,13 @@ pub async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), Supervi
 
     let me = Identity::current().map_err(io("read our own identity"))?;
     status::claim(attempt_dir, &me)?;
+    tell_host("claimed");
 
-    let ended = |status: Status| status::write_atomic(attempt_dir, STATUS, &status);
+    let ended = |status: Status| {
+        status::write_atomic(attempt_dir, STATUS, &status)?;
+        tell_host("status");
+        Ok::<(), std::io::Error>(())
+    };
     let Some((program, args)) = spec.command.split_first() else {
         return ended(spawn_failed("invalid process job: command is empty".into()))
             .map_err(io("write status.json"));
@@ -151,6 +156,7 @@ pub async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), Supervi
         .and_then(|pid| Identity::of(pid).ok());
     if let Some(job) = job {
         status::write_atomic(attempt_dir, STARTED, &job).map_err(io("write started"))?;
+        tell_host("started");
     }
 
     let timeout = spec.timeout_seconds.map(Duration::from_secs);
@@ -219,6 +225,17 @@ pub async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), Supervi
     status.signal = exit.signal();
     status.ended_at = Utc::now();
     ended(status).map_err(io("write status.json"))
+}
+
+/// Tells the host that started this supervisor that a record was just
+/// published (`events.rs`): a line on stdout, a pipe to the host. Only a
+/// hint — the record is the file — so a host that is gone (`EPIPE`; Rust
+/// ignores `SIGPIPE`) or an adopter that never reads it changes nothing.
+fn tell_host(record: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{record}");
+    let _ = out.flush();
 }
 
 fn spawn_failed(reason: String) -> Status {
