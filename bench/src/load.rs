@@ -177,7 +177,7 @@ pub(crate) async fn scenario(keys: usize, clients: usize) -> Result<Vec<Row>, St
             distinct.len()
         ));
     }
-    let store = server.dispatcher.store.clone();
+    let store = server.store();
     let deadline = Instant::now() + Duration::from_secs(1200);
     loop {
         let stats = store.stats().await.map_err(|e| e.to_string())?;

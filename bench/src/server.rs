@@ -164,7 +164,7 @@ pub(crate) async fn scenario_process_e2e(
 ) -> Result<Vec<Row>, String> {
     let bench = Bench::start().await?;
     bench.setup(Some(limit), false).await?;
-    let store = bench.server.dispatcher.store.clone();
+    let store = bench.server.store();
     let start = Instant::now();
     let (create, create_wall) = hammer(&bench.base, clients, total, true).await?;
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -6,7 +6,7 @@
 //! deployments), `run/` (submit, build, launch, cancel, recover).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -37,7 +37,7 @@ pub enum DispatchError {
     Auth(#[from] AuthError),
 }
 
-pub type Result<T, E = DispatchError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = DispatchError> = std::result::Result<T, E>;
 
 impl From<BuildError> for DispatchError {
     fn from(e: BuildError) -> Self {
@@ -76,8 +76,10 @@ pub struct Dispatcher {
     /// reads Kubernetes runs' logs through them).
     pub backends: Backends,
     wake: Arc<Notify>,
-    /// Attempts this replica has in flight, to stop on cancel (`run/cancel.rs`).
-    pub(crate) in_flight: InFlight,
+    /// The launcher's registry of the attempts in flight here, once this
+    /// replica has a launcher (it leads): where a cancel is delivered
+    /// (`run/cancel.rs`). The launcher owns it; this is the way in.
+    in_flight: OnceLock<Arc<InFlight>>,
     /// This replica's link to the others (and whether it leads).
     replicas: Bus,
 }
@@ -97,7 +99,7 @@ impl Dispatcher {
             settings,
             metrics,
             wake: Arc::new(Notify::new()),
-            in_flight: InFlight::default(),
+            in_flight: OnceLock::new(),
             replicas: Bus::local(),
         }
     }
@@ -130,6 +132,17 @@ impl Dispatcher {
 
     pub fn log_path(&self, id: RunId) -> PathBuf {
         self.settings.log_dir.join(format!("{id}.log"))
+    }
+
+    /// Called once by the launcher (`run/launch.rs`) with the registry it
+    /// owns; a second launcher in one process is a bug, refused here.
+    pub(crate) fn attach_in_flight(&self, in_flight: Arc<InFlight>) -> bool {
+        self.in_flight.set(in_flight).is_ok()
+    }
+
+    /// Stops the attempt of `id` if this replica has it in flight.
+    pub(crate) fn stop_in_flight(&self, id: RunId) -> bool {
+        self.in_flight.get().is_some_and(|f| f.cancel(id))
     }
 
     /// The job builder with this dispatcher's mutators and settings.

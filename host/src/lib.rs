@@ -6,6 +6,10 @@
 //! [`launcher`] renders its job ([`template`]) and hands it to a [`backend`] →
 //! the outcome is written back through the [`domain::RunState`] transition table.
 
+// Inside the crate, `pub(crate)`: a `pub` item is one the crate exports (the
+// list below), and this lint keeps it that way.
+#![warn(unreachable_pub)]
+
 mod api;
 mod auth;
 mod backend;

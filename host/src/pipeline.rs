@@ -86,7 +86,7 @@ fn config_text(config: &Value) -> String {
 }
 
 /// Paths a mutator may not touch: what Weir stamps on every job.
-pub fn forbidden_paths(pool_type: PoolType) -> Vec<String> {
+pub(crate) fn forbidden_paths(pool_type: PoolType) -> Vec<String> {
     match pool_type {
         PoolType::Kubernetes => vec![
             "/job_manifest/apiVersion".into(),
@@ -465,7 +465,7 @@ impl Pipeline {
 
 /// The context a plugin sees for a run.
 #[allow(clippy::too_many_arguments)]
-pub fn context(
+pub(crate) fn context(
     run_id: &str,
     deployment: Option<&str>,
     pool: &str,
@@ -501,7 +501,7 @@ pub fn context(
 
 /// The merged job variables of a deployment and a run (the run's win, `env`
 /// and `labels` merge key by key), as plugins see them.
-pub fn merged_job_variables(
+pub(crate) fn merged_job_variables(
     deployment: Option<&Map<String, Value>>,
     run: &Map<String, Value>,
 ) -> Map<String, Value> {
@@ -521,7 +521,7 @@ pub fn merged_job_variables(
     merged
 }
 
-pub fn labels_of(job_variables: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn labels_of(job_variables: &Map<String, Value>) -> Map<String, Value> {
     job_variables
         .get("labels")
         .and_then(Value::as_object)

@@ -18,17 +18,17 @@ use crate::plugin::{Limits, LoadError, LoadedPlugin, PluginRuntime};
 use crate::store::{Store, StoreError};
 
 /// Uploads above this are refused.
-pub const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
-pub const DEFAULT_DEADLINE_MS: u32 = 50;
-pub const DEFAULT_MEMORY_MB: u32 = 64;
+pub(crate) const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_DEADLINE_MS: u32 = 50;
+pub(crate) const DEFAULT_MEMORY_MB: u32 = 64;
 /// A decision sits on a run's path (routers and admission answer inside
 /// `POST /runs`), and a call holds one of the runtime's slots until its
 /// deadline: two seconds is far more than a policy needs and bounds what a
 /// slow one costs.
-pub const MAX_DEADLINE_MS: u32 = 2_000;
+pub(crate) const MAX_DEADLINE_MS: u32 = 2_000;
 /// The runtime's per-instance ceiling (the pooling allocator's slot size);
 /// more could not be given, so it is not promised.
-pub const MAX_MEMORY_MB: u32 = 64;
+pub(crate) const MAX_MEMORY_MB: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -72,7 +72,7 @@ pub struct Registry {
     loaded: Mutex<HashMap<String, LoadedPlugin>>,
 }
 
-pub fn limits_of(b: &PluginBinding) -> Limits {
+pub(crate) fn limits_of(b: &PluginBinding) -> Limits {
     Limits {
         deadline: Duration::from_millis(u64::from(b.deadline_ms)),
         memory_bytes: b.memory_mb as usize * 1024 * 1024,

@@ -13,19 +13,18 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backend::Backends;
-use crate::dispatcher::Dispatcher;
+use crate::run::launch::Launcher;
 
 /// Runs released per store transaction; a full batch loops at once.
 const BATCH: usize = 512;
 /// Upper bound on a sleep, so a clock jump cannot strand a run for long.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
-pub async fn run(dispatcher: Arc<Dispatcher>, backends: Backends, shutdown: CancellationToken) {
-    let wake = dispatcher.wake_handle();
+pub(crate) async fn run(launcher: Arc<Launcher>, shutdown: CancellationToken) {
+    let wake = launcher.dispatcher().wake_handle();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let sleep_for = match pass(&dispatcher, &backends).await {
+        let sleep_for = match pass(&launcher).await {
             Ok(next) => {
                 backoff = Duration::from_millis(100);
                 next
@@ -47,10 +46,8 @@ pub async fn run(dispatcher: Arc<Dispatcher>, backends: Backends, shutdown: Canc
 
 /// One pass: mark late runs, release all that may go, and say how long to
 /// sleep before the next time-driven event.
-async fn pass(
-    dispatcher: &Arc<Dispatcher>,
-    backends: &Backends,
-) -> Result<Duration, crate::store::StoreError> {
+async fn pass(launcher: &Arc<Launcher>) -> Result<Duration, crate::store::StoreError> {
+    let dispatcher = launcher.dispatcher();
     let store = &dispatcher.store;
     let late_after = dispatcher.settings.late_after;
     let now = Utc::now();
@@ -70,7 +67,7 @@ async fn pass(
         let n = released.len();
         for r in released {
             dispatcher.metrics.run_released(r.waited);
-            crate::run::launch::spawn(dispatcher.clone(), backends.clone(), r.run);
+            launcher.spawn(r.run);
         }
         if n < BATCH {
             break;

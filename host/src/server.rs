@@ -19,6 +19,7 @@ use crate::backend::{Backends, KubernetesBackend, ProcessBackend, ProcessSetting
 use crate::config::{Config, ConfigError};
 use crate::dispatcher::{DispatchError, Dispatcher, Settings};
 use crate::domain::PoolType;
+use crate::run::launch::Launcher;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -29,7 +30,7 @@ use crate::scheduler;
 use crate::store::{DatabaseUrl, SqlStore, Store, StoreError};
 use crate::tls::{TlsError, TlsFiles, TlsListener};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:4680";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -266,7 +267,7 @@ pub fn init_tracing() {
 /// A running Weir: the parts tests and embedders need.
 pub struct Server {
     pub addr: SocketAddr,
-    pub dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher>,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -367,18 +368,17 @@ impl Server {
             .with_replicas(bus),
         );
         apply_config(&options.config, &dispatcher, election.is_replicated()).await?;
+        let shutdown = CancellationToken::new();
+        // Idle until this replica leads: only the leader launches.
+        let launcher = Launcher::new(dispatcher.clone(), shutdown.clone()).ok_or_else(|| {
+            ServeError::Serve(std::io::Error::other("a dispatcher has one launcher"))
+        })?;
         if !election.is_replicated() {
             // The sole replica takes over its runs before it answers anyone.
-            recover(&dispatcher, &backends).await?;
+            recover(&launcher).await?;
             dispatcher.metrics.set_leader(true);
         }
-        let shutdown = CancellationToken::new();
-        let leading = tokio::spawn(lead(
-            election,
-            dispatcher.clone(),
-            backends,
-            shutdown.clone(),
-        ));
+        let leading = tokio::spawn(lead(election, launcher, shutdown.clone()));
         let app = api::router_with_auth(dispatcher.clone(), authenticator);
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -414,6 +414,11 @@ impl Server {
         self.shutdown.cancel();
     }
 
+    /// The server's store, for benchmarks that read or fill it directly.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.dispatcher.store.clone()
+    }
+
     pub async fn wait(self) -> Result<(), ServeError> {
         self.handle
             .await
@@ -443,8 +448,8 @@ async fn apply_config(
     }
 }
 
-async fn recover(dispatcher: &Arc<Dispatcher>, backends: &Backends) -> Result<(), ServeError> {
-    let recovered = crate::run::recover::recover(dispatcher, backends).await?;
+async fn recover(launcher: &Arc<Launcher>) -> Result<(), ServeError> {
+    let recovered = crate::run::recover::recover(launcher).await?;
     if recovered > 0 {
         info!(
             recovered,
@@ -460,10 +465,10 @@ async fn recover(dispatcher: &Arc<Dispatcher>, backends: &Backends) -> Result<()
 /// replica with an error (its supervisor restarts it as a standby).
 async fn lead(
     election: Election,
-    dispatcher: Arc<Dispatcher>,
-    backends: Backends,
+    launcher: Arc<Launcher>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let dispatcher = launcher.dispatcher().clone();
     let Some(leader) = election.acquire(&shutdown).await else {
         return Ok(());
     };
@@ -481,20 +486,20 @@ async fn lead(
         }
         // Listen before taking over, so no cancel asked meanwhile is missed.
         let bus = dispatcher.replicas().clone();
-        let d = dispatcher.clone();
+        let l = launcher.clone();
         let listen_stop = stop.clone();
         tokio::spawn(async move {
             bus.listen(listen_stop, |signal| match signal {
-                Signal::Wake => d.wake_local(),
+                Signal::Wake => l.dispatcher().wake_local(),
                 Signal::Cancel(id) => {
-                    d.in_flight.cancel(id);
+                    l.cancel(id);
                 }
             })
             .await;
         });
         tokio::select! {
             e = leader.lost() => return Err(lost(e, &shutdown)),
-            r = recover(&dispatcher, &backends) => r?,
+            r = recover(&launcher) => r?,
         }
         dispatcher.replicas().set_leader(true);
         dispatcher.metrics.set_leader(true);
@@ -502,7 +507,7 @@ async fn lead(
     }
     // The safety net for cancels: Cancelling runs whose stop was missed
     // (a lost notification, a launch that never came).
-    let d = dispatcher.clone();
+    let l = launcher.clone();
     let sweep_stop = stop.clone();
     tokio::spawn(async move {
         let mut orphans = std::collections::HashSet::new();
@@ -511,13 +516,13 @@ async fn lead(
                 () = sweep_stop.cancelled() => return,
                 () = tokio::time::sleep(crate::replica::bus::SWEEP) => {}
             }
-            if let Err(e) = crate::run::recover::sweep_cancelling(&d, &mut orphans).await {
+            if let Err(e) = crate::run::recover::sweep_cancelling(&l, &mut orphans).await {
                 tracing::warn!("cannot sweep Cancelling runs: {e}");
             }
         }
     });
     tokio::select! {
-        () = scheduler::run(dispatcher, backends, shutdown.clone()) => Ok(()),
+        () = scheduler::run(launcher, shutdown.clone()) => Ok(()),
         e = leader.lost() => Err(lost(e, &shutdown)),
     }
 }

@@ -78,7 +78,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// A TCP listener whose connections come out TLS-terminated.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     addr: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     /// Owns the accept task: dropping the listener stops accepting.
@@ -94,7 +94,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
         let (tx, ready) = mpsc::channel(BACKLOG);

@@ -14,9 +14,9 @@ use super::error::ApiError;
 use crate::auth::{Action, Authenticator, Principal};
 
 /// `None`: auth is off and every caller is [`Principal::Anyone`].
-pub type AuthState = Option<Arc<Authenticator>>;
+pub(super) type AuthState = Option<Arc<Authenticator>>;
 
-pub async fn authenticate(
+pub(super) async fn authenticate(
     State(auth): State<AuthState>,
     mut request: Request,
     next: Next,
@@ -56,7 +56,7 @@ pub async fn authenticate(
 
 /// The action of each route; `None` for the open ones (health, readiness,
 /// the API description). Every route in `ROUTES` is covered by a test.
-pub fn action_for(method: &Method, path: &str) -> Option<Action> {
+pub(super) fn action_for(method: &Method, path: &str) -> Option<Action> {
     let path = path.strip_prefix("/api/v1").unwrap_or(path);
     let write = *method != Method::GET;
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");

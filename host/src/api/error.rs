@@ -15,7 +15,7 @@ use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub error: &'static str,
     pub field: Option<String>,
@@ -23,7 +23,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         error: &'static str,
         field: Option<&str>,
@@ -37,11 +37,11 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(field: Option<&str>, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(field: Option<&str>, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", field, detail)
     }
 
-    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
@@ -50,13 +50,13 @@ impl ApiError {
         )
     }
 
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", None, detail)
     }
 
     /// A failure inside the server: `cause` is logged with the request's
     /// id, and the answer says only where to look.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         let id = super::request_id::current().unwrap_or_else(|| "none".into());
         tracing::error!(request_id = %id, "internal error: {cause}");
         Self::new(

@@ -16,7 +16,7 @@ use super::error::ApiError;
 /// A JSON body. Syntax errors are 400; a wrong type, a missing or an unknown
 /// field is 422 with the field's path; an oversized body is 413.
 /// An empty body reads as `{}` where the type allows it.
-pub struct JsonBody<T>(pub T);
+pub(super) struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
@@ -40,7 +40,7 @@ where
 
 /// A body that could not be read: 413 naming the limit when it was too
 /// large, else 400.
-pub fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
+pub(super) fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -56,7 +56,7 @@ pub fn body_error(e: BytesRejection, what: &str, limit: usize) -> ApiError {
     }
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so malformed JSON is told apart from a wrong shape.
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(None, format!("malformed JSON: {e}")))?;
@@ -122,7 +122,7 @@ fn field_from_message(message: &str) -> Option<String> {
 }
 
 /// The `{id}` of a run path, checked to be a UUID.
-pub struct RunIdPath(pub Uuid);
+pub(super) struct RunIdPath(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for RunIdPath {
     type Rejection = ApiError;
@@ -139,7 +139,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RunIdPath {
 }
 
 /// Query pairs in order, repeated keys kept.
-pub struct QueryPairs(pub Vec<(String, String)>);
+pub(super) struct QueryPairs(pub Vec<(String, String)>);
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;

@@ -22,14 +22,14 @@ use axum::routing::{get, post};
 
 use crate::dispatcher::Dispatcher;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 /// Request bodies above this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-pub type AppState = Arc<Dispatcher>;
+pub(crate) type AppState = Arc<Dispatcher>;
 
 /// The routes, as (method, path) pairs, for documentation checks.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -82,13 +82,13 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The API without authentication (every caller may do everything).
 #[cfg(test)]
-pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
+pub(crate) fn router(dispatcher: Arc<Dispatcher>) -> Router {
     router_with_auth(dispatcher, None)
 }
 
 /// The API; with an [`Authenticator`](crate::auth::Authenticator) every
 /// route but `/healthz`, `/readyz` and `/api/v1/openapi.json` needs a token.
-pub fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> Router {
+pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthState) -> Router {
     use resources::*;
     let api = Router::new()
         .route("/openapi.json", get(openapi))

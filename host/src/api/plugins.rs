@@ -18,7 +18,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-pub async fn list(State(d): State<AppState>) -> Reply {
+pub(super) async fn list(State(d): State<AppState>) -> Reply {
     let mut items = Vec::new();
     for p in d.store.list_plugins().await? {
         let mut v = to_value(&p);
@@ -28,7 +28,7 @@ pub async fn list(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn add(
+pub(super) async fn add(
     State(d): State<AppState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -45,7 +45,7 @@ pub async fn add(
     Ok((status, Json(to_value(&version))))
 }
 
-pub async fn get(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+pub(super) async fn get(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     let versions = d.store.plugin_versions(&name).await?;
     let bindings = d.store.bindings_of_plugin(&name).await?;
     let newest = versions.last().cloned();
@@ -58,7 +58,7 @@ pub async fn get(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     })))
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(d): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -66,14 +66,17 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn list_pool_bindings(State(d): State<AppState>, Path(pool): Path<String>) -> Reply {
+pub(super) async fn list_pool_bindings(
+    State(d): State<AppState>,
+    Path(pool): Path<String>,
+) -> Reply {
     d.store.get_pool(&pool).await?;
     Ok(Json(
         json!({ "items": d.store.list_bindings(Some(&pool)).await? }),
     ))
 }
 
-pub async fn bind_pool(
+pub(super) async fn bind_pool(
     State(d): State<AppState>,
     Path(pool): Path<String>,
     JsonBody(spec): JsonBody<BindingSpec>,
@@ -82,7 +85,7 @@ pub async fn bind_pool(
     Ok((StatusCode::CREATED, Json(to_value(&b))))
 }
 
-pub async fn unbind_pool(
+pub(super) async fn unbind_pool(
     State(d): State<AppState>,
     Path((pool, plugin)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -90,11 +93,11 @@ pub async fn unbind_pool(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn list_routers(State(d): State<AppState>) -> Reply {
+pub(super) async fn list_routers(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": d.store.list_bindings(None).await? })))
 }
 
-pub async fn bind_router(
+pub(super) async fn bind_router(
     State(d): State<AppState>,
     JsonBody(spec): JsonBody<BindingSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -102,7 +105,7 @@ pub async fn bind_router(
     Ok((StatusCode::CREATED, Json(to_value(&b))))
 }
 
-pub async fn unbind_router(
+pub(super) async fn unbind_router(
     State(d): State<AppState>,
     Path(plugin): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -8,7 +8,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-pub const HEADER: &str = "x-request-id";
+pub(super) const HEADER: &str = "x-request-id";
 /// Longest request id taken from a caller.
 const MAX_LEN: usize = 128;
 
@@ -17,7 +17,7 @@ tokio::task_local! {
 }
 
 /// The id of the request being handled on this task, if any.
-pub fn current() -> Option<String> {
+pub(super) fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
@@ -30,7 +30,7 @@ fn usable(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
-pub async fn assign(request: Request, next: Next) -> Response {
+pub(super) async fn assign(request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(HEADER)

@@ -45,7 +45,7 @@ async fn limit_json(d: &AppState, limit: &ConcurrencyLimit) -> Result<Value, Api
     Ok(v)
 }
 
-pub async fn default_template(Path(kind): Path<String>) -> Reply {
+pub(super) async fn default_template(Path(kind): Path<String>) -> Reply {
     let pool_type = PoolType::parse(&kind).ok_or_else(|| {
         ApiError::bad_request(
             Some("type"),
@@ -59,7 +59,7 @@ pub async fn default_template(Path(kind): Path<String>) -> Reply {
 
 // -- pools -------------------------------------------------------------------
 
-pub async fn list_pools(State(d): State<AppState>) -> Reply {
+pub(super) async fn list_pools(State(d): State<AppState>) -> Reply {
     let mut items = Vec::new();
     for p in d.store.list_pools().await? {
         items.push(pool_json(&d, &p).await?);
@@ -67,17 +67,20 @@ pub async fn list_pools(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create_pool(State(d): State<AppState>, JsonBody(spec): JsonBody<PoolSpec>) -> Created {
+pub(super) async fn create_pool(
+    State(d): State<AppState>,
+    JsonBody(spec): JsonBody<PoolSpec>,
+) -> Created {
     let pool = d.create_pool(spec).await?;
     Ok((StatusCode::CREATED, Json(pool_json(&d, &pool).await?)))
 }
 
-pub async fn get_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+pub(super) async fn get_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     let pool = d.store.get_pool(&name).await?;
     Ok(Json(pool_json(&d, &pool).await?))
 }
 
-pub async fn update_pool(
+pub(super) async fn update_pool(
     State(d): State<AppState>,
     Path(name): Path<String>,
     JsonBody(update): JsonBody<PoolUpdate>,
@@ -86,7 +89,7 @@ pub async fn update_pool(
     Ok(Json(pool_json(&d, &pool).await?))
 }
 
-pub async fn delete_pool(
+pub(super) async fn delete_pool(
     State(d): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -107,17 +110,17 @@ async fn set_pool_paused(d: &AppState, name: &str, paused: bool) -> Reply {
     Ok(Json(pool_json(d, &pool).await?))
 }
 
-pub async fn pause_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+pub(super) async fn pause_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     set_pool_paused(&d, &name, true).await
 }
 
-pub async fn resume_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+pub(super) async fn resume_pool(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     set_pool_paused(&d, &name, false).await
 }
 
 // -- queues ------------------------------------------------------------------
 
-pub async fn list_queues(State(d): State<AppState>, Path(pool): Path<String>) -> Reply {
+pub(super) async fn list_queues(State(d): State<AppState>, Path(pool): Path<String>) -> Reply {
     let mut items = Vec::new();
     for q in d.store.list_queues(&pool).await? {
         items.push(queue_json(&d, &q).await?);
@@ -125,7 +128,7 @@ pub async fn list_queues(State(d): State<AppState>, Path(pool): Path<String>) ->
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create_queue(
+pub(super) async fn create_queue(
     State(d): State<AppState>,
     Path(pool): Path<String>,
     JsonBody(spec): JsonBody<QueueSpec>,
@@ -134,7 +137,7 @@ pub async fn create_queue(
     Ok((StatusCode::CREATED, Json(queue_json(&d, &queue).await?)))
 }
 
-pub async fn get_queue(
+pub(super) async fn get_queue(
     State(d): State<AppState>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Reply {
@@ -142,7 +145,7 @@ pub async fn get_queue(
     Ok(Json(queue_json(&d, &queue).await?))
 }
 
-pub async fn update_queue(
+pub(super) async fn update_queue(
     State(d): State<AppState>,
     Path((pool, name)): Path<(String, String)>,
     JsonBody(update): JsonBody<QueueUpdate>,
@@ -151,7 +154,7 @@ pub async fn update_queue(
     Ok(Json(queue_json(&d, &queue).await?))
 }
 
-pub async fn delete_queue(
+pub(super) async fn delete_queue(
     State(d): State<AppState>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -173,14 +176,14 @@ async fn set_queue_paused(d: &AppState, pool: &str, name: &str, paused: bool) ->
     Ok(Json(queue_json(d, &queue).await?))
 }
 
-pub async fn pause_queue(
+pub(super) async fn pause_queue(
     State(d): State<AppState>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Reply {
     set_queue_paused(&d, &pool, &name, true).await
 }
 
-pub async fn resume_queue(
+pub(super) async fn resume_queue(
     State(d): State<AppState>,
     Path((pool, name)): Path<(String, String)>,
 ) -> Reply {
@@ -189,7 +192,7 @@ pub async fn resume_queue(
 
 // -- limits ------------------------------------------------------------------
 
-pub async fn list_limits(State(d): State<AppState>) -> Reply {
+pub(super) async fn list_limits(State(d): State<AppState>) -> Reply {
     let mut items = Vec::new();
     for l in d.store.list_limits().await? {
         items.push(limit_json(&d, &l).await?);
@@ -197,7 +200,7 @@ pub async fn list_limits(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create_limit(
+pub(super) async fn create_limit(
     State(d): State<AppState>,
     JsonBody(spec): JsonBody<LimitSpec>,
 ) -> Created {
@@ -205,18 +208,18 @@ pub async fn create_limit(
     Ok((StatusCode::CREATED, Json(limit_json(&d, &limit).await?)))
 }
 
-pub async fn get_limit(State(d): State<AppState>, Path(tag): Path<String>) -> Reply {
+pub(super) async fn get_limit(State(d): State<AppState>, Path(tag): Path<String>) -> Reply {
     let limit = d.store.get_limit(&tag).await?;
     Ok(Json(limit_json(&d, &limit).await?))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitUpdate {
+pub(super) struct LimitUpdate {
     limit: u32,
 }
 
-pub async fn update_limit(
+pub(super) async fn update_limit(
     State(d): State<AppState>,
     Path(tag): Path<String>,
     JsonBody(update): JsonBody<LimitUpdate>,
@@ -225,7 +228,7 @@ pub async fn update_limit(
     Ok(Json(limit_json(&d, &limit).await?))
 }
 
-pub async fn delete_limit(
+pub(super) async fn delete_limit(
     State(d): State<AppState>,
     Path(tag): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -235,7 +238,7 @@ pub async fn delete_limit(
 
 // -- deployments -------------------------------------------------------------
 
-pub async fn list_deployments(State(d): State<AppState>) -> Reply {
+pub(super) async fn list_deployments(State(d): State<AppState>) -> Reply {
     let items: Vec<Value> = d
         .store
         .list_deployments()
@@ -246,7 +249,7 @@ pub async fn list_deployments(State(d): State<AppState>) -> Reply {
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create_deployment(
+pub(super) async fn create_deployment(
     State(d): State<AppState>,
     JsonBody(spec): JsonBody<DeploymentSpec>,
 ) -> Created {
@@ -254,11 +257,11 @@ pub async fn create_deployment(
     Ok((StatusCode::CREATED, Json(to_value(&deployment))))
 }
 
-pub async fn get_deployment(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+pub(super) async fn get_deployment(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
     Ok(Json(to_value(&d.store.get_deployment(&name).await?)))
 }
 
-pub async fn update_deployment(
+pub(super) async fn update_deployment(
     State(d): State<AppState>,
     Path(name): Path<String>,
     JsonBody(update): JsonBody<DeploymentUpdate>,
@@ -266,7 +269,7 @@ pub async fn update_deployment(
     Ok(Json(to_value(&d.update_deployment(&name, update).await?)))
 }
 
-pub async fn delete_deployment(
+pub(super) async fn delete_deployment(
     State(d): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -274,7 +277,7 @@ pub async fn delete_deployment(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn render_deployment(
+pub(super) async fn render_deployment(
     State(d): State<AppState>,
     Path(name): Path<String>,
     JsonBody(spec): JsonBody<RenderSpec>,

@@ -28,7 +28,7 @@ fn run_json(run: &Run) -> Value {
     serde_json::to_value(run).unwrap_or(Value::Null)
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(d): State<AppState>,
     Extension(principal): Extension<Principal>,
     JsonBody(spec): JsonBody<RunSpec>,
@@ -42,7 +42,7 @@ pub async fn create(
     Ok((status, Json(run_json(&run))))
 }
 
-pub async fn get(
+pub(super) async fn get(
     State(d): State<AppState>,
     Extension(principal): Extension<Principal>,
     RunIdPath(id): RunIdPath,
@@ -83,7 +83,7 @@ async fn check_read(d: &AppState, principal: &Principal, run: &Run) -> Result<()
     }
 }
 
-pub async fn cancel(
+pub(super) async fn cancel(
     State(d): State<AppState>,
     RunIdPath(id): RunIdPath,
 ) -> Result<Json<Value>, ApiError> {
@@ -153,7 +153,7 @@ fn parse_filter(pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
     Ok(filter)
 }
 
-pub async fn list(
+pub(super) async fn list(
     State(d): State<AppState>,
     Extension(principal): Extension<Principal>,
     QueryPairs(pairs): QueryPairs,
@@ -178,7 +178,7 @@ pub async fn list(
 
 /// The run's output. With `follow=true` the body stays open and streams new
 /// output until the run has ended and everything was sent.
-pub async fn logs(
+pub(super) async fn logs(
     State(d): State<AppState>,
     Extension(principal): Extension<Principal>,
     RunIdPath(id): RunIdPath,

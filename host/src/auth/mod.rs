@@ -20,8 +20,10 @@ use chrono::Utc;
 use crate::domain::RunId;
 use crate::store::{Store, StoreError};
 
-pub use scope::{Action, Principal, Role};
-pub use token::{NewToken, RUN_TOKEN_PREFIX, RunTokenKey, TokenRecord, generate_token, hash_token};
+pub(crate) use scope::{Action, Principal, Role};
+pub(crate) use token::{
+    NewToken, RUN_TOKEN_PREFIX, RunTokenKey, TokenRecord, generate_token, hash_token,
+};
 
 /// Why a request was refused. `Unauthenticated` is 401, `Forbidden` 403.
 #[derive(Debug, thiserror::Error)]
@@ -72,20 +74,20 @@ impl AuthMode {
 }
 
 /// Turns a bearer token into a [`Principal`].
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     store: Arc<dyn Store>,
     run_key: RunTokenKey,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, run_key: RunTokenKey) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, run_key: RunTokenKey) -> Self {
         Self { store, run_key }
     }
 
     /// The principal a bearer token stands for; every failure is
     /// `Unauthenticated` with the reason (no token, unknown, revoked, ended
     /// run), never a hint of which tokens exist.
-    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AuthError> {
+    pub(crate) async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, AuthError> {
         let Some(text) = bearer else {
             return Err(AuthError::Unauthenticated(
                 "this API needs a token: send Authorization: Bearer <token> \
@@ -134,7 +136,7 @@ impl Authenticator {
     }
 
     /// Creates and stores a token; the returned text is shown once.
-    pub async fn create_token(
+    pub(crate) async fn create_token(
         store: &dyn Store,
         new: NewToken,
     ) -> Result<(TokenRecord, String), AuthError> {
@@ -155,11 +157,11 @@ impl Authenticator {
 }
 
 /// The name of the run-token key in `server_secrets`.
-pub const RUN_TOKEN_SECRET: &str = "run_token_key";
+pub(crate) const RUN_TOKEN_SECRET: &str = "run_token_key";
 
 /// Reads the run-token key, creating it on first use (insert-if-absent, so
 /// replicas sharing a database agree on one key).
-pub async fn run_token_key(store: &dyn Store) -> Result<RunTokenKey, AuthError> {
+pub(crate) async fn run_token_key(store: &dyn Store) -> Result<RunTokenKey, AuthError> {
     let candidate = token::random_hex()?;
     let value = store.server_secret(RUN_TOKEN_SECRET, &candidate).await?;
     RunTokenKey::from_hex(&value)

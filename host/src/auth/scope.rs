@@ -4,7 +4,7 @@
 use super::AuthError;
 use crate::domain::{Run, RunId};
 
-pub use crate::domain::Role;
+pub(crate) use crate::domain::Role;
 
 /// What a request does; each API route maps to one (`api/auth.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Action {
 /// THE table: what each role may do. Resource limits (a submitter's team
 /// and pools) come on top, in [`Principal::may_create_run`] and
 /// [`Principal::may_read_run`].
-pub fn role_allows(role: Role, action: Action) -> bool {
+pub(super) fn role_allows(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
         Role::Admin => true,

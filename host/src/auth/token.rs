@@ -16,16 +16,16 @@ use super::AuthError;
 use super::scope::RunScope;
 use crate::domain::Role;
 use crate::domain::RunId;
-pub use crate::domain::TokenRecord;
+pub(crate) use crate::domain::TokenRecord;
 
-pub const TOKEN_PREFIX: &str = "weir_";
-pub const RUN_TOKEN_PREFIX: &str = "weirrun_";
+pub(super) const TOKEN_PREFIX: &str = "weir_";
+pub(crate) const RUN_TOKEN_PREFIX: &str = "weirrun_";
 /// How many hex characters of a token `weir token list` shows.
 const SHOWN_PREFIX: usize = 8;
 
 /// What `weir token create` asks for.
 #[derive(Debug, Clone)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     pub name: String,
     pub role: Role,
     pub team: Option<String>,
@@ -55,7 +55,7 @@ pub(crate) fn random_hex() -> Result<String, AuthError> {
 }
 
 /// A new token: (text shown once, hash to store, prefix to list).
-pub fn generate_token() -> Result<(String, String, String), AuthError> {
+pub(crate) fn generate_token() -> Result<(String, String, String), AuthError> {
     let secret = random_hex()?;
     let text = format!("{TOKEN_PREFIX}{secret}");
     let prefix = format!("{TOKEN_PREFIX}{}", &secret[..SHOWN_PREFIX]);
@@ -63,7 +63,7 @@ pub fn generate_token() -> Result<(String, String, String), AuthError> {
 }
 
 /// The stored form of a token: hex SHA-256 of its whole text.
-pub fn hash_token(text: &str) -> String {
+pub(crate) fn hash_token(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

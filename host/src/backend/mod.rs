@@ -1,7 +1,7 @@
 //! Backends execute a finalised job and report how it ended. The launcher
 //! owns the run's state; a backend only says what happened.
 
-pub mod kubernetes;
+pub(crate) mod kubernetes;
 mod process;
 
 use std::collections::HashMap;
@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{PoolType, RunId};
 
-pub use kubernetes::KubernetesBackend;
-pub use process::{ProcessBackend, ProcessSettings, supervise};
+pub(crate) use kubernetes::KubernetesBackend;
+pub(crate) use process::ProcessBackend;
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
+pub use process::{ProcessSettings, supervise};
 
 /// One attempt of one run, handed to a backend.
 pub struct Execution {
@@ -61,7 +63,7 @@ pub struct LogRequest {
     pub follow: bool,
 }
 
-pub type LogStream = BoxStream<'static, std::io::Result<Bytes>>;
+pub(crate) type LogStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

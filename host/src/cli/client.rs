@@ -26,7 +26,7 @@ pub(crate) struct Reply {
 impl Client {
     /// `base` is the server URL given by `--api` / `WEIR_API_URL`, without
     /// `/api/v1` (a path prefix is kept).
-    pub fn new(
+    pub(crate) fn new(
         base: &str,
         token: Option<&str>,
         ca_cert: Option<&std::path::Path>,
@@ -59,7 +59,7 @@ impl Client {
     }
 
     /// `{base}/api/v1/{segments...}`, each segment percent-encoded.
-    pub fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["api", "v1"]).extend(segments);
@@ -67,19 +67,23 @@ impl Client {
         url
     }
 
-    pub async fn get(&self, segments: &[&str]) -> Result<Value, CliError> {
+    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value, CliError> {
         Ok(self.send(Method::GET, self.url(segments), None).await?.body)
     }
 
-    pub async fn get_url(&self, url: Url) -> Result<Value, CliError> {
+    pub(crate) async fn get_url(&self, url: Url) -> Result<Value, CliError> {
         Ok(self.send(Method::GET, url, None).await?.body)
     }
 
-    pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> Result<Reply, CliError> {
+    pub(crate) async fn post(
+        &self,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<Reply, CliError> {
         self.send(Method::POST, self.url(segments), body).await
     }
 
-    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
+    pub(crate) async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
         Ok(self
             .send(Method::PATCH, self.url(segments), Some(body))
             .await?
@@ -87,7 +91,11 @@ impl Client {
     }
 
     /// POSTs raw bytes (a plugin upload) and decodes the JSON answer.
-    pub async fn post_bytes(&self, segments: &[&str], bytes: Vec<u8>) -> Result<Reply, CliError> {
+    pub(crate) async fn post_bytes(
+        &self,
+        segments: &[&str],
+        bytes: Vec<u8>,
+    ) -> Result<Reply, CliError> {
         let url = self.url(segments);
         let response = self
             .http
@@ -112,14 +120,14 @@ impl Client {
         Ok(Reply { status, body })
     }
 
-    pub async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
+    pub(crate) async fn delete(&self, segments: &[&str]) -> Result<(), CliError> {
         self.send(Method::DELETE, self.url(segments), None).await?;
         Ok(())
     }
 
     /// Sends a request and decodes a JSON answer; 4xx/5xx become
     /// [`CliError::Api`].
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -152,7 +160,7 @@ impl Client {
     }
 
     /// Opens a streamed GET (no overall timeout); the caller reads the body.
-    pub async fn stream(&self, url: Url) -> Result<Response, CliError> {
+    pub(crate) async fn stream(&self, url: Url) -> Result<Response, CliError> {
         let response = self
             .http
             .get(url.clone())
@@ -170,7 +178,7 @@ impl Client {
         Err(api_error(status, &bytes))
     }
 
-    pub fn transport(&self, url: &Url, err: reqwest::Error) -> CliError {
+    pub(crate) fn transport(&self, url: &Url, err: reqwest::Error) -> CliError {
         if err.is_connect() {
             CliError::Connect(self.base_text.clone(), err)
         } else {

@@ -27,17 +27,17 @@ mod run;
 mod tests;
 mod token;
 
-pub use deployment::DeploymentArgs;
-pub use error::CliError;
-pub use limit::LimitArgs;
-pub use plugin::{PluginArgs, PluginCommand, RouterArgs};
-pub use pool::PoolArgs;
-pub use queue::QueueArgs;
-pub use run::RunArgs;
-pub use token::TokenArgs;
+pub(crate) use deployment::DeploymentArgs;
+pub(crate) use error::CliError;
+pub(crate) use limit::LimitArgs;
+pub(crate) use plugin::{PluginArgs, PluginCommand, RouterArgs};
+pub(crate) use pool::PoolArgs;
+pub(crate) use queue::QueueArgs;
+pub(crate) use run::RunArgs;
+pub(crate) use token::TokenArgs;
 
 /// The default server URL, also the default `--listen` of `weir serve`.
-pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4680";
+pub(crate) const DEFAULT_API_URL: &str = "http://127.0.0.1:4680";
 
 /// Weir: a job dispatcher with work pools, work queues, deployments and runs.
 #[derive(Parser, Debug)]
@@ -193,12 +193,12 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.output == OutputFormat::Json
     }
 
     /// Prints `value` as JSON in `-o json` mode, else the human text.
-    pub fn show(
+    pub(crate) fn show(
         &self,
         value: &Value,
         human: impl FnOnce(&Value) -> String,
@@ -211,7 +211,11 @@ impl Ctx {
     }
 
     /// Prints a list answer `{"items": [...]}`: as JSON, or rendered.
-    pub fn show_list(&self, list: &Value, render: fn(&[Value]) -> String) -> Result<(), CliError> {
+    pub(crate) fn show_list(
+        &self,
+        list: &Value,
+        render: fn(&[Value]) -> String,
+    ) -> Result<(), CliError> {
         if self.json() {
             output::emit_json(list)
         } else {
@@ -221,7 +225,7 @@ impl Ctx {
 
     /// A confirmation for a command whose answer has no body (delete): printed
     /// in table mode only, so `-o json` prints nothing.
-    pub fn done(&self, message: &str) -> Result<(), CliError> {
+    pub(crate) fn done(&self, message: &str) -> Result<(), CliError> {
         if self.json() {
             Ok(())
         } else {

@@ -325,7 +325,10 @@ pub(crate) async fn execute_router(
 }
 
 /// `weir plugin test`: needs no server; the same runtime and limits.
-pub async fn test_offline(command: PluginCommand, json_output: bool) -> Result<ExitCode, CliError> {
+pub(super) async fn test_offline(
+    command: PluginCommand,
+    json_output: bool,
+) -> Result<ExitCode, CliError> {
     let PluginCommand::Test {
         file,
         ctx,

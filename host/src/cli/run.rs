@@ -21,7 +21,7 @@ use super::output::{
 use super::{CliError, Ctx};
 
 /// Every run state, as the API spells it.
-pub const RUN_STATES: [&str; 10] = [
+pub(super) const RUN_STATES: [&str; 10] = [
     "Scheduled",
     "Late",
     "Pending",
@@ -42,7 +42,7 @@ const WAIT_RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The exit code of `run create --wait` for a run that ended in `state`:
 /// Completed → 0, Failed → 3, Crashed → 4, Cancelled → 5; `None` for a state
 /// that is not terminal.
-pub fn exit_code_for_state(state: &str) -> Option<u8> {
+pub(super) fn exit_code_for_state(state: &str) -> Option<u8> {
     match state {
         "Completed" => Some(0),
         "Failed" => Some(3),

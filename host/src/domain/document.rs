@@ -20,20 +20,20 @@ use super::ValidationError;
 
 /// The deepest nesting of arrays and objects Weir accepts in any document.
 /// A Kubernetes Job manifest in a base job template is about 12 levels deep.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// The deepest nesting serde_json reads back: its recursion limit is 128,
 /// and the level that reaches it fails.
-pub const READ_BACK_DEPTH: usize = 127;
+pub(crate) const READ_BACK_DEPTH: usize = 127;
 
 /// The approximate encoded size a job may grow to through plugins' patches:
 /// the same bound as an API request body, so a job a plugin builds is no
 /// larger than one a user could submit.
-pub const MAX_JOB_BYTES: usize = 1 << 20;
+pub(crate) const MAX_JOB_BYTES: usize = 1 << 20;
 
 /// How deep and how large a document is, as far as it was measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Levels of array and object nesting: 0 for a scalar, 1 for `{}` or
     /// `[1]`, 2 for `{"a": []}`.
     pub depth: usize,
@@ -46,7 +46,7 @@ impl Shape {
     /// Measures `value`, stopping once its depth passes `max_depth` or its
     /// size passes `max_bytes` (the shape returned is then over that bound,
     /// not necessarily exact).
-    pub fn measure(value: &Value, max_depth: usize, max_bytes: usize) -> Shape {
+    pub(crate) fn measure(value: &Value, max_depth: usize, max_bytes: usize) -> Shape {
         let mut shape = Shape::default();
         let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
         while let Some((v, level)) = stack.pop() {
@@ -80,7 +80,7 @@ impl Shape {
     }
 
     /// The depth of `value`, measured up to just past `max_depth`.
-    pub fn depth_of(value: &Value, max_depth: usize) -> usize {
+    pub(crate) fn depth_of(value: &Value, max_depth: usize) -> usize {
         Shape::measure(value, max_depth, usize::MAX).depth
     }
 }
@@ -96,7 +96,7 @@ fn scalar_bytes(v: &Value) -> usize {
 }
 
 /// Refuses a document nested deeper than [`MAX_DEPTH`], naming `field`.
-pub fn check_depth(field: &str, value: &Value) -> Result<(), ValidationError> {
+pub(crate) fn check_depth(field: &str, value: &Value) -> Result<(), ValidationError> {
     let depth = Shape::depth_of(value, MAX_DEPTH);
     if depth > MAX_DEPTH {
         return Err(ValidationError::new(
@@ -110,7 +110,7 @@ pub fn check_depth(field: &str, value: &Value) -> Result<(), ValidationError> {
 }
 
 /// [`check_depth`] for an object held as a map, without building a `Value`.
-pub fn check_map_depth(
+pub(crate) fn check_map_depth(
     field: &str,
     map: &serde_json::Map<String, Value>,
 ) -> Result<(), ValidationError> {
@@ -130,7 +130,7 @@ pub fn check_map_depth(
 
 /// The first top-level key of an object whose value is nested too deep
 /// (counting the object itself as one level), for naming it in an error.
-pub fn too_deep_field(body: &Value) -> Option<String> {
+pub(crate) fn too_deep_field(body: &Value) -> Option<String> {
     let Value::Object(map) = body else {
         return None;
     };

@@ -16,17 +16,17 @@ use super::HistoryEntry;
 
 /// Lines a run's history holds before further plugin decisions are only
 /// counted in a summary line.
-pub const MAX_DECISION_LINES: usize = 200;
+pub(crate) const MAX_DECISION_LINES: usize = 200;
 
 /// A history line's message is clipped to this many bytes.
-pub const MAX_MESSAGE_BYTES: usize = 2048;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 2048;
 
 /// The cause of the summary line that counts decisions past the bound.
-pub const SUMMARY_CAUSE: &str = "weir:history";
+pub(crate) const SUMMARY_CAUSE: &str = "weir:history";
 
 /// How a plugin-decision line joins a run's history.
 #[derive(Debug, Clone, PartialEq)]
-pub enum HistoryWrite {
+pub(crate) enum HistoryWrite {
     /// Append this line.
     Insert(HistoryEntry),
     /// Replace the run's newest line with this one (a repeat folded in, or
@@ -35,7 +35,11 @@ pub enum HistoryWrite {
 }
 
 /// Decides how `new` joins a history of `lines` lines whose newest is `last`.
-pub fn plan(lines: usize, last: Option<&HistoryEntry>, mut new: HistoryEntry) -> HistoryWrite {
+pub(crate) fn plan(
+    lines: usize,
+    last: Option<&HistoryEntry>,
+    mut new: HistoryEntry,
+) -> HistoryWrite {
     clip_message(&mut new.message);
     if let Some(last) = last {
         if repeats(last, &new) {
@@ -53,7 +57,7 @@ pub fn plan(lines: usize, last: Option<&HistoryEntry>, mut new: HistoryEntry) ->
 }
 
 /// `message` clipped as [`clip_message`] does, borrowed when short enough.
-pub fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
     if message.len() <= MAX_MESSAGE_BYTES {
         return message.into();
     }
@@ -63,7 +67,7 @@ pub fn clipped(message: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Clips a message to [`MAX_MESSAGE_BYTES`] on a char boundary, marked.
-pub fn clip_message(message: &mut String) {
+pub(crate) fn clip_message(message: &mut String) {
     if message.len() <= MAX_MESSAGE_BYTES {
         return;
     }

@@ -2,29 +2,35 @@
 //! run state machine. Nothing here does I/O.
 
 mod deployment;
-pub mod document;
-pub mod history;
+pub(crate) mod document;
+pub(crate) mod history;
 mod limit;
 mod name;
 mod plugin;
 mod pool;
 mod queue;
-pub mod release;
+pub(crate) mod release;
 mod run;
 mod run_state;
 mod template;
 mod token;
 
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
 pub use deployment::{Deployment, RetryPolicy};
 pub use limit::ConcurrencyLimit;
-pub use name::{MAX_TAGS, validate_dns_label, validate_tag};
-pub use plugin::{OnError, PluginBinding, PluginVersion, World};
+pub(crate) use name::{MAX_TAGS, validate_dns_label, validate_tag};
+pub(crate) use plugin::{OnError, PluginBinding, PluginVersion, World};
 pub use pool::{Pool, PoolType};
-pub use queue::{DEFAULT_QUEUE, Queue};
-pub use run::{Cause, HistoryEntry, Run, RunId, RunSource};
+pub(crate) use queue::DEFAULT_QUEUE;
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
+pub use queue::Queue;
+pub(crate) use run::{Cause, RunId};
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
+pub use run::{HistoryEntry, Run, RunSource};
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
 pub use run_state::{IllegalTransition, RunState};
 pub use template::{BaseJobTemplate, TemplateKind};
-pub use token::{Role, TokenRecord};
+pub(crate) use token::{Role, TokenRecord};
 
 /// An input that failed validation: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

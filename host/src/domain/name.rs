@@ -2,7 +2,7 @@ use super::ValidationError;
 
 /// Pool, queue and deployment names are DNS-1123 labels: they end up in
 /// Kubernetes label values and Job names.
-pub fn validate_dns_label(field: &str, value: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_dns_label(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
@@ -29,11 +29,11 @@ pub fn validate_dns_label(field: &str, value: &str) -> Result<(), ValidationErro
 }
 
 /// The most tags a run (or a deployment) carries.
-pub const MAX_TAGS: usize = 64;
+pub(crate) const MAX_TAGS: usize = 64;
 
 /// Tags are free-form but bounded and printable, since they name concurrency
 /// limits and appear in metrics labels.
-pub fn validate_tag(field: &str, value: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_tag(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }

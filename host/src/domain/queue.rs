@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Every pool has a queue with this name; it cannot be deleted.
-pub const DEFAULT_QUEUE: &str = "default";
+pub(crate) const DEFAULT_QUEUE: &str = "default";
 
 /// A work queue inside a pool. Priority 1 is served first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,19 +5,19 @@ use uuid::Uuid;
 
 use super::{RetryPolicy, RunState};
 
-pub type RunId = Uuid;
+pub(crate) type RunId = Uuid;
 
 /// The names of who or what causes a state change, recorded in the history
 /// (`HistoryEntry::cause`; plugins add `router:NAME` and the like).
-pub struct Cause;
+pub(crate) struct Cause;
 
 impl Cause {
-    pub const API: &'static str = "api";
-    pub const SCHEDULER: &'static str = "scheduler";
-    pub const BACKEND: &'static str = "backend";
-    pub const LAUNCHER: &'static str = "launcher";
-    pub const RECOVERY: &'static str = "recovery";
-    pub const PIPELINE: &'static str = "pipeline";
+    pub(crate) const API: &'static str = "api";
+    pub(crate) const SCHEDULER: &'static str = "scheduler";
+    pub(crate) const BACKEND: &'static str = "backend";
+    pub(crate) const LAUNCHER: &'static str = "launcher";
+    pub(crate) const RECOVERY: &'static str = "recovery";
+    pub(crate) const PIPELINE: &'static str = "pipeline";
 }
 
 /// One line of a run's history.

@@ -38,6 +38,8 @@ mod v0_1_0;
 #[cfg(test)]
 mod tests;
 
-pub use error::{CallError, LoadError};
+pub(crate) use error::{CallError, LoadError};
 pub use runtime::{LoadedPlugin, PluginRuntime};
-pub use types::{Admission, Counts, Limits, MAX_DEFER_SECONDS, RunContext, Stats, World};
+#[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
+pub use types::{Admission, Counts, Limits, RunContext, Stats};
+pub(crate) use types::{MAX_DEFER_SECONDS, World};

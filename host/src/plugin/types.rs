@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::domain::World;
+pub(crate) use crate::domain::World;
 
 /// What one plugin call may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,12 +143,12 @@ impl PatchKind {
 }
 
 /// The most patch operations a mutator may return in one decision.
-pub const MAX_PATCH_OPS: usize = 1024;
+pub(super) const MAX_PATCH_OPS: usize = 1024;
 /// The longest an admission plugin may defer a run in one decision; a longer
 /// deferral is cut to this (and the history says so).
-pub const MAX_DEFER_SECONDS: u32 = 24 * 60 * 60;
+pub(crate) const MAX_DEFER_SECONDS: u32 = 24 * 60 * 60;
 /// Reasons (reject, defer) and plugin error messages are clipped to this.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub(super) const MAX_REASON_BYTES: usize = 1024;
 
 /// What a plugin returned, checked before the host does anything with it.
 pub(crate) trait Output {

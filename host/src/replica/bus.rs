@@ -20,7 +20,7 @@ use super::CHANNEL;
 use crate::domain::RunId;
 
 /// How often the leader looks for Cancelling runs it missed a message for.
-pub const SWEEP: Duration = Duration::from_secs(2);
+pub(crate) const SWEEP: Duration = Duration::from_secs(2);
 
 /// A message between replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::{LEADER_LOCK, PING, POLL, ReplicaError};
 
 /// How this replica becomes the leader.
-pub enum Election {
+pub(crate) enum Election {
     /// The only replica (embedded store): it leads from the start, holding
     /// the data directory's lock file for as long as it lives.
     /// Holds `weir.lock` (locked) for as long as this replica runs.
@@ -29,7 +29,7 @@ pub enum Election {
 impl Election {
     /// The sole replica of a data directory: refused if another process
     /// holds the directory's lock.
-    pub fn sole(data_dir: &Path) -> Result<Self, ReplicaError> {
+    pub(crate) fn sole(data_dir: &Path) -> Result<Self, ReplicaError> {
         let path = data_dir.join("weir.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -47,12 +47,12 @@ impl Election {
         }
     }
 
-    pub fn is_replicated(&self) -> bool {
+    pub(crate) fn is_replicated(&self) -> bool {
         matches!(self, Election::Postgres(_))
     }
 
     /// Waits until this replica leads; `None` if `shutdown` came first.
-    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Leader> {
+    pub(crate) async fn acquire(&self, shutdown: &CancellationToken) -> Option<Leader> {
         let options = match self {
             Election::Sole(_) => return Some(Leader::sole()),
             Election::Postgres(options) => options,
@@ -94,7 +94,7 @@ async fn try_lock(options: &PgConnectOptions) -> Result<Option<PgConnection>, sq
 }
 
 /// Leadership, held until this is dropped or [`Leader::lost`] fires.
-pub struct Leader {
+pub(crate) struct Leader {
     lost: CancellationToken,
     reason: std::sync::Arc<std::sync::Mutex<String>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -138,7 +138,7 @@ impl Leader {
     }
 
     /// Resolves when leadership is lost (never for the sole replica).
-    pub async fn lost(&self) -> ReplicaError {
+    pub(crate) async fn lost(&self) -> ReplicaError {
         self.lost.cancelled().await;
         let why = self.reason.lock().map(|g| g.clone()).unwrap_or_default();
         ReplicaError::Lost(why)

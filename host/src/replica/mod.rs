@@ -24,27 +24,27 @@
 //!   overlap, releases are serialised in the database (see
 //!   `store/postgres.rs`, `RELEASE_LOCK`), so no limit can be exceeded.
 
-pub mod bus;
+pub(crate) mod bus;
 mod election;
 
-pub use bus::{Bus, Signal};
-pub use election::Election;
+pub(crate) use bus::{Bus, Signal};
+pub(crate) use election::Election;
 
 use std::time::Duration;
 
 /// The advisory lock key of leadership ("WEIR" and 2).
-pub const LEADER_LOCK: i64 = 0x5745_4952_0000_0002;
+pub(crate) const LEADER_LOCK: i64 = 0x5745_4952_0000_0002;
 /// How often a standby tries to take the lock.
-pub const POLL: Duration = Duration::from_secs(1);
+pub(crate) const POLL: Duration = Duration::from_secs(1);
 /// How often the leader checks that its lock's session is alive, and how
 /// long one check may take.
-pub const PING: Duration = Duration::from_secs(1);
+pub(crate) const PING: Duration = Duration::from_secs(1);
 /// How long a new leader waits before taking over runs in flight: more than
 /// an old leader needs to notice it lost its session (one ping and its
 /// timeout).
-pub const SETTLE: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 /// The PostgreSQL notification channel replicas talk on.
-pub const CHANNEL: &str = "weir_replicas";
+pub(crate) const CHANNEL: &str = "weir_replicas";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {

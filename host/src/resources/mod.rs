@@ -7,7 +7,7 @@ mod specs;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-pub use specs::{
+pub(crate) use specs::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
     RenderSpec,
 };

@@ -137,7 +137,7 @@ pub struct RenderSpec {
 mod double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
     where
         T: Deserialize<'de>,
         D: Deserializer<'de>,

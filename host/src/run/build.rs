@@ -24,7 +24,7 @@ use crate::template::{self, RunMetadata, TemplateError};
 
 /// The `WEIR_RUN_TOKEN` a job that is never submitted carries (checks and
 /// previews); only a released job gets the run's real token.
-pub const RUN_TOKEN_PLACEHOLDER: &str = "weirrun_preview";
+pub(crate) const RUN_TOKEN_PLACEHOLDER: &str = "weirrun_preview";
 
 /// What the job is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl JobBuilder<'_> {
     /// Builds the job `request` describes, for `purpose`. Mutator decisions
     /// are appended to `history` (recording them is the caller's, so a
     /// preview records nothing).
-    pub async fn build(
+    pub(crate) async fn build(
         &self,
         request: &JobRequest<'_>,
         purpose: Purpose,
@@ -169,7 +169,7 @@ impl JobBuilder<'_> {
 
 /// Raw jobs for kubernetes pools may be given as a bare Job manifest; the
 /// template layer wants a job configuration with `job_manifest`.
-pub fn with_job_prefix(job: Value) -> Value {
+pub(crate) fn with_job_prefix(job: Value) -> Value {
     match &job {
         Value::Object(m) if m.get("kind").and_then(Value::as_str) == Some("Job") => {
             let mut cfg = Map::new();

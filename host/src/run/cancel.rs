@@ -92,7 +92,7 @@ impl Dispatcher {
         // launch not yet begun) the launch itself, which finds the run
         // Cancelling when it records its intent and submits nothing. The
         // leader's sweep of Cancelling runs is the safety net for all three.
-        if !self.in_flight.cancel(id) && !self.replicas().is_leader() {
+        if !self.stop_in_flight(id) && !self.replicas().is_leader() {
             self.replicas().send(Signal::Cancel(id));
         }
         Ok(updated)

@@ -1,33 +1,105 @@
 //! The back half of a run's life, after the scheduler released it:
 //! render the job → (mutators) → backend → outcome → state, retries, slots.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, Backends, Execution, Outcome, Resume};
 use crate::dispatcher::{DispatchError, Dispatcher};
-use crate::domain::{Cause, Pool, Run, RunSource, RunState};
+use crate::domain::{Cause, Pool, Run, RunId, RunSource, RunState};
 use crate::run::build::{BuildError, JobRequest, Purpose, Source};
+use crate::run::cancel::InFlight;
 use crate::store::{StoreError, Transition};
 
-/// Starts a released run on its own task.
-pub fn spawn(dispatcher: Arc<Dispatcher>, backends: Backends, run: Run) {
-    let cancel = dispatcher.in_flight.register(run.id);
-    tokio::spawn(async move {
-        let id = run.id;
-        launch(&dispatcher, &backends, run, cancel).await;
-        dispatcher.in_flight.forget(id);
-        dispatcher.wake_scheduler();
-    });
+/// The launcher of this replica (the leader): runs each released or
+/// recovered run's attempt on a task of its own, and owns what that takes —
+/// the backends, the registry of attempts in flight (their cancel tokens;
+/// `run/cancel.rs` delivers cancels into it through the dispatcher) and the
+/// shutdown, at which its tasks stop and leave their attempts to recovery.
+pub(crate) struct Launcher {
+    dispatcher: Arc<Dispatcher>,
+    backends: Backends,
+    in_flight: Arc<InFlight>,
+    shutdown: CancellationToken,
+}
+
+impl Launcher {
+    /// The one launcher of a process; `None` if the dispatcher has one.
+    pub(crate) fn new(
+        dispatcher: Arc<Dispatcher>,
+        shutdown: CancellationToken,
+    ) -> Option<Arc<Self>> {
+        let in_flight = Arc::new(InFlight::default());
+        if !dispatcher.attach_in_flight(in_flight.clone()) {
+            return None;
+        }
+        Some(Arc::new(Self {
+            backends: dispatcher.backends.clone(),
+            dispatcher,
+            in_flight,
+            shutdown,
+        }))
+    }
+
+    pub(crate) fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    pub(crate) fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Starts a released run on its own task.
+    pub(crate) fn spawn(self: &Arc<Self>, run: Run) {
+        let this = self.clone();
+        self.attempt(run.id, false, move |cancel| async move {
+            launch(&this.dispatcher, &this.backends, run, cancel).await;
+        });
+    }
+
+    /// Stops the attempt of `id` if it is in flight here.
+    pub(crate) fn cancel(&self, id: RunId) -> bool {
+        self.in_flight.cancel(id)
+    }
+
+    /// Runs one attempt on its own task, registered in flight (its token
+    /// already cancelled when `cancelled`) until it ends or the launcher
+    /// shuts down.
+    pub(super) fn attempt<F, Fut>(self: &Arc<Self>, id: RunId, cancelled: bool, work: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.in_flight.register(id);
+        if cancelled {
+            cancel.cancel();
+        }
+        let work = work(cancel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                // Stopped like a killed host: recovery takes it from here.
+                () = this.shutdown.cancelled() => return,
+            }
+            this.in_flight.forget(id);
+            this.dispatcher.wake_scheduler();
+        });
+    }
 }
 
 /// Builds the job a run executes (`run/build.rs`, every step), recording
 /// the mutators' decisions in its history.
-pub async fn build_job(dispatcher: &Dispatcher, run: &Run) -> Result<(Pool, Value), BuildFailure> {
+pub(crate) async fn build_job(
+    dispatcher: &Dispatcher,
+    run: &Run,
+) -> Result<(Pool, Value), BuildFailure> {
     let pool = dispatcher
         .store
         .get_pool(&run.pool)
@@ -83,7 +155,7 @@ pub async fn build_job(dispatcher: &Dispatcher, run: &Run) -> Result<(Pool, Valu
 /// Why a run's job could not be built, with a plugin's structured detail
 /// when a mutator refused.
 #[derive(Debug)]
-pub struct BuildFailure {
+pub(crate) struct BuildFailure {
     pub message: String,
     pub detail: Option<Value>,
 }
@@ -110,7 +182,7 @@ pub(super) async fn record(dispatcher: &Dispatcher, run: &Run, t: Transition) {
 }
 
 /// Turns a failed attempt into AwaitingRetry when the run has retries left.
-pub fn outcome_transition(run: &Run, outcome: Outcome, cause: &str) -> Transition {
+pub(crate) fn outcome_transition(run: &Run, outcome: Outcome, cause: &str) -> Transition {
     let retry = |message: String, exit_code: Option<i32>| {
         let delay = chrono::Duration::seconds(i64::from(run.retries.delay_seconds));
         let at = Utc::now() + delay;

@@ -7,6 +7,6 @@
 
 pub(crate) mod build;
 pub(crate) mod cancel;
-pub mod launch;
-pub mod recover;
-pub mod submit;
+pub(crate) mod launch;
+pub(crate) mod recover;
+pub(crate) mod submit;

@@ -8,9 +8,9 @@ use tracing::{info, warn};
 
 use serde_json::Value;
 
-use super::launch::{execute, outcome_transition, record, spawn};
-use crate::backend::{Backend, Backends, Outcome, Resume};
-use crate::dispatcher::{DispatchError, Dispatcher};
+use super::launch::{Launcher, execute, outcome_transition, record};
+use crate::backend::{Backend, Outcome, Resume};
+use crate::dispatcher::DispatchError;
 use crate::domain::{Cause, Run, RunState};
 use crate::store::{StoreError, Transition};
 
@@ -25,10 +25,9 @@ use crate::store::{StoreError, Transition};
 /// backend creates the attempt if the run never reached Running and nothing
 /// exists, and calls it Crashed (outcome unknown) only when nothing can tell
 /// how it ended. Returns how many runs were recovered.
-pub async fn recover(
-    dispatcher: &Arc<Dispatcher>,
-    backends: &Backends,
-) -> Result<usize, DispatchError> {
+pub(crate) async fn recover(launcher: &Arc<Launcher>) -> Result<usize, DispatchError> {
+    let dispatcher = launcher.dispatcher();
+    let backends = launcher.backends();
     // One run's unreadable row must not stop the host from starting (every
     // start would fail the same way): such runs are ended first, with why.
     for (id, why) in dispatcher.store.unreadable_runs().await? {
@@ -63,7 +62,7 @@ pub async fn recover(
                     continue;
                 }
             };
-            resume(dispatcher.clone(), backend, backends.clone(), run, intent);
+            resume(launcher, backend, run, intent);
             continue;
         }
         // No backend that can find the attempt again (none of today's).
@@ -92,16 +91,11 @@ pub async fn recover(
 
 /// Picks up one in-flight run of an intent-recording backend on its own task.
 /// `intent` is the recorded job of the run's current attempt.
-fn resume(
-    dispatcher: Arc<Dispatcher>,
-    backend: Arc<dyn Backend>,
-    backends: Backends,
-    run: Run,
-    intent: Option<Value>,
-) {
+fn resume(launcher: &Arc<Launcher>, backend: Arc<dyn Backend>, run: Run, intent: Option<Value>) {
     let Some(intent) = intent else {
         // Never submitted: the intent is recorded before the backend call.
         if run.state == RunState::Cancelling {
+            let dispatcher = launcher.dispatcher().clone();
             tokio::spawn(async move {
                 let t = Transition::new(
                     RunState::Cancelled,
@@ -112,15 +106,13 @@ fn resume(
             });
         } else {
             info!(run = %run.id, "was released but never submitted; launching it");
-            spawn(dispatcher, backends, run);
+            launcher.spawn(run);
         }
         return;
     };
-    let cancel = dispatcher.in_flight.register(run.id);
-    if run.state == RunState::Cancelling {
-        cancel.cancel();
-    }
-    tokio::spawn(async move {
+    let dispatcher = launcher.dispatcher().clone();
+    let cancelling = run.state == RunState::Cancelling;
+    launcher.attempt(run.id, cancelling, move |cancel| async move {
         let id = run.id;
         let job = intent.get("job").cloned().unwrap_or(Value::Null);
         let cluster = intent
@@ -145,8 +137,6 @@ fn resume(
             cancel,
         )
         .await;
-        dispatcher.in_flight.forget(id);
-        dispatcher.wake_scheduler();
     });
 }
 
@@ -156,13 +146,14 @@ fn resume(
 /// Cancelling run whose attempt is in flight here is stopped (a no-op if it
 /// already was), and one with no attempt in flight here on two sweeps in a
 /// row (so not one being launched right now) is Cancelled.
-pub async fn sweep_cancelling(
-    dispatcher: &Dispatcher,
+pub(crate) async fn sweep_cancelling(
+    launcher: &Launcher,
     orphans: &mut std::collections::HashSet<crate::domain::RunId>,
 ) -> Result<(), StoreError> {
+    let dispatcher = launcher.dispatcher();
     let mut seen = std::collections::HashSet::new();
     for run in dispatcher.store.active_runs().await? {
-        if run.state != RunState::Cancelling || dispatcher.in_flight.cancel(run.id) {
+        if run.state != RunState::Cancelling || launcher.cancel(run.id) {
             continue;
         }
         if orphans.contains(&run.id) {

@@ -116,7 +116,7 @@ impl StoreError {
     }
 }
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Encodes a value for a JSON text column. Refuses (before anything is
 /// written) a document nested deeper than serde_json reads back: Weir never

@@ -84,7 +84,7 @@ impl fmt::Debug for DatabaseUrl {
 
 /// The URL with any password (in the user info or a `password=` query
 /// parameter) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
+pub(super) fn redact_url(url: &str) -> String {
     let (head, query) = match url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (url, None),

@@ -6,21 +6,21 @@ use super::render::type_name;
 use super::{RunMetadata, TemplateError, TemplateKind};
 
 /// Environment variable holding Weir's API base URL.
-pub const ENV_API_URL: &str = "WEIR_API_URL";
+pub(super) const ENV_API_URL: &str = "WEIR_API_URL";
 /// Environment variable holding the run's id.
-pub const ENV_RUN_ID: &str = "WEIR_RUN_ID";
+pub(super) const ENV_RUN_ID: &str = "WEIR_RUN_ID";
 /// Environment variable holding the run's parameters as JSON text.
-pub const ENV_PARAMETERS: &str = "WEIR_PARAMETERS";
+pub(super) const ENV_PARAMETERS: &str = "WEIR_PARAMETERS";
 /// Environment variable holding the run's token (`host/src/auth/`).
-pub const ENV_RUN_TOKEN: &str = "WEIR_RUN_TOKEN";
+pub(super) const ENV_RUN_TOKEN: &str = "WEIR_RUN_TOKEN";
 /// Label holding the run id.
-pub const LABEL_RUN_ID: &str = "weir.dev/run-id";
+pub(crate) const LABEL_RUN_ID: &str = "weir.dev/run-id";
 /// Label holding the work pool's name.
-pub const LABEL_POOL: &str = "weir.dev/pool";
+pub(super) const LABEL_POOL: &str = "weir.dev/pool";
 /// Label holding the work queue's name.
-pub const LABEL_QUEUE: &str = "weir.dev/queue";
+pub(super) const LABEL_QUEUE: &str = "weir.dev/queue";
 /// Label holding the deployment's name (only for runs of a deployment).
-pub const LABEL_DEPLOYMENT: &str = "weir.dev/deployment";
+pub(super) const LABEL_DEPLOYMENT: &str = "weir.dev/deployment";
 
 const ROOT: &str = "job_configuration";
 const MAX_LABEL_VALUE: usize = 63;
@@ -49,7 +49,7 @@ const MAX_LABEL_VALUE: usize = 63;
 ///
 /// `meta.run_id` must be a valid Kubernetes name part (letters, digits and `-`, alphanumeric at
 /// both ends, at most 58 characters) for both kinds; errors name the field.
-pub fn finalize(
+pub(crate) fn finalize(
     kind: TemplateKind,
     job_configuration: Value,
     meta: &RunMetadata,

@@ -23,8 +23,8 @@ mod tests;
 
 use serde_json::{Map, Value};
 
-pub use crate::domain::{BaseJobTemplate, TemplateKind};
-pub use finalize::{LABEL_RUN_ID, finalize};
+pub(crate) use crate::domain::{BaseJobTemplate, TemplateKind};
+pub(crate) use finalize::{LABEL_RUN_ID, finalize};
 
 /// An error from loading a template, resolving variables or finalising a job.
 ///
@@ -255,7 +255,7 @@ impl BaseJobTemplate {
 
 /// What Weir stamps onto every job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunMetadata<'a> {
+pub(crate) struct RunMetadata<'a> {
     /// The run's id (a UUID); becomes the Kubernetes job name `weir-<run_id>`.
     pub run_id: &'a str,
     /// The work pool's name.
@@ -274,7 +274,7 @@ pub struct RunMetadata<'a> {
 
 /// Convenience: [`resolve_variables`](BaseJobTemplate::resolve_variables), then
 /// [`render`](BaseJobTemplate::render), then [`finalize`].
-pub fn build_job(
+pub(crate) fn build_job(
     template: &BaseJobTemplate,
     kind: TemplateKind,
     layers: &[&Map<String, Value>],

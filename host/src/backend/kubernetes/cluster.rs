@@ -30,8 +30,8 @@ pub struct ClusterSettings {
     pub burst: u32,
 }
 
-pub const DEFAULT_QPS: f64 = 50.0;
-pub const DEFAULT_BURST: u32 = 100;
+pub(crate) const DEFAULT_QPS: f64 = 50.0;
+pub(crate) const DEFAULT_BURST: u32 = 100;
 
 /// The connections this Weir may use: the default one and named ones.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,7 @@ pub struct ClusterConfigs {
 
 /// A connected cluster.
 #[derive(Clone)]
-pub struct Cluster {
+pub(super) struct Cluster {
     /// `""` for the default connection.
     pub name: String,
     pub client: kube::Client,
@@ -52,13 +52,13 @@ pub struct Cluster {
 }
 
 /// Connects lazily and keeps each connection.
-pub struct Clusters {
+pub(super) struct Clusters {
     configs: ClusterConfigs,
     connected: Mutex<HashMap<String, Cluster>>,
 }
 
 impl Clusters {
-    pub fn new(configs: ClusterConfigs) -> Self {
+    pub(super) fn new(configs: ClusterConfigs) -> Self {
         Self {
             configs,
             connected: Mutex::new(HashMap::new()),
@@ -66,7 +66,7 @@ impl Clusters {
     }
 
     /// The connection named `name` (`None`: the default one).
-    pub async fn get(&self, name: Option<&str>) -> Result<Cluster, KubeError> {
+    pub(super) async fn get(&self, name: Option<&str>) -> Result<Cluster, KubeError> {
         let key = name.unwrap_or("").to_owned();
         let mut connected = self.connected.lock().await;
         if let Some(c) = connected.get(&key) {
@@ -126,14 +126,14 @@ async fn client_config(s: &ClusterSettings) -> Result<kube::Config, KubeError> {
 }
 
 /// A token bucket: `burst` requests at once, refilled at `qps` per second.
-pub struct Budget {
+pub(super) struct Budget {
     qps: f64,
     burst: f64,
     state: Mutex<(f64, Instant)>,
 }
 
 impl Budget {
-    pub fn new(qps: f64, burst: u32) -> Self {
+    pub(super) fn new(qps: f64, burst: u32) -> Self {
         let qps = if qps.is_finite() && qps > 0.0 {
             qps
         } else {
@@ -148,7 +148,7 @@ impl Budget {
     }
 
     /// Waits until a request may be sent.
-    pub async fn acquire(&self) {
+    pub(super) async fn acquire(&self) {
         let wait = {
             let mut state = self.state.lock().await;
             let (tokens, last) = &mut *state;

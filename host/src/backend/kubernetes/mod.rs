@@ -38,17 +38,17 @@ use crate::domain::RunId;
 use crate::template::LABEL_RUN_ID;
 
 use cluster::{Cluster, Clusters};
-pub use cluster::{ClusterConfigs, ClusterSettings, DEFAULT_BURST, DEFAULT_QPS};
-pub use observe::{Observation, observe};
+pub(crate) use cluster::{ClusterConfigs, ClusterSettings, DEFAULT_BURST, DEFAULT_QPS};
+pub(crate) use observe::{Observation, observe};
 use watch::{NamespaceWatch, Subscription};
 
 /// Label holding the attempt number, on the Job and its pods.
-pub const LABEL_ATTEMPT: &str = "weir.dev/attempt";
+pub(crate) const LABEL_ATTEMPT: &str = "weir.dev/attempt";
 /// Seconds to wait for a pod to start when the job configuration says nothing.
-pub const DEFAULT_POD_START_TIMEOUT_SECONDS: u64 = 300;
+pub(crate) const DEFAULT_POD_START_TIMEOUT_SECONDS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
-pub enum KubeError {
+pub(crate) enum KubeError {
     #[error("Kubernetes configuration: {0}")]
     Config(String),
     #[error("{0}")]
@@ -57,7 +57,7 @@ pub enum KubeError {
 
 /// Timing knobs; the defaults suit a real cluster.
 #[derive(Debug, Clone)]
-pub struct KubeSettings {
+pub(crate) struct KubeSettings {
     /// How long create/delete keep retrying a server that answers 429/5xx
     /// or cannot be reached before the attempt is Crashed.
     pub give_up_after: Duration,
@@ -75,7 +75,7 @@ impl Default for KubeSettings {
     }
 }
 
-pub struct KubernetesBackend {
+pub(crate) struct KubernetesBackend {
     clusters: Clusters,
     watches: Mutex<HashMap<(String, String), Arc<NamespaceWatch>>>,
     settings: KubeSettings,
@@ -83,7 +83,7 @@ pub struct KubernetesBackend {
 
 /// The Job an attempt creates, and where.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub namespace: String,
     pub name: String,
     pub job: Job,
@@ -92,7 +92,7 @@ pub struct Target {
 
 /// The Job name of an attempt: `weir-<run>` first, `weir-<run>-<n>` for
 /// retries (a retry is a new Job; the failed one stays for inspection).
-pub fn job_name(run: RunId, attempt: u32) -> String {
+pub(crate) fn job_name(run: RunId, attempt: u32) -> String {
     if attempt <= 1 {
         format!("weir-{run}")
     } else {
@@ -103,7 +103,11 @@ pub fn job_name(run: RunId, attempt: u32) -> String {
 impl Target {
     /// Reads the finalised job configuration (`namespace`, `job_manifest`,
     /// `pod_start_timeout_seconds`) and names the Job for this attempt.
-    pub fn from_execution(run: RunId, attempt: u32, config: &Value) -> Result<Self, KubeError> {
+    pub(crate) fn from_execution(
+        run: RunId,
+        attempt: u32,
+        config: &Value,
+    ) -> Result<Self, KubeError> {
         let bad = |m: String| KubeError::Job(m);
         let namespace = config
             .get("namespace")
@@ -161,7 +165,7 @@ impl Target {
 }
 
 impl KubernetesBackend {
-    pub fn new(configs: ClusterConfigs, settings: KubeSettings) -> Self {
+    pub(crate) fn new(configs: ClusterConfigs, settings: KubeSettings) -> Self {
         Self {
             clusters: Clusters::new(configs),
             watches: Mutex::new(HashMap::new()),
@@ -549,7 +553,7 @@ impl std::fmt::Display for Retried {
 
 /// An API error as a person reads it: `403 Forbidden: <the server's
 /// message>`, without kube-rs's debug dump of the Status.
-pub fn describe(e: &kube::Error) -> String {
+pub(crate) fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
         other => other.to_string(),
@@ -557,7 +561,7 @@ pub fn describe(e: &kube::Error) -> String {
 }
 
 /// A watch error, described the same way.
-pub fn describe_watch(e: &kube::runtime::watcher::Error) -> String {
+pub(crate) fn describe_watch(e: &kube::runtime::watcher::Error) -> String {
     use kube::runtime::watcher::Error as W;
     match e {
         W::InitialListFailed(e) => format!("cannot list: {}", describe(e)),
@@ -570,7 +574,7 @@ pub fn describe_watch(e: &kube::runtime::watcher::Error) -> String {
 
 /// Whether an error may go away by itself: throttling, server errors, and
 /// a server that cannot be reached.
-pub fn is_transient(e: &kube::Error) -> bool {
+pub(crate) fn is_transient(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => s.code == 429 || s.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 /// The run's state as far as its Job tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observation {
+pub(crate) enum Observation {
     /// Not finished. `started`: a pod of the Job has run. `trouble`: why no
     /// pod is running yet, when the cluster says so.
     Waiting {
@@ -34,7 +34,7 @@ const START_TROUBLE: &[&str] = &[
     "RunContainerError",
 ];
 
-pub fn observe(job: &Job, pods: &[Arc<Pod>]) -> Observation {
+pub(crate) fn observe(job: &Job, pods: &[Arc<Pod>]) -> Observation {
     let status = job.status.as_ref();
     let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
     let is_true = |t: &str| {
@@ -97,7 +97,7 @@ fn containers(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 }
 
 /// Why the newest pod is not running, if the cluster says.
-pub fn start_trouble(pods: &[Arc<Pod>]) -> Option<String> {
+pub(super) fn start_trouble(pods: &[Arc<Pod>]) -> Option<String> {
     let pod = pods.last()?;
     let name = pod.name_any();
     let status = pod.status.as_ref()?;

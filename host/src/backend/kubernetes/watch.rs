@@ -23,7 +23,7 @@ const LEGACY_JOB_NAME_LABEL: &str = "job-name";
 
 /// What a run sees of its Job.
 #[derive(Debug, Clone, Default)]
-pub struct JobView {
+pub(super) struct JobView {
     /// Both watches have listed everything at least once.
     pub synced: bool,
     pub job: Option<Arc<Job>>,
@@ -63,14 +63,14 @@ impl State {
 }
 
 /// The watches of one namespace.
-pub struct NamespaceWatch {
+pub(super) struct NamespaceWatch {
     state: Mutex<State>,
     stop: CancellationToken,
 }
 
 impl NamespaceWatch {
     /// Starts watching Weir-labelled Jobs and pods in `namespace`.
-    pub fn start(client: kube::Client, namespace: &str) -> Arc<Self> {
+    pub(super) fn start(client: kube::Client, namespace: &str) -> Arc<Self> {
         let this = Arc::new(Self {
             state: Mutex::new(State::default()),
             stop: CancellationToken::new(),
@@ -93,7 +93,7 @@ impl NamespaceWatch {
 
     /// Subscribes to changes of `job`; the receiver sees a new value after
     /// every change to the Job or its pods (and after every relist).
-    pub fn subscribe(self: &Arc<Self>, job: &str) -> Subscription {
+    pub(super) fn subscribe(self: &Arc<Self>, job: &str) -> Subscription {
         let mut state = self.lock();
         let rx = match state.waiters.get(job) {
             Some(tx) => tx.subscribe(),
@@ -110,7 +110,7 @@ impl NamespaceWatch {
         }
     }
 
-    pub fn view(&self, job: &str) -> JobView {
+    pub(super) fn view(&self, job: &str) -> JobView {
         let state = self.lock();
         let mut pods: Vec<Arc<Pod>> = state
             .pods
@@ -248,19 +248,19 @@ fn job_of(pod: &Pod) -> Option<String> {
 }
 
 /// A run's interest in one Job; dropping it unsubscribes.
-pub struct Subscription {
+pub(super) struct Subscription {
     watch: Arc<NamespaceWatch>,
     job: String,
     rx: watch::Receiver<u64>,
 }
 
 impl Subscription {
-    pub fn view(&self) -> JobView {
+    pub(super) fn view(&self) -> JobView {
         self.watch.view(&self.job)
     }
 
     /// Waits for the next change.
-    pub async fn changed(&mut self) {
+    pub(super) async fn changed(&mut self) {
         if self.rx.changed().await.is_err() {
             // The sender is kept while a subscription exists; never here.
             std::future::pending::<()>().await;

@@ -67,7 +67,7 @@ impl Default for ProcessSettings {
     }
 }
 
-pub struct ProcessBackend {
+pub(crate) struct ProcessBackend {
     settings: ProcessSettings,
     /// `<data>/runs`: one directory per run, one per attempt inside.
     runs_dir: PathBuf,
@@ -88,7 +88,7 @@ struct SupervisorCommand {
 }
 
 impl ProcessBackend {
-    pub fn new(settings: ProcessSettings, runs_dir: PathBuf) -> Self {
+    pub(crate) fn new(settings: ProcessSettings, runs_dir: PathBuf) -> Self {
         let program = match &settings.supervisor {
             Some(bin) => Ok(bin.clone()),
             None => std::env::current_exe()

@@ -23,19 +23,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Outcome;
 
-pub const SUPERVISOR_PID: &str = "supervisor.pid";
-pub const STARTED: &str = "started";
-pub const STATUS: &str = "status.json";
+pub(super) const SUPERVISOR_PID: &str = "supervisor.pid";
+pub(super) const STARTED: &str = "started";
+pub(super) const STATUS: &str = "status.json";
 
 /// The supervisor's exit code when the attempt's directory already exists:
 /// another supervisor owns the attempt.
-pub const EXIT_ALREADY_CLAIMED: u8 = 3;
+pub(super) const EXIT_ALREADY_CLAIMED: u8 = 3;
 
 /// What the host hands the supervisor on its stdin: everything needed to run
 /// the job without the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Spec {
+pub(super) struct Spec {
     pub attempt: u32,
     pub command: Vec<String>,
     #[serde(default)]
@@ -54,27 +54,27 @@ pub struct Spec {
 /// of `/proc/<pid>/stat`, clock ticks since boot), so a pid recycled by the
 /// system is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
+pub(super) struct Identity {
     pub pid: i32,
     pub start_time: u64,
 }
 
 impl Identity {
     /// This process.
-    pub fn current() -> io::Result<Self> {
+    pub(super) fn current() -> io::Result<Self> {
         let pid = i32::try_from(std::process::id()).map_err(io::Error::other)?;
         Self::of(pid)
     }
 
     /// The running process `pid`.
-    pub fn of(pid: i32) -> io::Result<Self> {
+    pub(super) fn of(pid: i32) -> io::Result<Self> {
         let (start_time, _) = proc_stat(pid)?;
         Ok(Self { pid, start_time })
     }
 
     /// Whether this very process still runs (a zombie does not: it has ended
     /// and waits only to be reaped).
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         match proc_stat(self.pid) {
             Ok((start_time, state)) => start_time == self.start_time && !matches!(state, 'Z' | 'X'),
             Err(_) => false,
@@ -82,7 +82,7 @@ impl Identity {
     }
 
     /// Sends `signal` to the process if it is still this one.
-    pub fn signal(&self, signal: libc::c_int) -> bool {
+    pub(super) fn signal(&self, signal: libc::c_int) -> bool {
         if !self.is_alive() {
             return false;
         }
@@ -94,7 +94,7 @@ impl Identity {
 
     /// Sends `signal` to the process group this process leads, if it is
     /// still this one.
-    pub fn signal_group(&self, signal: libc::c_int) -> bool {
+    pub(super) fn signal_group(&self, signal: libc::c_int) -> bool {
         if !self.is_alive() {
             return false;
         }
@@ -122,7 +122,7 @@ fn parse_stat(stat: &str) -> Option<(u64, char)> {
 
 /// How the job ended, as its supervisor saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
+pub(super) struct Status {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     /// The job ran past `timeout_seconds` (this many) and was stopped.
@@ -143,7 +143,7 @@ pub struct Status {
 impl Status {
     /// The attempt's outcome; the same mapping the backend had when it ran
     /// jobs as its own children.
-    pub fn outcome(&self) -> Outcome {
+    pub(super) fn outcome(&self) -> Outcome {
         if let Some(e) = &self.spawn_error {
             return Outcome::Failed {
                 exit_code: None,
@@ -183,7 +183,7 @@ impl Status {
 
 /// Writes `value` as `dir/name`, crash-safe: temporary file, fsync, rename,
 /// fsync of the directory.
-pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
+pub(super) fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp)?;
@@ -195,7 +195,7 @@ pub fn write_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> io::Resu
 }
 
 /// Reads `dir/name`; `None` when it does not exist (yet).
-pub fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
+pub(super) fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>> {
     match fs::read(dir.join(name)) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -205,13 +205,13 @@ pub fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> io::Result<Option<T>
     }
 }
 
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Why an attempt could not be claimed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
+pub(super) enum ClaimError {
     #[error("attempt directory {0} exists: another supervisor owns this attempt")]
     AlreadyClaimed(PathBuf),
     #[error("cannot create attempt directory {path}: {source}")]
@@ -222,7 +222,7 @@ pub enum ClaimError {
 /// it is prepared under a private name and renamed into place with
 /// `RENAME_NOREPLACE`, so of two supervisors of one attempt exactly one
 /// succeeds, and a reader never sees the directory without its pid file.
-pub fn claim(attempt_dir: &Path, me: &Identity) -> Result<(), ClaimError> {
+pub(super) fn claim(attempt_dir: &Path, me: &Identity) -> Result<(), ClaimError> {
     let io_err = |source| ClaimError::Io {
         path: attempt_dir.to_owned(),
         source,

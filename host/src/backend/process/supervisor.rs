@@ -27,7 +27,7 @@ use super::status::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
+pub(super) enum SupervisorError {
     #[error("cannot read the job spec from stdin: {0}")]
     Spec(String),
     #[error(transparent)]
@@ -43,7 +43,7 @@ pub enum SupervisorError {
 /// The supervisor's entry point: the spec on stdin, everything else in the
 /// attempt's directory. Errors go to stderr (the host points it at the run's
 /// log file).
-pub fn main(attempt_dir: &Path) -> u8 {
+pub(super) fn main(attempt_dir: &Path) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,7 +74,7 @@ pub fn main(attempt_dir: &Path) -> u8 {
 
 /// Runs one attempt to its end and records it. Returns once `status.json` is
 /// written.
-pub async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), SupervisorError> {
+pub(super) async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), SupervisorError> {
     // First of all, so a cancel never kills the supervisor itself: the host
     // sends SIGTERM only once the attempt's directory exists.
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SupervisorError::Io {
