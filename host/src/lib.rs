@@ -1,10 +1,11 @@
 //! Weir: a job dispatcher whose policies are WebAssembly component plugins.
 //!
 //! The life of a run, module by module (see ARCHITECTURE.md):
-//! [`api`] receives it → [`dispatcher`] validates and stores it ([`store`]) →
-//! [`scheduler`] releases it when priority and every [`domain::ConcurrencyLimit`] allow →
-//! [`launcher`] renders its job ([`template`]) and hands it to a [`backend`] →
-//! the outcome is written back through the [`domain::RunState`] transition table.
+//! `api` receives it → `run::submit` validates, routes, admits and stores it
+//! (`store`) → `scheduler` releases it when priority and every limit allow
+//! (the walk in `domain::release`) → `run::launch` builds its job
+//! (`run::build`) and hands it to a `backend` → the outcome is written back
+//! through the `domain::RunState` transition table.
 
 // Inside the crate, `pub(crate)`: a `pub` item is one the crate exports (the
 // list below), and this lint keeps it that way.

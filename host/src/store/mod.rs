@@ -7,6 +7,7 @@
 mod commit;
 mod postgres;
 mod quarantine;
+mod rows;
 mod sql;
 mod sqlite;
 
