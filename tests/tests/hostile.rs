@@ -183,9 +183,12 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
             run["id"].as_str().expect("id").to_owned()
         }
     };
+    // Long enough to be still running when the server is killed below, after
+    // the other pools' runs were checked, however slow the machine (with
+    // 2 s they had all ended once, under load, before the kill).
     let mut good = Vec::new();
     for _ in 0..6 {
-        good.push(submit("good", "sleep 2").await);
+        good.push(submit("good", "sleep 30").await);
     }
     let mut deep = Vec::new();
     for _ in 0..3 {
@@ -286,7 +289,7 @@ async fn hostile_plugins_and_unreadable_rows_never_keep_weir_down() {
     // Every other good run completes; the deferred ones keep waiting, their
     // repeated deferral one history line with a count and a clipped reason.
     for id in good.iter().filter(|id| **id != running) {
-        let run = eventually("a good run to end", Duration::from_secs(60), || async {
+        let run = eventually("a good run to end", Duration::from_secs(120), || async {
             let run = api.run(id).await;
             ENDED.contains(&run["state"].as_str()?).then_some(run)
         })
