@@ -5,6 +5,7 @@
 //! postgres://...`, `postgres.rs`). Every test in `tests.rs` runs on both.
 
 mod commit;
+mod counters;
 mod postgres;
 mod quarantine;
 mod rows;

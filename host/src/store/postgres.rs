@@ -136,10 +136,6 @@ const DIALECT: Dialect = Dialect {
     plugin_lock: Some(
         "SELECT 1 FROM pg_advisory_xact_lock(hashtextextended('weir:plugin:' || $1, 0))",
     ),
-    // labels is text holding a JSON object (see the migration); ->> of a
-    // string value is the string itself, as json_extract in SQLite.
-    label_filter: "(labels::jsonb ->> $1) = $2",
-    label_key: str::to_owned,
     deferred_runs: "runs WHERE needs_admission",
 };
 

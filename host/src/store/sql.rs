@@ -16,6 +16,7 @@ use sqlx::AnyPool;
 use sqlx::{Any, Row};
 
 use super::commit::{GroupCommit, WriteTx};
+use super::counters::{self, Keys};
 use super::quarantine;
 use super::rows::{
     binding_from_row, count, deployment_from_row, from_json, from_micros, history_from_row,
@@ -54,10 +55,6 @@ pub(super) struct Dialect {
     pub release_lock: Option<&'static str>,
     /// Run first when numbering a plugin's versions, `$1` its name.
     pub plugin_lock: Option<&'static str>,
-    /// A condition on `runs.labels`: `$1` the key as `label_key` gives
-    /// it, `$2` the value.
-    pub label_filter: &'static str,
-    pub label_key: fn(&str) -> String,
     /// `FROM` and the condition that read deferred runs, in the words the
     /// database's index on them needs.
     pub deferred_runs: &'static str,
@@ -182,24 +179,6 @@ async fn lock_run(dialect: &Dialect, tx: &mut WriteTx, id: &str) -> Result<Run> 
     run_from_row(&row)
 }
 
-async fn occupancy(pool: &AnyPool, where_clause: &str, binds: &[&str]) -> Result<Occupancy> {
-    let sql = format!(
-        "SELECT \
-           CAST(COALESCE(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), 0) AS BIGINT) AS active, \
-           CAST(COALESCE(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END), 0) AS BIGINT) AS queued \
-         FROM runs WHERE {where_clause}"
-    );
-    let mut q = sqlx::query(&sql);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    let row = q.fetch_one(pool).await?;
-    Ok(Occupancy {
-        active: count(row.try_get("active")?),
-        queued: count(row.try_get("queued")?),
-    })
-}
-
 /// One queue's waiting runs during a release pass, read a page at a time.
 struct QueueCursor {
     pool: String,
@@ -214,6 +193,7 @@ const PAGE: i64 = 256;
 
 /// The release walk's [`ReleaseSource`] over one transaction.
 struct ReleasePass<'t> {
+    dialect: &'static Dialect,
     tx: &'t mut WriteTx,
     cursors: Vec<QueueCursor>,
     /// When due runs are read up to, and when releases are stamped.
@@ -270,6 +250,17 @@ impl ReleaseSource for ReleasePass<'_> {
             return Ok(false);
         };
         let id = run.id.to_string();
+        // The state it leaves, read under the row's lock, for the counters.
+        let Some(from) = sqlx::query_scalar::<_, String>(&format!(
+            "SELECT state FROM runs WHERE id = $1 AND state IN {WAITING} AND NOT needs_admission{}",
+            self.dialect.lock_row
+        ))
+        .bind(&id)
+        .fetch_optional(&mut **self.tx)
+        .await?
+        .and_then(|s| RunState::parse(&s)) else {
+            return Ok(false);
+        };
         let moved = sqlx::query(&format!(
             "UPDATE runs SET state = 'Pending', state_message = $1, released_at = $2 \
              WHERE id = $3 AND state IN {WAITING} AND NOT needs_admission RETURNING state"
@@ -282,6 +273,14 @@ impl ReleaseSource for ReleasePass<'_> {
         if moved.is_none() {
             return Ok(false);
         }
+        counters::moved(
+            self.tx,
+            &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
+            Some(from),
+            RunState::Pending,
+            1,
+        )
+        .await?;
         let mut keys = vec![
             ("pool", cursor.pool.clone()),
             ("queue", format!("{}/{}", cursor.pool, cursor.queue)),
@@ -483,7 +482,7 @@ impl Store for SqlStore {
 
     async fn pool_occupancy(&self, pool: &str) -> Result<Occupancy> {
         during("pool_occupancy", Some(pool.to_string()), async {
-            occupancy(&self.reader, "pool = $1", &[pool]).await
+            counters::occupancy(&self.reader, "pool", pool, "").await
         })
         .await
     }
@@ -670,7 +669,7 @@ impl Store for SqlStore {
 
     async fn queue_occupancy(&self, pool: &str, queue: &str) -> Result<Occupancy> {
         during("queue_occupancy", Some(format!("{pool}/{queue}")), async {
-            occupancy(&self.reader, "pool = $1 AND queue = $2", &[pool, queue]).await
+            counters::occupancy(&self.reader, "queue", pool, queue).await
         })
         .await
     }
@@ -962,6 +961,14 @@ impl Store for SqlStore {
                 tx.commit().await?;
                 return Ok((first, false));
             }
+            counters::moved(
+                &mut tx,
+                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
+                None,
+                RunState::Scheduled,
+                1,
+            )
+            .await?;
             for tag in &run.tags {
                 sqlx::query(
                     "INSERT INTO run_tags (tag, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -1105,6 +1112,14 @@ impl Store for SqlStore {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
+            counters::moved(
+                &mut tx,
+                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
+                Some(run.state),
+                t.to,
+                1,
+            )
+            .await?;
             if run.state.holds_slots() && !t.to.holds_slots() {
                 sqlx::query("DELETE FROM slots WHERE run_id = $1")
                     .bind(&id)
@@ -1220,6 +1235,7 @@ impl Store for SqlStore {
                 });
             }
             let mut pass = ReleasePass {
+                dialect: self.dialect,
                 tx: &mut tx,
                 cursors,
                 now,
@@ -1263,6 +1279,14 @@ impl Store for SqlStore {
                 .bind(micros(cutoff))
                 .bind(MARK_LATE_BATCH)
                 .fetch_all(&mut *tx)
+                .await?;
+                counters::moved(
+                    &mut tx,
+                    &Keys::default(),
+                    Some(RunState::Scheduled),
+                    RunState::Late,
+                    ids.len() as i64,
+                )
                 .await?;
                 for id in &ids {
                     insert_history(
@@ -1373,7 +1397,7 @@ impl Store for SqlStore {
         during("quarantine_run", Some(id.to_string()), async {
             let id = id.to_string();
             let mut tx = self.begin().await?;
-            let Some(row) = sqlx::query("SELECT state, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = $1")
+            let Some(row) = sqlx::query("SELECT state, pool, queue, attempt, job, tags, labels, parameters, job_variables FROM runs WHERE id = $1")
                 .bind(&id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -1385,6 +1409,24 @@ impl Store for SqlStore {
                 return tx.commit().await;
             }
             let attempt: i64 = row.try_get("attempt")?;
+            // What the run is counted under, from what still reads back:
+            // its tags from run_tags (the JSON column may not), its labels
+            // if they read back; else they are counted again below.
+            let tags: Vec<String> =
+                sqlx::query_scalar("SELECT tag FROM run_tags WHERE run_id = $1")
+                    .bind(&id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let raw_labels: Option<String> = row.try_get("labels")?;
+            let labels = raw_labels
+                .as_deref()
+                .and_then(|l| serde_json::from_str::<serde_json::Map<String, Value>>(l).ok());
+            let keys = Keys::of(
+                &row.try_get::<String, _>("pool")?,
+                &row.try_get::<String, _>("queue")?,
+                &tags,
+                labels.as_ref().unwrap_or(&serde_json::Map::new()),
+            );
             let mut set_aside: Vec<(String, String)> = Vec::new();
             let mut assignments = Vec::new();
             for (column, placeholder) in quarantine::RUN_JSON_COLUMNS {
@@ -1452,6 +1494,10 @@ impl Store for SqlStore {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            counters::moved(&mut tx, &keys, RunState::parse(&state), RunState::Crashed, 1).await?;
+            if labels.is_none() {
+                counters::recount_labels(&mut tx).await?;
+            }
             insert_history_entry(&mut tx, &id, &line).await?;
             tx.commit().await?;
             Ok(())
@@ -1462,7 +1508,7 @@ impl Store for SqlStore {
     async fn stats(&self) -> Result<StoreStats> {
         during("stats", None, async {
             let mut stats = StoreStats::default();
-            for row in sqlx::query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+            for row in sqlx::query("SELECT state, n FROM run_counts")
                 .fetch_all(&self.reader)
                 .await?
             {
@@ -1479,17 +1525,13 @@ impl Store for SqlStore {
                     Occupancy::default(),
                 );
             }
-            for row in sqlx::query(&format!(
-                "SELECT pool, queue, \
-                   CAST(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END) AS BIGINT) AS active, \
-                   CAST(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) AS BIGINT) AS queued \
-                 FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
-            ))
-            .fetch_all(&self.reader)
-            .await?
+            for row in
+                sqlx::query("SELECT key, value, active, queued FROM occupancy WHERE kind = 'queue'")
+                    .fetch_all(&self.reader)
+                    .await?
             {
                 stats.queues.insert(
-                    (row.try_get("pool")?, row.try_get("queue")?),
+                    (row.try_get("key")?, row.try_get("value")?),
                     Occupancy {
                         active: count(row.try_get("active")?),
                         queued: count(row.try_get("queued")?),
@@ -1613,24 +1655,14 @@ impl Store for SqlStore {
 
     async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy> {
         during("label_occupancy", None, async {
-            let filter = format!(
-                "{} AND (state IN {HOLDING} OR state IN {WAITING})",
-                self.dialect.label_filter
-            );
-            let key = (self.dialect.label_key)(key);
-            occupancy(&self.reader, &filter, &[&key, value]).await
+            counters::occupancy(&self.reader, "label", key, value).await
         })
         .await
     }
 
     async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy> {
         during("tag_occupancy", Some(tag.to_string()), async {
-            occupancy(
-                &self.reader,
-                "id IN (SELECT run_id FROM run_tags WHERE tag = $1)",
-                &[tag],
-            )
-            .await
+            counters::occupancy(&self.reader, "tag", tag, "").await
         })
         .await
     }

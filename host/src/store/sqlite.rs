@@ -25,19 +25,12 @@ const DIALECT: Dialect = Dialect {
     skip_locked: "",
     release_lock: None,
     plugin_lock: None,
-    label_filter: "json_extract(labels, $1) = $2",
-    label_key: json_path,
     // INDEXED BY: left to itself SQLite's planner walks runs_state_time
     // over every due waiting run; the partial index holds only deferred
     // ones, and is usable only where the query says `needs_admission = 1`,
     // the index's own words.
     deferred_runs: "runs INDEXED BY runs_admission WHERE needs_admission = 1",
 };
-
-/// `json_extract`'s path to the top-level key `key`.
-fn json_path(key: &str) -> String {
-    format!("$.\"{}\"", key.replace('"', "\\\""))
-}
 
 /// Set on every connection: durability, waiting on a locked file, and
 /// foreign keys (SQLite's are off unless asked for).

@@ -552,6 +552,88 @@ async fn check_invariants(
             "slots for {key:?} missing"
         );
     }
+    check_counters(s).await;
+}
+
+/// The kept counters (runs by state; runs holding slots or waiting by pool,
+/// queue, tag and label) agree with a count of every run.
+async fn check_counters(s: &dyn Store) {
+    let mut runs = Vec::new();
+    let mut before_seq = None;
+    loop {
+        let page = s
+            .list_runs(&RunFilter {
+                limit: 1000,
+                before_seq,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        runs.extend(page.runs);
+        match page.next_seq {
+            Some(seq) => before_seq = Some(seq),
+            None => break,
+        }
+    }
+    let stats = s.stats().await.expect("stats");
+    for state in RunState::ALL {
+        let n = runs.iter().filter(|r| r.state == state).count() as u64;
+        assert_eq!(
+            stats
+                .runs_by_state
+                .get(state.as_str())
+                .copied()
+                .unwrap_or(0),
+            n,
+            "runs counted {state}"
+        );
+    }
+    let mut expected: HashMap<(&str, String, String), Occupancy> = HashMap::new();
+    for r in &runs {
+        let (active, queued) = (
+            u64::from(r.state.holds_slots()),
+            u64::from(r.state.is_waiting()),
+        );
+        let mut keys = vec![
+            ("pool", r.pool.clone(), String::new()),
+            ("queue", r.pool.clone(), r.queue.clone()),
+        ];
+        keys.extend(r.tags.iter().map(|t| ("tag", t.clone(), String::new())));
+        keys.extend(
+            r.labels
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| ("label", k.clone(), v.to_owned()))),
+        );
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let o = expected.entry(key).or_default();
+            o.active += active;
+            o.queued += queued;
+        }
+    }
+    for ((kind, key, value), want) in &expected {
+        let got = match *kind {
+            "pool" => s.pool_occupancy(key).await,
+            "queue" => s.queue_occupancy(key, value).await,
+            "tag" => s.tag_occupancy(key).await,
+            _ => s.label_occupancy(key, value).await,
+        }
+        .expect("occupancy");
+        assert_eq!(
+            (got.active, got.queued),
+            (want.active, want.queued),
+            "{kind} {key} {value}: counted (active, queued)"
+        );
+        if *kind == "queue" {
+            let listed = stats.queues.get(&(key.clone(), value.clone())).copied();
+            assert_eq!(
+                listed.map(|o| (o.active, o.queued)),
+                Some((want.active, want.queued)),
+                "stats for queue {key}/{value}"
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -598,7 +680,15 @@ async fn run_ops(store: Arc<dyn Store>, ops: Vec<Op>) {
                 let tags: Vec<&str> = tags.iter().map(|t| TAGS[*t]).collect();
                 let mut tags_dedup = tags.clone();
                 tags_dedup.dedup();
-                submit(s, "p", QUEUES[queue], &tags_dedup).await;
+                // Labels too, so their counters are checked: a team per
+                // queue, and a label some runs do not carry.
+                let mut run = new_run("p", QUEUES[queue], &tags_dedup);
+                run.labels
+                    .insert("team".into(), format!("team-{}", queue % 2).into());
+                if !tags_dedup.is_empty() {
+                    run.labels.insert("tagged".into(), "yes".into());
+                }
+                s.insert_run(run).await.expect("insert");
             }
             Op::Release => {
                 release(s).await;
@@ -927,7 +1017,14 @@ async fn unreadable_rows_are_found_and_their_runs_set_aside(store: Arc<dyn Store
     pool(s, "p", Some(2)).await;
     let submitted = submit(s, "p", "default", &[]).await;
     let held = submit(s, "p", "default", &[]).await;
-    let waiting = submit(s, "p", "default", &[]).await;
+    // Labelled, so that setting it aside must count its labels again (they
+    // will not read back).
+    let mut labelled = new_run("p", "default", &["t"]);
+    labelled.labels.insert("team".into(), "ml".into());
+    let waiting = s.insert_run(labelled).await.expect("insert").0.id;
+    let mut other = new_run("p", "default", &[]);
+    other.labels.insert("team".into(), "ml".into());
+    s.insert_run(other).await.expect("insert");
     assert_eq!(release(s).await, vec![submitted, held]);
     assert!(
         s.record_submission(submitted, 1, &serde_json::json!({"job": {}}))
@@ -937,8 +1034,11 @@ async fn unreadable_rows_are_found_and_their_runs_set_aside(store: Arc<dyn Store
     // A waiting run's job and a released run's submission that do not read
     // back (300 levels, past serde_json's 128).
     let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
-    let sql = "UPDATE runs SET job = ? WHERE id = ?";
-    assert_eq!(raw.exec(sql, &[&deep, &waiting.to_string()]).await, 1);
+    let sql = "UPDATE runs SET job = ?, labels = ? WHERE id = ?";
+    assert_eq!(
+        raw.exec(sql, &[&deep, &deep, &waiting.to_string()]).await,
+        1
+    );
     let sql = "UPDATE submissions SET target = ? WHERE run_id = ?";
     assert_eq!(raw.exec(sql, &[&deep, &submitted.to_string()]).await, 1);
 
@@ -980,6 +1080,10 @@ async fn unreadable_rows_are_found_and_their_runs_set_aside(store: Arc<dyn Store
         s.get_run(held, false).await.expect("held").state,
         RunState::Pending
     );
+    check_counters(s).await;
+    // The other labelled run still counts; the set-aside one no longer.
+    let ml = s.label_occupancy("team", "ml").await.expect("label");
+    assert_eq!((ml.active, ml.queued), (0, 1));
 }
 
 #[tokio::test]
