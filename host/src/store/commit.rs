@@ -80,10 +80,10 @@ impl Batch {
     /// outcome to the callers waiting on it.
     async fn finish(&mut self) {
         let mut outcome = Ok(());
-        if self.abandoned {
-            if let Err(e) = self.ready().await {
-                outcome = Err(e.to_string());
-            }
+        if self.abandoned
+            && let Err(e) = self.ready().await
+        {
+            outcome = Err(e.to_string());
         }
         if self.open {
             let end = if outcome.is_ok() && self.writes > 0 {
