@@ -25,6 +25,7 @@
 //! back the same. The in-memory model of the `scheduler` scenario, at the
 //! same depths, is the baseline.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,44 @@ impl Filler {
             }
             q.execute(&mut *tx).await?;
         }
+        // The counters `insert_run` keeps in the same transaction (migration
+        // 0006): so many more Scheduled runs, queued under their pool, queue
+        // and tags.
+        let mut queued: BTreeMap<(&str, String, String), i64> = BTreeMap::new();
+        for (_, queue, tags) in items {
+            *queued
+                .entry(("pool", POOL.to_owned(), String::new()))
+                .or_default() += 1;
+            *queued
+                .entry(("queue", POOL.to_owned(), scheduler::queue(*queue).0))
+                .or_default() += 1;
+            let mut names: Vec<&str> = tags.iter().map(|t| TAGS[*t].0).collect();
+            names.sort_unstable();
+            names.dedup();
+            for tag in names {
+                *queued
+                    .entry(("tag", tag.to_owned(), String::new()))
+                    .or_default() += 1;
+            }
+        }
+        sqlx::query("UPDATE run_counts SET n = n + ? WHERE state = 'Scheduled'")
+            .bind(items.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "INSERT INTO occupancy (kind, key, value, active, queued) VALUES {} \
+             ON CONFLICT (kind, key, value) DO UPDATE SET queued = occupancy.queued + excluded.queued",
+            vec!["(?, ?, ?, 0, ?)"; queued.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((kind, key, value), n) in &queued {
+            q = q
+                .bind(*kind)
+                .bind(key.as_str())
+                .bind(value.as_str())
+                .bind(*n);
+        }
+        q.execute(&mut *tx).await?;
         tx.commit().await
     }
 }
