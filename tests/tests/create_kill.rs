@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use weir_tests::harness::{WeirProcess, eventually, eventually_blocking, free_port};
+use weir_tests::harness::{WeirProcess, eventually_blocking, free_port};
 use weir_tests::pg;
 
 const CLIENTS: usize = 64;
@@ -282,14 +282,28 @@ async fn create_through_kills(weir: WeirProcess, seed: u64, store: &str) {
 
     // Nothing is stuck: every run ends, and completes (`true` exits 0).
     let unfinished = "&state=Scheduled,Late,Pending,Running,Cancelling,AwaitingRetry";
-    eventually("every run to end", Duration::from_secs(300), || async {
-        let page = get_json(&http, &format!("{url}/api/v1/runs?limit=1{unfinished}")).await;
-        page["items"]
-            .as_array()
-            .is_some_and(Vec::is_empty)
-            .then_some(())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let page = get_json(&http, &format!("{url}/api/v1/runs?limit=20{unfinished}")).await;
+        let stuck = page["items"].as_array().cloned().unwrap_or_default();
+        if stuck.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let mut shown = Vec::new();
+            for r in stuck.iter().take(5) {
+                let id = r["id"].as_str().unwrap_or_default();
+                let run = get_json(&http, &format!("{url}/api/v1/runs/{id}")).await;
+                shown.push(format!("{run}"));
+            }
+            panic!(
+                "create-kill seed {seed} ({store}): runs still unfinished after 300 s, \
+                 e.g.:\n{}",
+                shown.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let runs = list_runs(&http, &url).await;
     let not_completed: Vec<String> = runs
         .iter()

@@ -4,7 +4,7 @@
 //! transaction, so `/metrics`, `weir pool ls` and admission stats read one
 //! row per thing counted instead of scanning runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -50,76 +50,94 @@ fn class(state: RunState) -> (i64, i64) {
     )
 }
 
-/// Counts `n` runs moving `from` → `to` (`from` `None`: new runs), in the
-/// transaction that moves them.
-pub(super) async fn moved(
-    tx: &mut WriteTx,
-    keys: &Keys,
-    from: Option<RunState>,
-    to: RunState,
-    n: i64,
-) -> Result<()> {
-    if n == 0 || from == Some(to) {
-        return Ok(());
-    }
-    match from {
-        Some(from) => {
-            sqlx::query(
-                "UPDATE run_counts SET n = n + CASE WHEN state = $1 THEN $3 ELSE $4 END \
-                 WHERE state IN ($1, $2)",
-            )
-            .bind(to.as_str())
-            .bind(from.as_str())
-            .bind(n)
-            .bind(-n)
-            .execute(&mut **tx)
-            .await?;
+/// The counter changes of one transaction, applied by [`Tally::apply`] as
+/// its last statements.
+///
+/// On PostgreSQL the counter rows are shared by every transaction that
+/// moves a run, so their row locks are taken last and always in one order
+/// (`run_counts` by state, then `occupancy` by kind, key, value): a
+/// transaction waiting for a counter row then holds nothing but counter rows
+/// that sort before it, and no two transactions can wait on each other.
+/// (Updating them where each run moved deadlocked: a release pass held
+/// `Pending`'s row while it locked its next run, which a cancel held while
+/// it waited for `Pending`'s row.) It also makes a release pass one update
+/// per counter, not one per run.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    states: BTreeMap<&'static str, i64>,
+    occupancy: BTreeMap<(&'static str, String, String), (i64, i64)>,
+}
+
+impl Tally {
+    /// Counts `n` runs moving `from` → `to` (`from` `None`: new runs).
+    pub(super) fn moved(&mut self, keys: &Keys, from: Option<RunState>, to: RunState, n: i64) {
+        if n == 0 || from == Some(to) {
+            return;
         }
-        None => {
-            sqlx::query("UPDATE run_counts SET n = n + $2 WHERE state = $1")
-                .bind(to.as_str())
-                .bind(n)
-                .execute(&mut **tx)
-                .await?;
+        *self.states.entry(to.as_str()).or_default() += n;
+        if let Some(from) = from {
+            *self.states.entry(from.as_str()).or_default() -= n;
+        }
+        let (a0, q0) = from.map(class).unwrap_or((0, 0));
+        let (a1, q1) = class(to);
+        let (active, queued) = ((a1 - a0) * n, (q1 - q0) * n);
+        if (active, queued) == (0, 0) {
+            return;
+        }
+        for key in &keys.0 {
+            let t = self.occupancy.entry(key.clone()).or_default();
+            t.0 += active;
+            t.1 += queued;
         }
     }
-    let (a0, q0) = from.map(class).unwrap_or((0, 0));
-    let (a1, q1) = class(to);
-    let (active, queued) = ((a1 - a0) * n, (q1 - q0) * n);
-    if (active, queued) == (0, 0) || keys.0.is_empty() {
-        return Ok(());
+
+    /// Applies the changes: call last in the transaction, before commit.
+    pub(super) async fn apply(self, tx: &mut WriteTx) -> Result<()> {
+        let states: Vec<(&str, i64)> = self.states.into_iter().filter(|(_, n)| *n != 0).collect();
+        if !states.is_empty() {
+            let sql = format!(
+                "INSERT INTO run_counts (state, n) VALUES {} \
+                 ON CONFLICT (state) DO UPDATE SET n = run_counts.n + excluded.n",
+                marks(states.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (state, n) in states {
+                q = q.bind(state).bind(n);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let rows: Vec<_> = self
+            .occupancy
+            .into_iter()
+            .filter(|(_, d)| *d != (0, 0))
+            .collect();
+        if !rows.is_empty() {
+            let sql = format!(
+                "INSERT INTO occupancy (kind, key, value, active, queued) VALUES {} \
+                 ON CONFLICT (kind, key, value) DO UPDATE SET \
+                 active = occupancy.active + excluded.active, \
+                 queued = occupancy.queued + excluded.queued",
+                marks(rows.len(), 5)
+            );
+            let mut q = sqlx::query(&sql);
+            for ((kind, key, value), (active, queued)) in rows {
+                q = q.bind(kind).bind(key).bind(value).bind(active).bind(queued);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
     }
-    let rows: Vec<String> = (0..keys.0.len())
-        .map(|i| {
-            let b = i * 5;
-            format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            )
+}
+
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` placeholders.
+fn marks(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cols.join(", "))
         })
-        .collect();
-    let sql = format!(
-        "INSERT INTO occupancy (kind, key, value, active, queued) VALUES {} \
-         ON CONFLICT (kind, key, value) DO UPDATE SET \
-         active = occupancy.active + excluded.active, \
-         queued = occupancy.queued + excluded.queued",
-        rows.join(", ")
-    );
-    let mut q = sqlx::query(&sql);
-    for (kind, key, value) in &keys.0 {
-        q = q
-            .bind(*kind)
-            .bind(key.as_str())
-            .bind(value.as_str())
-            .bind(active)
-            .bind(queued);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One counter row: zero when nothing was ever counted under it.

@@ -16,7 +16,7 @@ use sqlx::AnyPool;
 use sqlx::{Any, Row};
 
 use super::commit::{GroupCommit, WriteTx};
-use super::counters::{self, Keys};
+use super::counters::{self, Keys, Tally};
 use super::quarantine;
 use super::rows::{
     binding_from_row, count, deployment_from_row, from_json, from_micros, history_from_row,
@@ -195,6 +195,8 @@ const PAGE: i64 = 256;
 struct ReleasePass<'t> {
     dialect: &'static Dialect,
     tx: &'t mut WriteTx,
+    /// The counters' changes, applied once at the end of the pass.
+    tally: Tally,
     cursors: Vec<QueueCursor>,
     /// When due runs are read up to, and when releases are stamped.
     now: DateTime<Utc>,
@@ -273,14 +275,12 @@ impl ReleaseSource for ReleasePass<'_> {
         if moved.is_none() {
             return Ok(false);
         }
-        counters::moved(
-            self.tx,
+        self.tally.moved(
             &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
             Some(from),
             RunState::Pending,
             1,
-        )
-        .await?;
+        );
         let mut keys = vec![
             ("pool", cursor.pool.clone()),
             ("queue", format!("{}/{}", cursor.pool, cursor.queue)),
@@ -961,14 +961,6 @@ impl Store for SqlStore {
                 tx.commit().await?;
                 return Ok((first, false));
             }
-            counters::moved(
-                &mut tx,
-                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
-                None,
-                RunState::Scheduled,
-                1,
-            )
-            .await?;
             for tag in &run.tags {
                 sqlx::query(
                     "INSERT INTO run_tags (tag, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -990,6 +982,14 @@ impl Store for SqlStore {
             for entry in &run.history {
                 insert_history_entry(&mut tx, &id, entry).await?;
             }
+            let mut tally = Tally::default();
+            tally.moved(
+                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
+                None,
+                RunState::Scheduled,
+                1,
+            );
+            tally.apply(&mut tx).await?;
             let mut stored = fetch_run(&mut *tx, &id).await?;
             stored.history = Some(history(&mut *tx, &id).await?);
             tx.commit().await?;
@@ -1112,14 +1112,6 @@ impl Store for SqlStore {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            counters::moved(
-                &mut tx,
-                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
-                Some(run.state),
-                t.to,
-                1,
-            )
-            .await?;
             if run.state.holds_slots() && !t.to.holds_slots() {
                 sqlx::query("DELETE FROM slots WHERE run_id = $1")
                     .bind(&id)
@@ -1138,6 +1130,14 @@ impl Store for SqlStore {
                 },
             )
             .await?;
+            let mut tally = Tally::default();
+            tally.moved(
+                &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
+                Some(run.state),
+                t.to,
+                1,
+            );
+            tally.apply(&mut tx).await?;
             let updated = fetch_run(&mut *tx, &id).await?;
             tx.commit().await?;
             Ok(updated)
@@ -1236,11 +1236,14 @@ impl Store for SqlStore {
             }
             let mut pass = ReleasePass {
                 dialect: self.dialect,
+                tally: Tally::default(),
                 tx: &mut tx,
                 cursors,
                 now,
             };
             let taken = release::walk(&mut pass, &mut queues, &mut limits, max).await?;
+            let tally = std::mem::take(&mut pass.tally);
+            tally.apply(&mut tx).await?;
             tx.commit().await?;
             Ok(taken
                 .into_iter()
@@ -1280,14 +1283,6 @@ impl Store for SqlStore {
                 .bind(MARK_LATE_BATCH)
                 .fetch_all(&mut *tx)
                 .await?;
-                counters::moved(
-                    &mut tx,
-                    &Keys::default(),
-                    Some(RunState::Scheduled),
-                    RunState::Late,
-                    ids.len() as i64,
-                )
-                .await?;
                 for id in &ids {
                     insert_history(
                         &mut tx,
@@ -1299,6 +1294,14 @@ impl Store for SqlStore {
                     )
                     .await?;
                 }
+                let mut tally = Tally::default();
+                tally.moved(
+                    &Keys::default(),
+                    Some(RunState::Scheduled),
+                    RunState::Late,
+                    ids.len() as i64,
+                );
+                tally.apply(&mut tx).await?;
                 tx.commit().await?;
                 marked += ids.len() as u64;
                 if (ids.len() as i64) < MARK_LATE_BATCH {
@@ -1494,11 +1497,13 @@ impl Store for SqlStore {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            counters::moved(&mut tx, &keys, RunState::parse(&state), RunState::Crashed, 1).await?;
+            insert_history_entry(&mut tx, &id, &line).await?;
+            let mut tally = Tally::default();
+            tally.moved(&keys, RunState::parse(&state), RunState::Crashed, 1);
+            tally.apply(&mut tx).await?;
             if labels.is_none() {
                 counters::recount_labels(&mut tx).await?;
             }
-            insert_history_entry(&mut tx, &id, &line).await?;
             tx.commit().await?;
             Ok(())
         })
