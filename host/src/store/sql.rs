@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::AnyPool;
 use sqlx::{Any, Row};
@@ -1357,12 +1358,14 @@ impl Store for SqlStore {
     async fn unreadable_runs(&self) -> Result<Vec<(RunId, String)>> {
         during("unreadable_runs", None, async {
             let mut found = Vec::new();
-            let rows = sqlx::query(&format!(
+            // Row by row: a backlog of a million waiting runs read whole
+            // held ~1.9 GB at start (weir-bench growth, 1M queued).
+            let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE state IN {HOLDING} OR state IN {WAITING} ORDER BY seq"
-            ))
-            .fetch_all(&self.reader)
-            .await?;
-            for row in &rows {
+            );
+            let mut rows = sqlx::query(&sql).fetch(&self.reader);
+            while let Some(row) = rows.try_next().await? {
+                let row = &row;
                 let Ok(id) = parse_uuid(row.try_get("id")?) else {
                     continue;
                 };
