@@ -65,9 +65,11 @@ impl Batch {
     /// Undoes an abandoned write and opens the batch if it is not open.
     async fn ready(&mut self) -> Result<()> {
         if self.abandoned {
-            self.exec("ROLLBACK TO w").await?;
-            self.exec("RELEASE w").await?;
-            self.abandoned = false;
+            // End the batch here: `finish` undoes the abandoned write and
+            // commits the others, or, when the transaction is gone (SQLite
+            // rolls a whole transaction back on some errors, a full disk
+            // among them), fails the batch's callers and starts clean.
+            self.finish().await;
         }
         if !self.open {
             self.exec("BEGIN").await?;
@@ -80,10 +82,15 @@ impl Batch {
     /// outcome to the callers waiting on it.
     async fn finish(&mut self) {
         let mut outcome = Ok(());
-        if self.abandoned
-            && let Err(e) = self.ready().await
-        {
-            outcome = Err(e.to_string());
+        if self.abandoned {
+            self.abandoned = false;
+            let undone = match self.exec("ROLLBACK TO w").await {
+                Ok(()) => self.exec("RELEASE w").await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = undone {
+                outcome = Err(format!("the batch was rolled back: {e}"));
+            }
         }
         if self.open {
             let end = if outcome.is_ok() && self.writes > 0 {
@@ -96,7 +103,10 @@ impl Batch {
                 self.counts.commits.fetch_add(1, Ordering::Relaxed);
             }
             if let Err(e) = ended {
-                outcome = Err(format!("{end} failed: {e}"));
+                // The first cause is the one worth telling.
+                if outcome.is_ok() {
+                    outcome = Err(format!("{end} failed: {e}"));
+                }
                 // Leave the connection outside any transaction; if even
                 // that fails, the next BEGIN says so to its caller.
                 if let Err(e) = self.exec("ROLLBACK").await {
@@ -398,6 +408,42 @@ mod tests {
         }
         insert(&group, 3, None).await.expect("third");
         assert_eq!(ids(&reader).await, vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_ends_the_whole_transaction_fails_its_batch_and_writes_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (group, reader) = open(&dir).await;
+        let group = Arc::new(group);
+        let mut first = group.begin().await.expect("begin");
+        sqlx::query("INSERT INTO t (id) VALUES (20)")
+            .execute(&mut *first)
+            .await
+            .expect("insert");
+        // Queued behind it, a write whose statement ends the whole
+        // transaction, as SQLite does itself on a full disk, then gives up.
+        let ender = tokio::spawn({
+            let group = group.clone();
+            async move {
+                let mut tx = group.begin().await?;
+                sqlx::query("ROLLBACK").execute(&mut *tx).await?;
+                Ok::<(), StoreError>(())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let first = first.commit().await;
+        ender
+            .await
+            .expect("task")
+            .expect("the ender's own statements ran");
+        assert!(
+            matches!(&first, Err(StoreError::Uncommitted(e)) if e.contains("rolled back")),
+            "a write the transaction lost must not be answered as stored: {first:?}"
+        );
+        // The connection is clean again: the next writes commit.
+        insert(&group, 21, None).await.expect("after");
+        insert(&group, 22, None).await.expect("after");
+        assert_eq!(ids(&reader).await, vec![21, 22]);
     }
 
     #[tokio::test]
