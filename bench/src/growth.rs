@@ -554,10 +554,10 @@ fn model_sample(depth: usize, sample: usize) -> Vec<Duration> {
 
 /// The plans SQLite chooses for the store's queries that a scheduler pass,
 /// `/metrics` and admission make (copies of the SQL in
-/// `host/src/store/sqlite.rs`; if they drift, these plans are stale).
+/// `host/src/store/sql.rs`, last brought in line at issue #13's bulk
+/// releases; if they drift, these plans are stale).
 async fn query_plans(conn: &mut SqliteConnection) -> Result<Value, String> {
     const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
-    const HOLDING: &str = "('Pending','Running','Cancelling')";
     let queries = [
         (
             "release_ready: a queue's next page",
@@ -573,8 +573,26 @@ async fn query_plans(conn: &mut SqliteConnection) -> Result<Value, String> {
             "SELECT kind, key, COUNT(*) AS n FROM slots GROUP BY kind, key".into(),
         ),
         (
+            "release_ready: chosen runs read back under lock (256 ids)",
+            format!(
+                "SELECT id, state, needs_admission FROM runs WHERE id IN ({})",
+                vec!["'x'"; 256].join(", ")
+            ),
+        ),
+        (
+            "release_ready: chosen runs moved (256 ids)",
+            format!(
+                "UPDATE runs SET state = 'Pending', state_message = 'x', released_at = 0 \
+                 WHERE id IN ({})",
+                vec!["'x'"; 256].join(", ")
+            ),
+        ),
+        (
             "mark_late",
-            "SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < 0".into(),
+            "UPDATE runs SET state = 'Late', state_message = 'x' WHERE id IN ( \
+             SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < 0 \
+             ORDER BY scheduled_at LIMIT 500) RETURNING id"
+                .into(),
         ),
         (
             "due_admissions",
@@ -595,31 +613,14 @@ async fn query_plans(conn: &mut SqliteConnection) -> Result<Value, String> {
                 .into(),
         ),
         (
-            "stats: runs by state",
-            "SELECT state, COUNT(*) AS n FROM runs GROUP BY state".into(),
+            "stats: runs by state (counters)",
+            "SELECT state, n FROM run_counts".into(),
         ),
         (
-            "stats: queues",
-            format!(
-                "SELECT pool, queue, SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), \
-                 SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END) FROM runs \
-                 WHERE state IN {HOLDING} OR state IN {WAITING} GROUP BY pool, queue"
-            ),
-        ),
-        (
-            "admission stats: pool occupancy",
-            format!(
-                "SELECT COALESCE(SUM(CASE WHEN state IN {HOLDING} THEN 1 ELSE 0 END), 0), \
-                 COALESCE(SUM(CASE WHEN state IN {WAITING} THEN 1 ELSE 0 END), 0) \
-                 FROM runs WHERE pool = 'bench'"
-            ),
-        ),
-        (
-            "admission stats: label occupancy",
-            format!(
-                "SELECT COUNT(*) FROM runs WHERE json_extract(labels, '$.\"team\"') = 'ml' \
-                 AND (state IN {HOLDING} OR state IN {WAITING})"
-            ),
+            "stats and admission: occupancy (counters)",
+            "SELECT active, queued FROM occupancy WHERE kind = 'pool' AND key = 'bench' \
+             AND value = ''"
+                .into(),
         ),
     ];
     let mut out = serde_json::Map::new();

@@ -34,6 +34,9 @@ pub trait ReleaseSource: Send {
 
     /// Takes the run from queue `queue` with its slots, if it is still
     /// waiting: `false` (nothing taken) when it moved on since `next` read it.
+    /// A source may only choose here and move the chosen runs after the walk,
+    /// all at once (the SQL store does: `store/sql.rs`); it then checks each
+    /// is still waiting itself, and walks again if one was not.
     async fn take(&mut self, queue: usize, run: &Self::Run) -> Result<bool, Self::Error>;
 
     /// The run's tags.

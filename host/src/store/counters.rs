@@ -111,17 +111,25 @@ impl Tally {
             .into_iter()
             .filter(|(_, d)| *d != (0, 0))
             .collect();
-        if !rows.is_empty() {
+        // In chunks, still in the one sorted order: a release of many runs
+        // with distinct labels has more rows than one statement binds
+        // (SQLite 32,766 variables, PostgreSQL 65,535 parameters).
+        for part in rows.chunks(OCCUPANCY_CHUNK) {
             let sql = format!(
                 "INSERT INTO occupancy (kind, key, value, active, queued) VALUES {} \
                  ON CONFLICT (kind, key, value) DO UPDATE SET \
                  active = occupancy.active + excluded.active, \
                  queued = occupancy.queued + excluded.queued",
-                marks(rows.len(), 5)
+                marks(part.len(), 5)
             );
             let mut q = sqlx::query(&sql);
-            for ((kind, key, value), (active, queued)) in rows {
-                q = q.bind(kind).bind(key).bind(value).bind(active).bind(queued);
+            for ((kind, key, value), (active, queued)) in part {
+                q = q
+                    .bind(*kind)
+                    .bind(key.as_str())
+                    .bind(value.as_str())
+                    .bind(*active)
+                    .bind(*queued);
             }
             q.execute(&mut **tx).await?;
         }
@@ -129,8 +137,11 @@ impl Tally {
     }
 }
 
+/// Occupancy rows per statement (five bound variables each).
+const OCCUPANCY_CHUNK: usize = 1_000;
+
 /// `($1, $2), ($3, $4), …`: `rows` tuples of `width` placeholders.
-fn marks(rows: usize, width: usize) -> String {
+pub(super) fn marks(rows: usize, width: usize) -> String {
     (0..rows)
         .map(|r| {
             let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();

@@ -1256,6 +1256,130 @@ async fn every_resource_reads_back_and_deferred_runs_come_due(store: Arc<dyn Sto
     assert!(s.list_plugins().await.expect("plugins").is_empty());
 }
 
+/// A release of more runs than one multi-row statement holds (chunks of
+/// runs, of slots and of counter rows) moves every run once, with its slots,
+/// its history and its counters; the tag limit still holds across chunks.
+async fn a_large_release_moves_every_run_with_its_slots_history_and_counters(
+    store: Arc<dyn Store>,
+) {
+    let s = &*store;
+    pool(s, "p", None).await;
+    limit(s, "capped", 500).await;
+    let mut ids = Vec::new();
+    for i in 0..600 {
+        let mut run = new_run("p", "default", &["capped", "other"]);
+        // Distinct labels: the 500 released make 15,000 counter rows of
+        // five bound values each, more than one statement binds (SQLite
+        // 32,766, PostgreSQL 65,535).
+        for k in 0..30 {
+            run.labels
+                .insert(format!("k{k}"), format!("run-{i}").into());
+        }
+        ids.push(s.insert_run(run).await.expect("insert").0.id);
+    }
+    let released = release(s).await;
+    assert_eq!(released, ids[..500].to_vec(), "FIFO, up to the tag's limit");
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats.runs_by_state.get("Pending"), Some(&500));
+    assert_eq!(stats.runs_by_state.get("Scheduled"), Some(&100));
+    assert_eq!(
+        stats.slots.get(&("tag".to_string(), "capped".to_string())),
+        Some(&(500, Some(500)))
+    );
+    assert_eq!(
+        stats
+            .slots
+            .get(&("tag".to_string(), "other".to_string()))
+            .map(|s| s.0),
+        Some(500)
+    );
+    let first = s.label_occupancy("k29", "run-0").await.expect("label");
+    assert_eq!((first.active, first.queued), (1, 0));
+    let last = s.label_occupancy("k29", "run-599").await.expect("label");
+    assert_eq!((last.active, last.queued), (0, 1));
+    let run = s.get_run(ids[499], true).await.expect("get");
+    assert_eq!(run.state, RunState::Pending);
+    let entry = run
+        .history
+        .as_ref()
+        .and_then(|h| h.last())
+        .expect("history");
+    assert_eq!(
+        (entry.state, entry.message.as_str()),
+        (RunState::Pending, "released by the scheduler")
+    );
+    assert!(release(s).await.is_empty(), "the tag is full");
+    for id in &ids[..100] {
+        finish(s, *id, RunState::Completed).await;
+    }
+    assert_eq!(release(s).await, ids[500..].to_vec());
+}
+
+/// PostgreSQL: a run the walk chose can be cancelled by another writer
+/// before the pass moves it (the pass waits for that writer's row lock). The
+/// pass then does not move it, walks again, and gives its place to the next
+/// run — with pool limit 1, without the second walk it would release none.
+#[tokio::test]
+async fn postgres_a_run_cancelled_under_a_release_gives_its_place_to_the_next() {
+    let Some(f) =
+        postgres_fixture("a_run_cancelled_under_a_release_gives_its_place_to_the_next").await
+    else {
+        return;
+    };
+    let Raw::Postgres(options) = &f.raw else {
+        panic!("a PostgreSQL fixture");
+    };
+    let s = &*f.store;
+    pool(s, "p", Some(1)).await;
+    let a = submit(s, "p", "default", &[]).await;
+    let b = submit(s, "p", "default", &[]).await;
+    let mut other = PgConnection::connect_with(options).await.expect("connect");
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT id FROM runs WHERE id = $1 FOR UPDATE")
+        .bind(a.to_string())
+        .execute(&mut other)
+        .await
+        .expect("lock a");
+    let store = f.store.clone();
+    let pass = tokio::spawn(async move { release(&*store).await });
+    // Until the pass waits for a's lock: it read a as waiting and chose it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut other)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the release pass never waited for the locked run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sqlx::query("UPDATE runs SET state = 'Cancelled' WHERE id = $1")
+        .bind(a.to_string())
+        .execute(&mut other)
+        .await
+        .expect("cancel a");
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    assert_eq!(pass.await.expect("pass"), vec![b]);
+    assert_eq!(
+        s.get_run(a, false).await.expect("a").state,
+        RunState::Cancelled
+    );
+}
+
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
@@ -1325,6 +1449,7 @@ on_both_stores! {
     #[tokio::test] every_resource_reads_back_and_deferred_runs_come_due;
     #[tokio::test] a_document_that_would_not_read_back_is_not_stored;
     #[tokio::test] repeated_decisions_fold_and_a_history_stays_bounded;
+    #[tokio::test] a_large_release_moves_every_run_with_its_slots_history_and_counters;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }
