@@ -275,7 +275,7 @@ impl ReleasePass<'_> {
         dialect: &Dialect,
         chosen: Vec<(usize, Run)>,
         tally: &mut Tally,
-    ) -> Result<Vec<(usize, Run)>> {
+    ) -> Result<Vec<Run>> {
         let mut moved = Vec::with_capacity(chosen.len());
         let mut chosen = chosen.into_iter().peekable();
         while chosen.peek().is_some() {
@@ -362,14 +362,14 @@ impl ReleasePass<'_> {
             }
             q.execute(&mut **self.tx).await?;
 
-            for (q, run, state) in chunk {
+            for (_, run, state) in chunk {
                 tally.moved(
                     &Keys::of(&run.pool, &run.queue, &run.tags, &run.labels),
                     Some(state),
                     RunState::Pending,
                     1,
                 );
-                moved.push((q, run));
+                moved.push(run);
             }
         }
         Ok(moved)
@@ -1334,7 +1334,7 @@ impl Store for SqlStore {
                 let n = chosen.len();
                 let moved = pass.commit(self.dialect, chosen, &mut tally).await?;
                 let all_moved = moved.len() == n;
-                taken.extend(moved.into_iter().map(|(_, run)| run));
+                taken.extend(moved);
                 if all_moved || taken.len() >= max {
                     break;
                 }
