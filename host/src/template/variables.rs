@@ -3,6 +3,8 @@
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{ValidationError, Validator};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use super::TemplateError;
 use super::render::type_name;
@@ -27,7 +29,35 @@ fn dotted(prefix: &str, segments: &[String]) -> String {
     out
 }
 
-fn compile(schema: &Value) -> Result<Validator, TemplateError> {
+/// Validators compiled so far, by the schema's JSON text. Every run's submit and release reads
+/// its pool's template from the store and validates against the same schema; compiling it each
+/// time was a fifth of `POST /api/v1/runs` (a `perf` profile, `BENCHMARKS.md`). Compiling is a
+/// pure function of the schema (no remote `$ref`s: `jsonschema` is built without them), so a
+/// memo is safe; it is bounded by [`COMPILED_MAX`] and starts over when full.
+static COMPILED: LazyLock<Mutex<HashMap<String, Arc<Validator>>>> = LazyLock::new(Mutex::default);
+
+/// How many distinct schemas [`COMPILED`] keeps (a schema is a few KiB of text and its
+/// validator a few times that).
+const COMPILED_MAX: usize = 256;
+
+fn compile(schema: &Value) -> Result<Arc<Validator>, TemplateError> {
+    let Ok(key) = serde_json::to_string(schema) else {
+        return compile_uncached(schema).map(Arc::new);
+    };
+    let memo = || COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(validator) = memo().get(&key) {
+        return Ok(Arc::clone(validator));
+    }
+    let validator = Arc::new(compile_uncached(schema)?);
+    let mut memo = memo();
+    if memo.len() >= COMPILED_MAX {
+        memo.clear();
+    }
+    memo.insert(key, Arc::clone(&validator));
+    Ok(validator)
+}
+
+fn compile_uncached(schema: &Value) -> Result<Validator, TemplateError> {
     jsonschema::validator_for(schema).map_err(|e| {
         let segments = pointer_segments(e.instance_path.as_str());
         TemplateError::template(
@@ -302,5 +332,43 @@ pub(crate) fn resolve(
     match instance {
         Value::Object(map) => Ok(map),
         _ => Ok(Map::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_schema_is_compiled_once_and_never_mistaken_for_another() {
+        let integer = json!({"type": "object", "properties": {"x": {"type": "integer"}}});
+        let string = json!({"type": "object", "properties": {"x": {"type": "string"}}});
+        let first = compile(&integer).unwrap();
+        assert!(Arc::ptr_eq(&first, &compile(&integer).unwrap()));
+        assert!(!Arc::ptr_eq(&first, &compile(&string).unwrap()));
+
+        let layer = json!({"x": "text"});
+        let Value::Object(layer) = layer else {
+            unreachable!()
+        };
+        for _ in 0..2 {
+            let refused = resolve(&integer, &[&layer]).unwrap_err();
+            assert!(refused.to_string().contains("job_variables.x"), "{refused}");
+            assert_eq!(resolve(&string, &[&layer]).unwrap()["x"], "text");
+        }
+    }
+
+    #[test]
+    fn a_schema_that_does_not_compile_is_refused_every_time() {
+        let bad = json!({"type": "object", "properties": {"x": {"type": 12}}});
+        for _ in 0..2 {
+            let refused = compile(&bad).err().expect("an invalid schema is refused");
+            assert!(
+                refused.to_string().contains("not a valid JSON Schema"),
+                "{refused}"
+            );
+        }
     }
 }
