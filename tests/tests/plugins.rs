@@ -648,6 +648,12 @@ fn plugin_cli_from_test_to_bind() {
     );
     let result: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(result["world"], "mutator");
+    // The plugin's own `log` call, shown to its author.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("placed GPU run") && said.contains(r#"resource="nvidia.com/gpu""#),
+        "{said}"
+    );
     assert_eq!(
         result["job"]["job_manifest"]["spec"]["template"]["spec"]["nodeSelector"]["gpu"], "yes",
         "{result}"

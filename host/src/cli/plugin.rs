@@ -341,6 +341,16 @@ pub(super) async fn test_offline(
     else {
         return Err(CliError::NotAClientCommand("plugin"));
     };
+    // What the plugin said (its `log` calls, its stdout and stderr) goes to
+    // stderr: what an author needs while writing one. `WEIR_LOG` overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weir::plugin::guest=trace"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
     let bytes = std::fs::read(&file)
         .map_err(|e| CliError::input("FILE", format!("cannot read {}: {e}", file.display())))?;
     let run_ctx: RunContext = serde_json::from_value(read_json_file(&ctx, "--ctx")?)

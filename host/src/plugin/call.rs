@@ -455,6 +455,9 @@ fn classify(
 /// `panicked at <file:line:col>:\n<message>` there), or else its last line.
 fn guest_last_words(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
+    if let Some(exception) = python_exception(&text) {
+        return Some(one_line(exception));
+    }
     let said = match text.rfind("panicked at") {
         Some(start) => {
             let panic = &text[start..];
@@ -465,6 +468,18 @@ fn guest_last_words(stderr: &[u8]) -> Option<String> {
     };
     let said = one_line(said);
     (!said.is_empty()).then_some(said)
+}
+
+/// The exception line of the last Python traceback in `text`
+/// (`RuntimeError: ...`): componentize-py prints the traceback of an uncaught
+/// exception, then its runtime panics with a message that does not say
+/// which exception it was.
+fn python_exception(text: &str) -> Option<&str> {
+    let start = text.rfind("Traceback (most recent call last):")?;
+    text[start..]
+        .lines()
+        .skip(1)
+        .find(|line| !line.starts_with(char::is_whitespace) && !line.trim().is_empty())
 }
 
 /// `text` on one line (whitespace runs become one space), clipped.
@@ -527,6 +542,12 @@ mod unit {
             Some("memory allocation of 1048576 bytes failed")
         );
         assert_eq!(guest_last_words(b"  \n"), None);
+        // componentize-py: the traceback, then its runtime's panic.
+        let python = b"Traceback (most recent call last):\n  File \"/app.py\", line 54, in admit\n    raise RuntimeError(\"boom\")\nRuntimeError: boom\n\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
+        assert_eq!(
+            guest_last_words(python).as_deref(),
+            Some("RuntimeError: boom")
+        );
         let long = "é".repeat(4000);
         assert!(one_line(&long).len() <= MESSAGE_MAX_BYTES + '…'.len_utf8());
     }

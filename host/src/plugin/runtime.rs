@@ -36,8 +36,10 @@ const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// and returned on reuse, so 512 slots cost little on a 24 GiB machine.
 const POOL_INSTANCES: u32 = 512;
 /// A Rust `wasm32-wasip2` component has one memory and a few core instances
-/// (the program plus small shim modules); leave room for other toolchains.
-const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// (the program plus small shim modules); componentize-js makes 5 and
+/// componentize-py 14 (CPython and its shared libraries, each a core module).
+/// A core instance slot is bookkeeping, not linear memory.
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const POOL_MEMORIES_PER_COMPONENT: u32 = 2;
 const POOL_TABLES_PER_COMPONENT: u32 = 4;
 /// The largest linear memory a plugin can have (`Limits::memory_bytes` cap).

@@ -908,3 +908,122 @@ async fn long_reasons_are_clipped() {
         other => panic!("expected a deferral, got {other:?}"),
     }
 }
+
+/// A Python or JavaScript test plugin of `tests/plugins/guests/` (see its
+/// `build.sh`, which installs the pinned toolchains and prints the directory
+/// to put in `WEIR_GUESTS`). `.ci/run` builds them and sets `WEIR_GUESTS`, so
+/// there these tests run and fail if a file is missing; elsewhere, without
+/// the variable, they say SKIPPED on stderr.
+fn guest(file: &str) -> Option<Vec<u8>> {
+    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
+        eprintln!(
+            "SKIPPED: plugin::tests guest {file}: WEIR_GUESTS is not set \
+             (tests/plugins/guests/build.sh builds them and prints the directory)"
+        );
+        return None;
+    };
+    let path = Path::new(&dir).join(file);
+    Some(std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "WEIR_GUESTS is set but {} is unreadable: {e}",
+            path.display()
+        )
+    }))
+}
+
+/// A Python (componentize-py) and a JavaScript (componentize-js) component
+/// load into the pooling allocator, decide, and are held to the same bounds
+/// as a Rust one: a loop, a memory bomb, an uncaught exception and a plugin
+/// error each give their own recorded kind, and the next call works.
+#[tokio::test]
+async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
+    let stats = Stats::default();
+    for (file, language, raise_kind) in [
+        ("python-hostile.wasm", "python", "trap"),
+        ("js-hostile.wasm", "javascript", "plugin_error"),
+    ] {
+        let Some(wasm) = guest(file) else { continue };
+        let plugin = runtime()
+            .load(&wasm)
+            .await
+            .unwrap_or_else(|e| panic!("loading {file}: {e}"));
+        assert_eq!(plugin.world(), World::Admission, "{file}");
+        assert_eq!(plugin.wit_version(), "0.1.0", "{file}");
+        let admit = |config: &'static str, limits: Limits| {
+            let plugin = &plugin;
+            let stats = &stats;
+            async move { plugin.admit(config, &ctx(), stats, &limits).await.0 }
+        };
+        // What these check is the decision or the kind of failure; a
+        // generous deadline keeps a busy machine from turning a decision into
+        // a timeout (the default limits are measured in BENCHMARKS.md).
+        let roomy = Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        };
+
+        let decided = admit(r#"{"do": "admit"}"#, roomy.clone()).await;
+        assert_eq!(decided, Ok(Admission::Admit), "{file}");
+        let Ok(Admission::Reject { reason }) = admit(r#"{"do": "reject"}"#, roomy.clone()).await
+        else {
+            panic!("{file}: expected a rejection");
+        };
+        assert_eq!(
+            reason,
+            format!("{language} refuses run {}", ctx().run_id),
+            "{file}"
+        );
+        let refused = admit(r#"{"do": "error"}"#, roomy.clone()).await;
+        assert_eq!(
+            refused,
+            Err(CallError::Plugin {
+                message: format!("{language} says no")
+            }),
+            "{file}"
+        );
+        let (bad_config, _) = plugin.validate_config(r#"{"do": 3}"#, &roomy).await;
+        let bad_config = bad_config.unwrap_err();
+        assert_eq!(bad_config.kind(), "plugin_error", "{file}: {bad_config}");
+        assert!(
+            bad_config.to_string().contains("config key `do`"),
+            "{file}: {bad_config}"
+        );
+
+        let looped = admit(
+            r#"{"do": "loop"}"#,
+            Limits {
+                deadline: Duration::from_millis(200),
+                ..Limits::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            looped,
+            Err(CallError::Timeout {
+                deadline: Duration::from_millis(200)
+            }),
+            "{file}"
+        );
+        let hoarded = admit(r#"{"do": "allocate"}"#, roomy.clone()).await;
+        assert_eq!(
+            hoarded,
+            Err(CallError::MemoryLimit {
+                limit_bytes: Limits::default().memory_bytes
+            }),
+            "{file}"
+        );
+        let raised = admit(r#"{"do": "raise"}"#, roomy.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(raised.kind(), raise_kind, "{file}: {raised}");
+        assert!(
+            raised.to_string().contains("an uncaught"),
+            "{file}: {raised}"
+        );
+
+        // Nothing of those failures is left behind.
+        let again = admit(r#"{"do": "admit"}"#, roomy.clone()).await;
+        assert_eq!(again, Ok(Admission::Admit), "{file} after its failures");
+    }
+    assert_runtime_healthy().await;
+}

@@ -255,3 +255,39 @@ fn patch_op(op: types::PatchOp) -> host::PatchOp {
         value: op.value,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// `wit/v0.1.0/` is frozen: plugins built against it must keep loading,
+    /// so its text never changes. A change belongs in a new version's
+    /// directory. The digest covers every file's name and bytes, in name
+    /// order (`sha256(name NUL len NUL bytes ...)`).
+    const FROZEN: &str = "f8ef433d676b2d1cb5097d81ba97093b4b8b7395ab4fbe25ead84637b048e64e";
+
+    #[test]
+    fn the_released_contract_is_frozen() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/v0.1.0");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("reading wit/v0.1.0")
+            .map(|entry| entry.expect("a directory entry").path())
+            .collect();
+        files.sort();
+        let mut hash = Sha256::new();
+        for path in &files {
+            let name = path.file_name().expect("a file name").to_string_lossy();
+            let bytes = std::fs::read(path).expect("reading a WIT file");
+            hash.update(name.as_bytes());
+            hash.update([0]);
+            hash.update(bytes.len().to_string().as_bytes());
+            hash.update([0]);
+            hash.update(&bytes);
+        }
+        assert_eq!(
+            hex::encode(hash.finalize()),
+            FROZEN,
+            "wit/v0.1.0 changed; released contracts are frozen (put changes in a new version)"
+        );
+    }
+}

@@ -364,7 +364,7 @@ mod tests {
     fn a_schema_that_does_not_compile_is_refused_every_time() {
         let bad = json!({"type": "object", "properties": {"x": {"type": 12}}});
         for _ in 0..2 {
-            let refused = compile(&bad).err().expect("an invalid schema is refused");
+            let refused = compile(&bad).expect_err("an invalid schema is refused");
             assert!(
                 refused.to_string().contains("not a valid JSON Schema"),
                 "{refused}"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the Python and JavaScript test plugins of this folder as WebAssembly
+# components with pinned toolchains, installing the toolchains first if they
+# are missing (from PyPI and npm, into ~/.cache/weir/guest/<tool>-<version>,
+# or $WEIR_CACHE/guest/...). Prints the directory of the built .wasm files.
+#
+#   python-hostile.wasm  componentize-py, from python/hostile/app.py
+#   js-hostile.wasm      componentize-js, from js/hostile.js
+#
+# A component is rebuilt only when its source or the WIT is newer than it.
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$(pwd)
+wit=$(cd ../../../wit/v0.1.0 && pwd)
+
+COMPONENTIZE_PY=0.25.1
+COMPONENTIZE_JS=0.23.0
+cache=${WEIR_CACHE:-$HOME/.cache/weir}/guest
+py=$cache/componentize-py-$COMPONENTIZE_PY
+js=$cache/componentize-js-$COMPONENTIZE_JS
+
+if [ ! -x "$py/bin/componentize-py" ]; then
+    echo "guests/build.sh: installing componentize-py $COMPONENTIZE_PY into $py" >&2
+    rm -rf "$py"
+    python3 -m venv "$py" >&2
+    "$py/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY" >&2
+fi
+if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+    echo "guests/build.sh: installing componentize-js $COMPONENTIZE_JS into $js" >&2
+    rm -rf "$js"
+    mkdir -p "$js"
+    echo '{"private": true}' > "$js/package.json"
+    (cd "$js" && npm install --silent --no-audit --no-fund --save-exact \
+        "@bytecodealliance/componentize-js@$COMPONENTIZE_JS") >&2
+fi
+
+mkdir -p dist
+stale() { # stale OUTPUT INPUT...: OUTPUT is missing or older than an input
+    local out=$1; shift
+    [ -f "$out" ] || return 0
+    [ -n "$(find "$@" -newer "$out" -print -quit)" ]
+}
+
+if stale dist/python-hostile.wasm python/hostile/app.py "$wit"; then
+    (cd python/hostile && nice -n 10 "$py/bin/componentize-py" -d "$wit" -w admission-plugin \
+        componentize app -o "$here/dist/python-hostile.wasm") >&2
+fi
+# Every WASI feature off: the component then imports only weir:plugin/*
+# (by default it would import wasi:http, which Weir does not give plugins).
+if stale dist/js-hostile.wasm js/hostile.js "$wit"; then
+    nice -n 10 "$js/node_modules/.bin/componentize-js" js/hostile.js -w "$wit" -n admission-plugin \
+        -d stdio random clocks http fetch-event -o dist/js-hostile.wasm >&2
+fi
+echo "$here/dist"
