@@ -956,7 +956,7 @@ async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
         };
         // What these check is the decision or the kind of failure; a
         // generous deadline keeps a busy machine from turning a decision into
-        // a timeout (the default limits are measured in BENCHMARKS.md).
+        // a timeout (per-call times seen so far: plugins/README.md).
         let roomy = Limits {
             deadline: Duration::from_secs(5),
             ..Limits::default()
