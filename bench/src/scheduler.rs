@@ -385,10 +385,17 @@ mod tests {
     impl ReleaseSource for Pass<'_> {
         type Run = (usize, Vec<String>);
         type Error = ();
-        async fn next(&mut self, q: usize) -> Result<Option<Self::Run>, ()> {
-            let run = self.waiting[q].get(self.read[q]).cloned();
-            self.read[q] += 1;
-            Ok(run)
+        /// Leaves out runs carrying a full tag, as the SQL store's pages do,
+        /// so the property test checks that doing so changes no release.
+        async fn next(&mut self, q: usize, full_tags: &[&str]) -> Result<Option<Self::Run>, ()> {
+            loop {
+                let run = self.waiting[q].get(self.read[q]).cloned();
+                self.read[q] += 1;
+                match run {
+                    Some(run) if run.1.iter().any(|t| full_tags.contains(&t.as_str())) => {}
+                    other => return Ok(other),
+                }
+            }
         }
         async fn take(&mut self, _q: usize, _run: &Self::Run) -> Result<bool, ()> {
             Ok(true)

@@ -30,7 +30,17 @@ pub trait ReleaseSource: Send {
 
     /// Queue `queue`'s next waiting run after those it already gave in this
     /// pass, or `None` when it has no more.
-    async fn next(&mut self, queue: usize) -> Result<Option<Self::Run>, Self::Error>;
+    ///
+    /// `full_tags` are the tags at their limit now. A source may leave out
+    /// runs carrying one of them (the walk would skip them): a tag only fills
+    /// during a pass, so such a run could not be taken later in it either.
+    /// Without this, runs blocked by a full tag pile up at a queue's head and
+    /// every pass reads past all of them again.
+    async fn next(
+        &mut self,
+        queue: usize,
+        full_tags: &[&str],
+    ) -> Result<Option<Self::Run>, Self::Error>;
 
     /// Takes the run from queue `queue` with its slots, if it is still
     /// waiting: `false` (nothing taken) when it moved on since `next` read it.
@@ -76,6 +86,18 @@ impl Limits {
             .get(tag)
             .is_some_and(|l| self.tags_used.get(tag).copied().unwrap_or(0) >= u64::from(*l))
     }
+
+    /// The tags at their limit now, in name order.
+    fn full_tags(&self) -> Vec<&str> {
+        let mut full: Vec<&str> = self
+            .tags
+            .keys()
+            .map(String::as_str)
+            .filter(|t| self.tag_full(t))
+            .collect();
+        full.sort_unstable();
+        full
+    }
 }
 
 /// Walks `queues` (as the rules above say) and returns the runs taken, each
@@ -108,8 +130,9 @@ pub async fn walk<S: ReleaseSource>(
                     done.insert(q);
                     continue;
                 }
+                let full = limits.full_tags();
                 let run = loop {
-                    let Some(run) = source.next(q).await? else {
+                    let Some(run) = source.next(q, &full).await? else {
                         break None;
                     };
                     if S::tags(&run).iter().any(|t| limits.tag_full(t)) {
@@ -146,13 +169,21 @@ mod tests {
     struct Memory {
         queues: Vec<VecDeque<(&'static str, Vec<String>)>>,
         gone: Vec<&'static str>,
+        /// The full tags each `next` was given.
+        asked: Vec<Vec<String>>,
     }
 
     #[async_trait]
     impl ReleaseSource for Memory {
         type Run = (&'static str, Vec<String>);
         type Error = ();
-        async fn next(&mut self, queue: usize) -> Result<Option<Self::Run>, ()> {
+        async fn next(
+            &mut self,
+            queue: usize,
+            full_tags: &[&str],
+        ) -> Result<Option<Self::Run>, ()> {
+            self.asked
+                .push(full_tags.iter().map(|t| t.to_string()).collect());
             Ok(self.queues[queue].pop_front())
         }
         async fn take(&mut self, _queue: usize, run: &Self::Run) -> Result<bool, ()> {
@@ -188,6 +219,7 @@ mod tests {
                 runs(&["u1", "u2"], &[]),
             ],
             gone: vec!["a2"],
+            asked: vec![],
         };
         let mut queues = vec![
             queue("p", 2, None),
@@ -214,6 +246,7 @@ mod tests {
         let mut source = Memory {
             queues: vec![q],
             gone: vec![],
+            asked: vec![],
         };
         let mut queues = vec![queue("p", 1, None)];
         let mut limits = Limits::default();
@@ -225,6 +258,13 @@ mod tests {
         let names: Vec<&str> = taken.iter().map(|(_, r)| r.0).collect();
         assert_eq!(names, vec!["gpu1", "cpu1"]);
         assert_eq!(limits.tags_used["gpu"], 1);
+        // Once gpu1 filled the tag, the source is told, so it may leave out
+        // the runs it would hold (a SQL page does).
+        assert_eq!(source.asked.first(), Some(&Vec::new()));
+        assert!(source.asked.len() > 1, "{:?}", source.asked);
+        for asked in &source.asked[1..] {
+            assert_eq!(asked, &vec!["gpu".to_string()]);
+        }
     }
 
     #[tokio::test]
@@ -232,6 +272,7 @@ mod tests {
         let mut source = Memory {
             queues: vec![runs(&["x"], &[]), runs(&["y1", "y2", "y3"], &[])],
             gone: vec![],
+            asked: vec![],
         };
         let mut queues = vec![queue("paused", 1, None), queue("p", 1, None)];
         let mut limits = Limits::default();

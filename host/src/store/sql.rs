@@ -209,27 +209,42 @@ impl ReleaseSource for ReleasePass<'_> {
     type Run = Run;
     type Error = StoreError;
 
-    async fn next(&mut self, queue: usize) -> Result<Option<Run>> {
+    /// A page leaves out runs carrying a tag that is full now (the walk
+    /// would skip them, and they cannot become takeable in this pass), so a
+    /// backlog held by a tag is not read again on every pass.
+    async fn next(&mut self, queue: usize, full_tags: &[&str]) -> Result<Option<Run>> {
         let Some(cursor) = self.cursors.get_mut(queue) else {
             return Ok(None);
         };
         if cursor.buffer.is_empty() && !cursor.exhausted {
             let (after_t, after_seq) = cursor.after.unwrap_or((i64::MIN, i64::MIN));
-            let rows = sqlx::query(&format!(
+            let held = if full_tags.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " AND NOT EXISTS (SELECT 1 FROM run_tags t \
+                       WHERE t.tag IN ({}) AND t.run_id = runs.id)",
+                    list(7, full_tags.len())
+                )
+            };
+            let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs \
                  WHERE pool = $1 AND queue = $2 AND state IN {WAITING} AND scheduled_at <= $3 \
                    AND NOT needs_admission \
-                   AND (scheduled_at > $4 OR (scheduled_at = $4 AND seq > $5)) \
+                   AND (scheduled_at > $4 OR (scheduled_at = $4 AND seq > $5)){held} \
                  ORDER BY scheduled_at, seq LIMIT $6"
-            ))
-            .bind(&cursor.pool)
-            .bind(&cursor.queue)
-            .bind(micros(self.now))
-            .bind(after_t)
-            .bind(after_seq)
-            .bind(PAGE)
-            .fetch_all(&mut **self.tx)
-            .await?;
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(&cursor.pool)
+                .bind(&cursor.queue)
+                .bind(micros(self.now))
+                .bind(after_t)
+                .bind(after_seq)
+                .bind(PAGE);
+            for tag in full_tags {
+                query = query.bind(*tag);
+            }
+            let rows = query.fetch_all(&mut **self.tx).await?;
             if (rows.len() as i64) < PAGE {
                 cursor.exhausted = true;
             }

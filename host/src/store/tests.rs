@@ -1315,6 +1315,51 @@ async fn a_large_release_moves_every_run_with_its_slots_history_and_counters(
     assert_eq!(release(s).await, ids[500..].to_vec());
 }
 
+/// A backlog held by a full tag, pages deep, is passed over (the pages leave
+/// it out once the tag is full) without holding the runs behind it, and is
+/// released in order, one by one, as the tag frees.
+async fn a_backlog_held_by_a_full_tag_is_passed_over_and_released_in_order(store: Arc<dyn Store>) {
+    let s = &*store;
+    pool(s, "p", None).await;
+    limit(s, "gpu", 1).await;
+    let mut held = Vec::new();
+    for i in 0..700 {
+        // Some carry a second, unlimited tag: the filter is on any full tag.
+        let tags: &[&str] = if i % 3 == 0 { &["gpu", "x"] } else { &["gpu"] };
+        held.push(
+            s.insert_run(new_run("p", "default", tags))
+                .await
+                .expect("insert")
+                .0
+                .id,
+        );
+    }
+    let mut free = Vec::new();
+    for _ in 0..3 {
+        free.push(
+            s.insert_run(new_run("p", "default", &["x"]))
+                .await
+                .expect("insert")
+                .0
+                .id,
+        );
+    }
+    let mut expected = vec![held[0]];
+    expected.extend(&free);
+    assert_eq!(
+        release(s).await,
+        expected,
+        "the first gpu run, then all behind the backlog"
+    );
+    assert!(release(s).await.is_empty(), "the tag is full");
+    for i in 0..3 {
+        finish(s, held[i], RunState::Completed).await;
+        assert_eq!(release(s).await, vec![held[i + 1]], "FIFO as the tag frees");
+    }
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats.runs_by_state.get("Scheduled"), Some(&696));
+}
+
 /// PostgreSQL: a run the walk chose can be cancelled by another writer
 /// before the pass moves it (the pass waits for that writer's row lock). The
 /// pass then does not move it, walks again, and gives its place to the next
@@ -1450,6 +1495,7 @@ on_both_stores! {
     #[tokio::test] a_document_that_would_not_read_back_is_not_stored;
     #[tokio::test] repeated_decisions_fold_and_a_history_stays_bounded;
     #[tokio::test] a_large_release_moves_every_run_with_its_slots_history_and_counters;
+    #[tokio::test] a_backlog_held_by_a_full_tag_is_passed_over_and_released_in_order;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }
