@@ -47,7 +47,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weir::{
-    Admission, Counts, LoadedPlugin, PluginLimits as Limits, PluginRuntime, RunContext, Stats,
+    Admission, Counts, FixedStats, LoadedPlugin, Lookup, Mutated, PluginLimits as Limits,
+    PluginRuntime, RunContext, Stats,
 };
 
 pub(crate) struct Summary {
@@ -332,23 +333,32 @@ async fn plugin_chain(
     job: &Value,
     limits: &Limits,
 ) -> Value {
-    let (r, _) = router.route(ROUTER_CONFIG, ctx, limits).await;
-    let route = r.unwrap_or_else(|e| panic!("route: {e}"));
-    std::hint::black_box(route);
-    let stats = Stats {
+    // The counts a store would answer, here fixed (the chain's cost, not the
+    // store's, is measured).
+    let lookup: Arc<dyn Lookup> = Arc::new(FixedStats::from(&Stats {
         pool: Counts::default(),
         queue: Counts::default(),
         tags: Vec::new(),
         team: Some("ml".into()),
         team_counts: Counts::default(),
-    };
-    let (a, _) = admission.admit(ADMISSION_CONFIG, ctx, &stats, limits).await;
+    }));
+    let (r, _) = router.route(ROUTER_CONFIG, ctx, &lookup, limits).await;
+    let route = r.unwrap_or_else(|e| panic!("route: {e}"));
+    std::hint::black_box(route);
+    let (a, _) = admission
+        .admit(ADMISSION_CONFIG, ctx, &lookup, limits)
+        .await;
     match a.unwrap_or_else(|e| panic!("admit: {e}")) {
         Admission::Admit => {}
         other => panic!("unexpected admission {other:?}"),
     }
-    let (m, _) = mutator.mutate(MUTATOR_CONFIG, ctx, job, &[], limits).await;
-    m.unwrap_or_else(|e| panic!("mutate: {e}")).0
+    let (m, _) = mutator
+        .mutate(MUTATOR_CONFIG, ctx, job, &[], &lookup, limits)
+        .await;
+    match m.unwrap_or_else(|e| panic!("mutate: {e}")) {
+        Mutated::Job { job, .. } => job,
+        Mutated::Reject(r) => panic!("mutator rejected: {r}"),
+    }
 }
 
 async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String> {
@@ -387,18 +397,18 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
     // Where the chain's time goes, call by call (each measured by the
     // runtime from its concurrency permit to its result).
     let mut stages: [Vec<Duration>; 3] = Default::default();
-    let stats = Stats::default();
+    let lookup: Arc<dyn Lookup> = Arc::new(FixedStats::default());
     for _ in 0..iterations.min(500) {
-        stages[0].push(router.route(ROUTER_CONFIG, &ctx, &limits).await.1);
+        stages[0].push(router.route(ROUTER_CONFIG, &ctx, &lookup, &limits).await.1);
         stages[1].push(
             admission
-                .admit(ADMISSION_CONFIG, &ctx, &stats, &limits)
+                .admit(ADMISSION_CONFIG, &ctx, &lookup, &limits)
                 .await
                 .1,
         );
         stages[2].push(
             mutator
-                .mutate(MUTATOR_CONFIG, &ctx, &job, &[], &limits)
+                .mutate(MUTATOR_CONFIG, &ctx, &job, &[], &lookup, &limits)
                 .await
                 .1,
         );
@@ -434,6 +444,110 @@ async fn scenario_plugin_chain(iterations: usize) -> Result<Vec<Summary>, String
         },
     ];
     out.append(&mut stage_summaries);
+    out.append(&mut guest_stages(&runtime, &mutator, &ctx, &job, iterations).await?);
+    Ok(out)
+}
+
+/// The same admit and mutate decisions by the Python and JavaScript versions
+/// of `approved-registries` and `gpu-node-selector` (weir:plugin@0.2.0;
+/// `tests/plugins/guests/build.sh` builds them into the directory named by
+/// `WEIR_GUESTS`), call by call, each checked to change the job as the Rust
+/// mutator does. No rows, and a line saying so, without `WEIR_GUESTS`.
+async fn guest_stages(
+    runtime: &Arc<PluginRuntime>,
+    rust_mutator: &LoadedPlugin,
+    ctx: &RunContext,
+    job: &Value,
+    iterations: usize,
+) -> Result<Vec<Summary>, String> {
+    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
+        eprintln!(
+            "plugin-chain: WEIR_GUESTS is not set (tests/plugins/guests/build.sh prints it); no Python or JavaScript rows"
+        );
+        return Ok(Vec::new());
+    };
+    // A roomy deadline: what is measured is the time a call takes, not
+    // whether it fits the default 50 ms.
+    let limits = Limits {
+        deadline: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let lookup: Arc<dyn Lookup> = Arc::new(FixedStats::default());
+    fn mutated<E: std::fmt::Display>(m: Result<Mutated, E>, who: &str) -> Result<Value, String> {
+        match m {
+            Ok(Mutated::Job { job, .. }) => Ok(job),
+            Ok(Mutated::Reject(r)) => Err(format!("{who} rejected: {r}")),
+            Err(e) => Err(format!("{who}: {e}")),
+        }
+    }
+    let expected = mutated(
+        rust_mutator
+            .mutate(MUTATOR_CONFIG, ctx, job, &[], &lookup, &limits)
+            .await
+            .0,
+        "rust mutator",
+    )?;
+    let mut out = Vec::new();
+    for language in ["python", "js"] {
+        let load = |name: &str| {
+            let path = Path::new(&dir).join(format!("{language}-{name}.wasm"));
+            async move {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let t = Instant::now();
+                let plugin = runtime.load(&bytes).await.map_err(|e| e.to_string())?;
+                eprintln!(
+                    "plugin-chain: {} ({} bytes) loaded in {:.1} s",
+                    path.display(),
+                    bytes.len(),
+                    t.elapsed().as_secs_f64()
+                );
+                Ok::<_, String>(plugin)
+            }
+        };
+        let admission = load("approved-registries").await?;
+        let mutator = load("gpu-node-selector").await?;
+        let got = mutated(
+            mutator
+                .mutate(MUTATOR_CONFIG, ctx, job, &[], &lookup, &limits)
+                .await
+                .0,
+            language,
+        )?;
+        if got != expected {
+            return Err(format!(
+                "the {language} gpu-node-selector changes the job differently from the Rust one"
+            ));
+        }
+        let mut admits = Vec::new();
+        let mut mutates = Vec::new();
+        for i in 0..iterations.min(500) + 20 {
+            let (a, t_admit) = admission
+                .admit(ADMISSION_CONFIG, ctx, &lookup, &limits)
+                .await;
+            match a {
+                Ok(Admission::Admit) => {}
+                Ok(other) => return Err(format!("{language} approved-registries: {other:?}")),
+                Err(e) => return Err(format!("{language} approved-registries: {e}")),
+            }
+            let (m, t_mutate) = mutator
+                .mutate(MUTATOR_CONFIG, ctx, job, &[], &lookup, &limits)
+                .await;
+            mutated(m, language)?;
+            // The first 20 warm up (the pool's slots, the page cache).
+            if i >= 20 {
+                admits.push(t_admit);
+                mutates.push(t_mutate);
+            }
+        }
+        out.push(Summary {
+            name: format!("plugin-chain: {language} admit alone (call time)"),
+            samples: admits,
+        });
+        out.push(Summary {
+            name: format!("plugin-chain: {language} mutate alone (call time)"),
+            samples: mutates,
+        });
+    }
     Ok(out)
 }
 

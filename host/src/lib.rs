@@ -52,7 +52,8 @@ pub use domain::{
 };
 /// The plugin runtime, for loading and calling components directly.
 pub use plugin::{
-    Admission, Counts, Limits as PluginLimits, LoadedPlugin, PluginRuntime, RunContext, Stats,
+    Admission, Counts, FixedStats, Limits as PluginLimits, LoadedPlugin, Lookup, Mutated,
+    PluginRuntime, RunContext, Stats,
 };
 /// `weir serve`: its options and the server.
 pub use server::{Database, ServeOptions, Server, init_tracing, serve};

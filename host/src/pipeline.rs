@@ -4,15 +4,17 @@
 //! in order) → backend. Every plugin outcome becomes a history line with the
 //! plugin's name, version, digest, decision or patch, and time taken.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::domain::{HistoryEntry, OnError, PluginBinding, PluginVersion, PoolType, RunState};
-use crate::plugin::{Admission, Counts, MAX_DEFER_SECONDS, RunContext, Stats};
+use crate::plugin::{
+    Admission, CallError, Counts, Lookup, MAX_DEFER_SECONDS, Mutated, RunContext, Scope,
+};
 use crate::registry::{Registry, limits_of};
 use crate::store::{Occupancy, Store};
 
@@ -81,6 +83,73 @@ fn counts(o: Occupancy) -> Counts {
     }
 }
 
+/// What plugins ask during one stage of one run, read from the store when
+/// first asked and remembered for the rest of the stage, so every binding
+/// of the stage sees the same counts (and 0.1.0 admission plugins, which are
+/// given the counts up front, cost one read per count, not one per plugin).
+struct StoreLookup {
+    store: Arc<dyn Store>,
+    answers: Mutex<HashMap<Scope, Counts>>,
+}
+
+impl StoreLookup {
+    fn shared(store: &Arc<dyn Store>) -> Arc<dyn Lookup> {
+        Arc::new(StoreLookup {
+            store: Arc::clone(store),
+            answers: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Lookup for StoreLookup {
+    async fn occupancy(&self, scope: &Scope) -> Result<Counts, String> {
+        let known = self
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(scope)
+            .copied();
+        if let Some(counts) = known {
+            return Ok(counts);
+        }
+        let s = &self.store;
+        let occupancy = match scope {
+            Scope::Pool(pool) => s.pool_occupancy(pool).await,
+            Scope::Queue { pool, queue } => s.queue_occupancy(pool, queue).await,
+            Scope::Tag(tag) => s.tag_occupancy(tag).await,
+            Scope::Label { key, value } => s.label_occupancy(key, value).await,
+        }
+        .map_err(|e| e.to_string())?;
+        let answer = counts(occupancy);
+        self.answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(scope.clone(), answer);
+        Ok(answer)
+    }
+
+    async fn pool_type(&self, pool: &str) -> Result<Option<PoolType>, String> {
+        match self.store.get_pool(pool).await {
+            Ok(p) => Ok(Some(p.pool_type)),
+            Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A plugin's structured refusal as history detail.
+fn refusal_json(r: &crate::plugin::Refusal) -> Value {
+    let mut v = json!({"message": r.message});
+    if let Some(code) = &r.code {
+        v["code"] = json!(code);
+    }
+    if let Some(details) = &r.details {
+        v["details"] = details.clone();
+    }
+    v
+}
+
 fn config_text(config: &Value) -> String {
     serde_json::to_string(config).unwrap_or_else(|_| "null".into())
 }
@@ -118,11 +187,18 @@ fn failure(
     world: &str,
     state: RunState,
     elapsed: Duration,
-    kind: &str,
-    message: String,
+    error: Result<&CallError, String>,
 ) -> Failure {
     let mut d = detail(binding, version, world, elapsed);
-    d.insert("error".into(), json!({"kind": kind, "message": message}));
+    let (kind, message) = match &error {
+        Ok(e) => (e.kind(), e.to_string()),
+        Err(host) => ("host", host.clone()),
+    };
+    let mut e = json!({"kind": kind, "message": message});
+    if let Ok(CallError::Plugin { refusal }) = error {
+        e["refusal"] = refusal_json(refusal);
+    }
+    d.insert("error".into(), e);
     d.insert("on_error".into(), json!(binding.on_error.as_str()));
     let label = match version {
         Some(v) => format!("{}@{}", binding.plugin, v.version),
@@ -176,17 +252,18 @@ impl Pipeline {
             detail: Value::Null,
         })?;
         let state = RunState::Scheduled;
+        let lookup = StoreLookup::shared(&self.store);
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let f = failure(b, None, "router", state, Duration::ZERO, "host", e);
+                    let f = failure(b, None, "router", state, Duration::ZERO, Err(e));
                     settle(f, history)?;
                     continue;
                 }
             };
             let (result, elapsed) = plugin
-                .route(&config_text(&b.config), ctx, &limits_of(b))
+                .route(&config_text(&b.config), ctx, &lookup, &limits_of(b))
                 .await;
             match result {
                 Ok(route) => {
@@ -233,47 +310,13 @@ impl Pipeline {
                         d,
                     ));
                 }
-                Err(e) => match failure(
-                    b,
-                    Some(&version),
-                    "router",
-                    state,
-                    elapsed,
-                    e.kind(),
-                    e.to_string(),
-                ) {
+                Err(e) => match failure(b, Some(&version), "router", state, elapsed, Ok(&e)) {
                     Failure::Skip(h) => history.push(h),
                     Failure::Refuse(r) => return Err(r),
                 },
             }
         }
         Ok(())
-    }
-
-    async fn stats(&self, ctx: &RunContext) -> Result<Stats, String> {
-        let s = &self.store;
-        let err = |e: crate::store::StoreError| e.to_string();
-        let pool = s.pool_occupancy(&ctx.pool).await.map_err(err)?;
-        let queue = s
-            .queue_occupancy(&ctx.pool, &ctx.queue)
-            .await
-            .map_err(err)?;
-        let mut tags = Vec::new();
-        for t in &ctx.tags {
-            tags.push((t.clone(), counts(s.tag_occupancy(t).await.map_err(err)?)));
-        }
-        let team = ctx.labels.get("team").cloned();
-        let team_counts = match &team {
-            Some(t) => counts(s.label_occupancy("team", t).await.map_err(err)?),
-            None => Counts::default(),
-        };
-        Ok(Stats {
-            pool: counts(pool),
-            queue: counts(queue),
-            tags,
-            team,
-            team_counts,
-        })
     }
 
     /// Stage 2: the pool's admission plugins, in order. The first reject
@@ -293,12 +336,12 @@ impl Pipeline {
                 });
             }
         };
-        let mut stats: Option<Stats> = None;
+        let lookup = StoreLookup::shared(&self.store);
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let f = failure(b, None, "admission", state, Duration::ZERO, "host", e);
+                    let f = failure(b, None, "admission", state, Duration::ZERO, Err(e));
                     if let Err(r) = settle(f, history) {
                         return AdmissionVerdict::Reject(r);
                     }
@@ -308,20 +351,8 @@ impl Pipeline {
             if version.world != crate::domain::World::Admission {
                 continue;
             }
-            if stats.is_none() {
-                match self.stats(ctx).await {
-                    Ok(s) => stats = Some(s),
-                    Err(e) => {
-                        return AdmissionVerdict::Reject(Refusal {
-                            message: format!("cannot read admission stats: {e}"),
-                            detail: Value::Null,
-                        });
-                    }
-                }
-            }
-            let Some(st) = &stats else { continue };
             let (result, elapsed) = plugin
-                .admit(&config_text(&b.config), ctx, st, &limits_of(b))
+                .admit(&config_text(&b.config), ctx, &lookup, &limits_of(b))
                 .await;
             let label = format!("{}@{}", b.plugin, version.version);
             let mut d = detail(b, Some(&version), "admission", elapsed);
@@ -335,13 +366,22 @@ impl Pipeline {
                         d,
                     ));
                 }
-                Ok(Admission::Reject { reason }) => {
-                    d.insert(
-                        "decision".into(),
-                        json!({"decision": "reject", "reason": reason}),
-                    );
+                Ok(Admission::Reject {
+                    reason,
+                    code,
+                    details,
+                }) => {
+                    let mut decision = json!({"decision": "reject", "reason": reason});
+                    if let Some(code) = &code {
+                        decision["code"] = json!(code);
+                    }
+                    if let Some(details) = details {
+                        decision["details"] = details;
+                    }
+                    d.insert("decision".into(), decision);
+                    let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
                     return AdmissionVerdict::Reject(Refusal {
-                        message: format!("rejected by admission plugin {label}: {reason}"),
+                        message: format!("rejected by admission plugin {label}: {code}{reason}"),
                         detail: Value::Object(d),
                     });
                 }
@@ -369,15 +409,7 @@ impl Pipeline {
                     ));
                     return AdmissionVerdict::Defer { seconds, reason };
                 }
-                Err(e) => match failure(
-                    b,
-                    Some(&version),
-                    "admission",
-                    state,
-                    elapsed,
-                    e.kind(),
-                    e.to_string(),
-                ) {
+                Err(e) => match failure(b, Some(&version), "admission", state, elapsed, Ok(&e)) {
                     Failure::Skip(h) => history.push(h),
                     Failure::Refuse(r) => return AdmissionVerdict::Reject(r),
                 },
@@ -406,11 +438,12 @@ impl Pipeline {
                 detail: Value::Null,
             })?;
         let forbidden = forbidden_paths(pool_type);
+        let lookup = StoreLookup::shared(&self.store);
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let f = failure(b, None, "mutator", state, Duration::ZERO, "host", e);
+                    let f = failure(b, None, "mutator", state, Duration::ZERO, Err(e));
                     settle(f, history)?;
                     continue;
                 }
@@ -424,11 +457,28 @@ impl Pipeline {
                     ctx,
                     &job,
                     &forbidden,
+                    &lookup,
                     &limits_of(b),
                 )
                 .await;
             match result {
-                Ok((patched, ops)) => {
+                Ok(Mutated::Reject(refusal)) => {
+                    let mut d = detail(b, Some(&version), "mutator", elapsed);
+                    let mut decision = refusal_json(&refusal);
+                    decision["decision"] = json!("reject");
+                    d.insert("decision".into(), decision);
+                    return Err(Refusal {
+                        message: format!(
+                            "rejected by mutator plugin {}@{}: {refusal}",
+                            b.plugin, version.version
+                        ),
+                        detail: Value::Object(d),
+                    });
+                }
+                Ok(Mutated::Job {
+                    job: patched,
+                    patch: ops,
+                }) => {
                     let n = ops.as_array().map(Vec::len).unwrap_or(0);
                     let mut d = detail(b, Some(&version), "mutator", elapsed);
                     d.insert("patch".into(), ops);
@@ -445,15 +495,7 @@ impl Pipeline {
                     ));
                     job = patched;
                 }
-                Err(e) => match failure(
-                    b,
-                    Some(&version),
-                    "mutator",
-                    state,
-                    elapsed,
-                    e.kind(),
-                    e.to_string(),
-                ) {
+                Err(e) => match failure(b, Some(&version), "mutator", state, elapsed, Ok(&e)) {
                     Failure::Skip(h) => history.push(h),
                     Failure::Refuse(r) => return Err(r),
                 },

@@ -183,6 +183,17 @@ impl Registry {
         Ok((version, plugin))
     }
 
+    /// What the plugin version with this digest says about itself (0.2.0
+    /// on; `Ok(None)` for 0.1.0), under the default limits.
+    pub async fn describe(
+        &self,
+        digest: &str,
+    ) -> Result<Option<crate::plugin::Description>, String> {
+        let plugin = self.load_digest(digest).await?;
+        let (described, _) = plugin.describe(&crate::plugin::Limits::default()).await;
+        described.map_err(|e| e.to_string())
+    }
+
     async fn load_digest(&self, digest: &str) -> Result<LoadedPlugin, String> {
         if let Some(p) = self.cached(digest) {
             return Ok(p);

@@ -731,3 +731,335 @@ async fn a_deferral_is_capped_at_a_day_and_says_so() {
         "{ahead}"
     );
 }
+
+/// weir:plugin@0.2.0 in a live Weir, beside 0.1.0: a binding's config is
+/// checked against the schema the plugin describes; an admission plugin
+/// asks for its team's load and rejects with a structured refusal that
+/// history, API and CLI show as such; a mutator returns the whole job (the
+/// recorded patch is the host's diff) or rejects the run.
+// Multi-threaded: the CLI is a blocking child process talking to the
+// in-process server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_0_2_0_plugins_judge_live_runs_with_structured_refusals() {
+    use weir_tests::harness::weir_bin;
+    let api = start().await;
+    process_pool(&api, "local").await;
+    let added = add(&api, "quota2", "v2-admission").await;
+    assert_eq!(added["wit_version"], "0.2.0", "{added}");
+    add(&api, "marker", "v2-mutator").await;
+
+    // The schema the plugin describes refuses a config before the plugin
+    // sees it, and says where.
+    let (status, e) = api
+        .send(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "quota2", "config": {"max": "one"}})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {e}");
+    assert!(e.to_string().contains("config/max"), "{e}");
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "quota2", "config": {"max": 1}})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "marker", "config": {"mode": "job"}})),
+    )
+    .await;
+    let described = api.ok("GET", "/api/v1/plugins/quota2", None).await;
+    assert_eq!(
+        described["description"]["name"], "v2-admission",
+        "{described}"
+    );
+    assert_eq!(
+        described["description"]["config_schema"]["required"],
+        json!(["max"]),
+        "{described}"
+    );
+
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "work", "pool": "local",
+                    "job_variables": {"command": "sleep 3", "labels": {"team": "a"}}})),
+    )
+    .await;
+    let first = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "work"})))
+        .await;
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    let running = api.wait_state(&first_id, &["Running"]).await;
+    // The mutator gave the whole job; the history has the host's patch.
+    let marked = plugin_entries(&running, "marker");
+    assert_eq!(marked.len(), 1, "{running}");
+    let patch = marked[0]["detail"]["patch"].to_string();
+    assert!(
+        patch.contains("/env/MUTATED") && patch.contains("/env/POOL_TYPE"),
+        "{patch}"
+    );
+
+    // Team a has one running: the second is rejected, with a code and details.
+    let second = api
+        .ok("POST", "/api/v1/runs", Some(json!({"deployment": "work"})))
+        .await;
+    assert_eq!(second["state"], "Failed", "{second}");
+    let message = second["state_message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("[quota-exceeded] team a has 1 running; its quota is 1"),
+        "{message}"
+    );
+    let judged = plugin_entries(&second, "quota2");
+    let decision = &judged.last().expect("a quota2 entry")["detail"]["decision"];
+    assert_eq!(decision["decision"], "reject", "{second}");
+    assert_eq!(decision["code"], "quota-exceeded", "{second}");
+    assert_eq!(
+        decision["details"],
+        json!({"team": "a", "running": 1, "max": 1}),
+        "{second}"
+    );
+    let second_id = second["id"].as_str().expect("id");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(weir_bin())
+            .args(args)
+            .env("WEIR_API_URL", &api.base)
+            .output()
+            .expect("weir CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["run", "inspect", second_id]);
+    assert!(shown.contains("[quota-exceeded]"), "{shown}");
+    let shown = cli(&["plugin", "inspect", "quota2"]);
+    assert!(shown.contains("v2-admission 2.0.0"), "{shown}");
+
+    // A mutator's reject ends the run with the refusal.
+    process_pool(&api, "strict").await;
+    api.ok(
+        "POST",
+        "/api/v1/pools/strict/bindings",
+        Some(json!({"plugin": "marker", "config": {"mode": "reject"}})),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "refused", "pool": "strict",
+                    "job_variables": {"command": "true"}})),
+    )
+    .await;
+    let run = api
+        .ok(
+            "POST",
+            "/api/v1/runs",
+            Some(json!({"deployment": "refused"})),
+        )
+        .await;
+    let id = run["id"].as_str().expect("id").to_owned();
+    let ended = api
+        .wait_state(&id, &["Failed", "Completed", "Crashed"])
+        .await;
+    assert_eq!(ended["state"], "Failed", "{ended}");
+    let message = ended["state_message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("marker") && message.contains("[image-not-allowed]"),
+        "{message}"
+    );
+    api.wait_state(&first_id, &["Completed"]).await;
+    api.server.shutdown();
+}
+
+/// A Python or JavaScript component of `tests/plugins/guests/build.sh`
+/// (`.ci/run` builds them and sets `WEIR_GUESTS`): `None`, said on stderr as
+/// SKIPPED, without the variable; a panic if it is set and the file is not
+/// there.
+fn guest(file: &str) -> Option<std::path::PathBuf> {
+    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
+        eprintln!("SKIPPED: guest {file}: WEIR_GUESTS is not set (tests/plugins/guests/build.sh)");
+        return None;
+    };
+    let path = std::path::Path::new(&dir).join(file);
+    assert!(
+        path.is_file(),
+        "WEIR_GUESTS is set but {} is missing",
+        path.display()
+    );
+    Some(path)
+}
+
+/// What a decision says once who said it is taken away: the text after
+/// `<plugin>@<version>: ` (or after `): plugin returned an error: ` for a
+/// plugin's error), without a leading `[code] `.
+fn said(message: &str) -> String {
+    let rest = match message.find("@1: ") {
+        Some(i) if !message.contains("failed (") => &message[i + 4..],
+        _ => message.rsplit_once("): ").map_or(message, |(_, r)| r),
+    };
+    let rest = rest
+        .strip_prefix("plugin returned an error: ")
+        .unwrap_or(rest);
+    match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((_, text)) => text.to_owned(),
+        None => rest.to_owned(),
+    }
+}
+
+/// The example policies `approved-registries` and `gpu-node-selector` in
+/// Rust (SDK, weir:plugin@0.1.0), Python and JavaScript (weir:plugin@0.2.0),
+/// bound to three pools of a live Weir with the same configs, make the same
+/// decisions with the same reasons and the same job changes.
+#[tokio::test]
+async fn the_example_policies_decide_the_same_in_rust_python_and_javascript() {
+    let files = [
+        guest("python-approved-registries.wasm"),
+        guest("python-gpu-node-selector.wasm"),
+        guest("js-approved-registries.wasm"),
+        guest("js-gpu-node-selector.wasm"),
+    ];
+    let [Some(py_ar), Some(py_gpu), Some(js_ar), Some(js_gpu)] = files else {
+        return;
+    };
+    let api = start().await;
+    let languages = [
+        (
+            "rust",
+            component("approved-registries"),
+            component("gpu-node-selector"),
+        ),
+        ("python", py_ar, py_gpu),
+        ("js", js_ar, js_gpu),
+    ];
+    for (lang, ar, gpu) in &languages {
+        let pool = format!("k8s-{lang}");
+        kube_pool(&api, &pool).await;
+        for (name, file) in [(format!("ar-{lang}"), ar), (format!("gpu-{lang}"), gpu)] {
+            let (status, v) = api.upload(&name, file).await;
+            assert!(status.is_success(), "upload {name}: {status} {v}");
+        }
+        api.ok(
+            "POST",
+            &format!("/api/v1/pools/{pool}/bindings"),
+            Some(json!({"plugin": format!("ar-{lang}"),
+                        "config": {"prefixes": ["registry.example.com/", "ghcr.io/acme/"]},
+                        "deadline_ms": 2000})),
+        )
+        .await;
+        api.ok(
+            "POST",
+            &format!("/api/v1/pools/{pool}/bindings"),
+            Some(json!({"plugin": format!("gpu-{lang}"),
+                        "config": {"node_selector": {"nvidia.com/gpu.present": "true"},
+                                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                    "effect": "NoSchedule"}]},
+                        "deadline_ms": 2000})),
+        )
+        .await;
+        // Paused: an admitted run waits as Scheduled (no cluster here).
+        api.ok("POST", &format!("/api/v1/pools/{pool}/pause"), None)
+            .await;
+        for (deployment, tags) in [("plain", json!([])), ("tagged", json!(["gpu"]))] {
+            api.ok(
+                "POST",
+                "/api/v1/deployments",
+                Some(json!({"name": format!("{deployment}-{lang}"), "pool": pool, "tags": tags})),
+            )
+            .await;
+        }
+    }
+
+    // Admission: the same verdict and reason from each.
+    let images = [
+        json!("registry.example.com/team/app:1"),
+        Value::Null,
+        json!("ghcr.io/acme-evil/x:1"),
+        json!("busybox:1.36"),
+        json!("ghcr.io/acme/tool@sha256:abc"),
+    ];
+    let mut rejected = 0;
+    for image in &images {
+        let mut verdicts = Vec::new();
+        for (lang, _, _) in &languages {
+            let mut job_variables = json!({});
+            if !image.is_null() {
+                job_variables["image"] = image.clone();
+            }
+            let run = api
+                .ok(
+                    "POST",
+                    "/api/v1/runs",
+                    Some(json!({"deployment": format!("plain-{lang}"),
+                                "job_variables": job_variables})),
+                )
+                .await;
+            let state = run["state"].as_str().unwrap_or("").to_owned();
+            let message = run["state_message"].as_str().unwrap_or("");
+            // A refusal's reason, without who said it; an admitted run's
+            // message carries timings, so only its state is compared.
+            let reason = if state == "Failed" {
+                said(message)
+            } else {
+                String::new()
+            };
+            verdicts.push((state, reason));
+        }
+        assert!(
+            verdicts.iter().all(|v| v == &verdicts[0]),
+            "image {image}: {verdicts:?}"
+        );
+        if verdicts[0].0 == "Failed" {
+            rejected += 1;
+        }
+    }
+    assert_eq!(rejected, 2, "two of the five images are refused");
+
+    // Mutation: the same pod spec from each (the previews are the jobs a
+    // release would build), or the same refusal.
+    let cases = [
+        ("plain", json!({}), json!({})),
+        ("plain", json!({"gpus": 2}), json!({})),
+        ("plain", json!({"gpu": true}), json!({})),
+        ("tagged", json!({}), json!({})),
+        ("plain", json!({"gpus": -1}), json!({})),
+        ("plain", json!({"gpu": "yes"}), json!({})),
+    ];
+    let mut changed = 0;
+    for (deployment, parameters, job_variables) in &cases {
+        let mut outcomes = Vec::new();
+        for (lang, _, _) in &languages {
+            let (status, rendered) = api
+                .send(
+                    "POST",
+                    &format!("/api/v1/deployments/{deployment}-{lang}/render"),
+                    Some(json!({"parameters": parameters, "job_variables": job_variables})),
+                )
+                .await;
+            let outcome = if status.is_success() {
+                rendered["job_configuration"]["job_manifest"]["spec"]["template"]["spec"].clone()
+            } else {
+                json!({"status": status.as_u16(),
+                       "said": said(rendered["detail"].as_str().unwrap_or(""))})
+            };
+            outcomes.push(outcome);
+        }
+        assert!(
+            outcomes.iter().all(|o| o == &outcomes[0]),
+            "{deployment} {parameters} {job_variables}: {outcomes:#?}"
+        );
+        if outcomes[0]["nodeSelector"]["nvidia.com/gpu.present"] == "true" {
+            changed += 1;
+        }
+    }
+    assert_eq!(
+        changed, 3,
+        "three of the six cases place the run on GPU nodes"
+    );
+    api.server.shutdown();
+}

@@ -49,13 +49,23 @@ pub(super) async fn get(State(d): State<AppState>, Path(name): Path<String>) -> 
     let versions = d.store.plugin_versions(&name).await?;
     let bindings = d.store.bindings_of_plugin(&name).await?;
     let newest = versions.last().cloned();
-    Ok(Json(json!({
+    let mut body = json!({
         "name": name,
         "world": newest.as_ref().map(|v| v.world),
         "newest_version": newest.as_ref().map(|v| v.version),
         "versions": versions,
         "bindings": bindings,
-    })))
+    });
+    // What the newest version says about itself (0.2.0 plugins): asked of
+    // the plugin now, so a failure to answer is shown, not hidden.
+    if let Some(v) = &newest {
+        match d.pipeline.registry().describe(&v.digest).await {
+            Ok(Some(description)) => body["description"] = json!(description),
+            Ok(None) => {}
+            Err(e) => body["description_error"] = json!(e),
+        }
+    }
+    Ok(Json(body))
 }
 
 pub(super) async fn delete(

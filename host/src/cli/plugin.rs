@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::input::read_json_file;
 use super::output::{field, full_time, kv_block, str_of, table};
 use super::{CliError, Ctx};
-use crate::plugin::{Limits, PluginRuntime, RunContext, Stats, World};
+use crate::plugin::{FixedStats, Limits, Lookup, Mutated, PluginRuntime, RunContext, World};
 
 #[derive(Args, Debug)]
 pub struct PluginArgs {
@@ -49,7 +49,10 @@ pub enum PluginCommand {
         /// The binding's config (JSON); default {}
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Counts for admission plugins (JSON); default all zero
+        /// What the plugin may ask (JSON): counts for `pool`, `queue`,
+        /// `tags` {TAG: counts}, `labels` {KEY: {VALUE: counts}} (counts are
+        /// {"running": N, "queued": N}), and `pool_type`; default all zero,
+        /// process
         #[arg(long, value_name = "FILE")]
         stats: Option<PathBuf>,
         #[arg(long, value_name = "MS", default_value_t = 50)]
@@ -237,11 +240,29 @@ pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCod
             let p = c.get(&["plugins", &name]).await?;
             ctx.show(&p, |p| {
                 let versions = p["versions"].as_array().cloned().unwrap_or_default();
-                let mut out = kv_block(&[
+                let mut rows = vec![
                     ("name", field(p, "name")),
                     ("world", field(p, "world")),
                     ("newest version", field(p, "newest_version")),
-                ]);
+                ];
+                // What a 0.2.0 plugin says about itself.
+                if let Some(d) = p.get("description") {
+                    rows.push((
+                        "describes itself as",
+                        format!("{} {}", str_of(d, "name"), str_of(d, "version")),
+                    ));
+                    rows.push(("summary", field(d, "summary")));
+                    rows.push((
+                        "config schema",
+                        d.get("config_schema")
+                            .map(Value::to_string)
+                            .unwrap_or_else(|| "none".into()),
+                    ));
+                }
+                if let Some(e) = p.get("description_error") {
+                    rows.push(("describe failed", e.as_str().unwrap_or_default().to_owned()));
+                }
+                let mut out = kv_block(&rows);
                 out.push_str("\n\nVersions:\n");
                 out.push_str(&table(
                     &["VERSION", "DIGEST", "WIT", "SIZE", "ADDED"],
@@ -371,21 +392,23 @@ pub(super) async fn test_offline(
         .await
         .map_err(|e| CliError::Plugin(format!("{} is not a usable plugin: {e}", file.display())))?;
     let fail = |e: crate::plugin::CallError| CliError::Plugin(format!("{}: {e}", e.kind()));
+    let lookup: std::sync::Arc<dyn Lookup> = std::sync::Arc::new(match &stats {
+        Some(p) => serde_json::from_value::<FixedStats>(read_json_file(p, "--stats")?)
+            .map_err(|e| CliError::input("--stats", e.to_string()))?,
+        None => FixedStats::default(),
+    });
+    let (description, _) = plugin.describe(&limits).await;
+    let description = description.map_err(fail)?;
     let (valid, _) = plugin.validate_config(&config, &limits).await;
     valid.map_err(|e| CliError::Plugin(format!("the config is refused: {e}")))?;
     let (out, elapsed) = match plugin.world() {
         World::Router => {
-            let (r, t) = plugin.route(&config, &run_ctx, &limits).await;
+            let (r, t) = plugin.route(&config, &run_ctx, &lookup, &limits).await;
             let route = r.map_err(fail)?;
             (json!({"route": route}), t)
         }
         World::Admission => {
-            let stats: Stats = match &stats {
-                Some(p) => serde_json::from_value(read_json_file(p, "--stats")?)
-                    .map_err(|e| CliError::input("--stats", e.to_string()))?,
-                None => Stats::default(),
-            };
-            let (r, t) = plugin.admit(&config, &run_ctx, &stats, &limits).await;
+            let (r, t) = plugin.admit(&config, &run_ctx, &lookup, &limits).await;
             (json!({"admission": r.map_err(fail)?}), t)
         }
         World::Mutator => {
@@ -396,25 +419,37 @@ pub(super) async fn test_offline(
                 ));
             };
             let job = read_json_file(job, "--job")?;
-            let (r, t) = plugin.mutate(&config, &run_ctx, &job, &[], &limits).await;
-            let (patched, ops) = r.map_err(fail)?;
-            (json!({"patch": ops, "job": patched}), t)
+            let (r, t) = plugin
+                .mutate(&config, &run_ctx, &job, &[], &lookup, &limits)
+                .await;
+            match r.map_err(fail)? {
+                Mutated::Job { job, patch } => (json!({"patch": patch, "job": job}), t),
+                Mutated::Reject(refusal) => (json!({"reject": refusal}), t),
+            }
         }
     };
     let mut out = out;
     out["world"] = json!(plugin.world());
+    out["wit_version"] = json!(plugin.wit_version());
     out["digest"] = json!(plugin.digest());
+    if let Some(d) = &description {
+        out["description"] = json!(d);
+    }
     out["elapsed_ms"] = json!(elapsed.as_secs_f64() * 1000.0);
     let text = if json_output {
         super::output::pretty(&out)
     } else {
         let mut s = format!(
-            "{} plugin {} ({:.3} ms)\n",
+            "{} plugin {} (weir:plugin@{}) ({:.3} ms)\n",
             plugin.world(),
             plugin.digest(),
+            plugin.wit_version(),
             elapsed.as_secs_f64() * 1000.0
         );
-        for key in ["route", "admission", "patch", "job"] {
+        if let Some(d) = &description {
+            s.push_str(&format!("{} {}: {}\n", d.name, d.version, d.summary));
+        }
+        for key in ["route", "admission", "reject", "patch", "job"] {
             if let Some(v) = out.get(key) {
                 s.push_str(&format!("{key}:\n{}\n", super::output::pretty(v)));
             }

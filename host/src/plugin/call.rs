@@ -13,7 +13,9 @@ use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 use wasmtime_wasi::{Deterministic, WasiCtx, WasiCtxView, WasiView};
 
 use super::error::CallError;
-use super::types::{Limits, MAX_PATCH_OPS, MAX_REASON_BYTES, Output, World};
+use super::types::{
+    Counts, Limits, Lookup, MAX_OCCUPANCY_QUESTIONS, MAX_PATCH_OPS, Output, Refusal, Scope, World,
+};
 
 /// Bytes of guest stdout and stderr kept per call. Past this a guest's
 /// writes fail (a Rust guest then panics), which is its problem, not ours.
@@ -31,9 +33,9 @@ pub(crate) const TABLE_ELEMENTS_MAX: usize = 20_000;
 /// randomness beyond the clocks, so that a decision is reproducible.
 const RANDOM_SEED: &[u8] = b"weir:plugin deterministic random";
 
-/// A guest call's outcome before classification: the plugin's own
-/// `plugin-error` message is the inner `Err`.
-pub(crate) type GuestResult<T> = Result<Result<T, String>, Failure>;
+/// A guest call's outcome before classification: the plugin's own refusal to
+/// decide (0.1.0 `plugin-error`, 0.2.0 `refusal`) is the inner `Err`.
+pub(crate) type GuestResult<T> = Result<Result<T, Refusal>, Failure>;
 
 /// How a guest call failed, by stage, so that a failure to instantiate (a
 /// host matter, unless the guest's own start code misbehaved) is told apart
@@ -41,7 +43,13 @@ pub(crate) type GuestResult<T> = Result<Result<T, String>, Failure>;
 pub(crate) enum Failure {
     Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
-    WrongWorld { called: World, actual: World },
+    WrongWorld {
+        called: World,
+        actual: World,
+    },
+    /// The guest returned, but what it returned breaks the contract's
+    /// bounds (a refusal code's alphabet, details that are not an object).
+    Output(String),
 }
 
 /// Hostcall fuel beyond the output cap: what lifting a decision's records
@@ -57,6 +65,105 @@ pub(crate) struct HostState {
     pub(crate) log: LogSink,
     /// When the call's deadline passes: no WASI sleep outlasts it.
     deadline: tokio::time::Instant,
+    /// Answers the 0.2.0 questions (`stats.occupancy`, `run.pool-type`).
+    pub(crate) asker: Asker,
+    /// Set when a host function failed the call for the host's own reason
+    /// (the store unreachable, the deadline passed while it was asked): the
+    /// outcome is this, not the trap the guest then sees.
+    host_failure: Option<CallError>,
+}
+
+/// The host side of a 0.2.0 plugin's questions: asked of the call's
+/// [`Lookup`] on the runtime the call came from, each distinct question
+/// once per decision, at most [`MAX_OCCUPANCY_QUESTIONS`] of them, and never
+/// past the call's deadline.
+pub(crate) struct Asker {
+    lookup: Option<Arc<dyn Lookup>>,
+    runtime: Option<tokio::runtime::Handle>,
+    answers: std::collections::HashMap<Scope, Counts>,
+    /// The judged run's pool and queue, for `scope::pool` and `scope::queue`.
+    pub(crate) run: Option<(String, String)>,
+    pool_types: std::collections::HashMap<String, Option<crate::domain::PoolType>>,
+}
+
+impl HostState {
+    /// Fails the call for a host reason; returns the error that makes the
+    /// guest trap (its text is not what is reported).
+    fn fail(&mut self, failure: CallError) -> wasmtime::Error {
+        let message = failure.to_string();
+        self.host_failure.get_or_insert(failure);
+        wasmtime::Error::msg(message)
+    }
+
+    /// Blocks this (blocking) thread on `future`, until the call's deadline.
+    fn wait<T>(
+        &mut self,
+        what: &str,
+        future: impl std::future::Future<Output = Result<T, String>>,
+    ) -> wasmtime::Result<T> {
+        let Some(runtime) = self.asker.runtime.clone() else {
+            return Err(self.fail(CallError::Host {
+                reason: format!("{what}: no async runtime to ask on"),
+            }));
+        };
+        let deadline = self.deadline;
+        match runtime.block_on(tokio::time::timeout_at(deadline, future)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(reason)) => Err(self.fail(CallError::Host {
+                reason: format!("{what}: {reason}"),
+            })),
+            Err(_) => {
+                let limit = self.log.deadline;
+                Err(self.fail(CallError::Timeout { deadline: limit }))
+            }
+        }
+    }
+
+    /// `stats.occupancy`, with the scope resolved against the judged run.
+    pub(crate) fn occupancy(&mut self, scope: Scope) -> wasmtime::Result<Counts> {
+        if let Some(counts) = self.asker.answers.get(&scope) {
+            return Ok(*counts);
+        }
+        if self.asker.answers.len() >= MAX_OCCUPANCY_QUESTIONS {
+            return Err(self.fail(CallError::InvalidOutput {
+                reason: format!(
+                    "the plugin asked more than {MAX_OCCUPANCY_QUESTIONS} distinct occupancy questions in one decision"
+                ),
+            }));
+        }
+        let Some(lookup) = self.asker.lookup.clone() else {
+            return Err(self.fail(CallError::Host {
+                reason: "occupancy asked outside a decision".into(),
+            }));
+        };
+        let counts = self.wait("reading occupancy", async {
+            lookup.occupancy(&scope).await
+        })?;
+        self.asker.answers.insert(scope, counts);
+        Ok(counts)
+    }
+
+    /// `run.pool-type`.
+    pub(crate) fn pool_type(
+        &mut self,
+        pool: &str,
+    ) -> wasmtime::Result<Option<crate::domain::PoolType>> {
+        if let Some(known) = self.asker.pool_types.get(pool) {
+            return Ok(*known);
+        }
+        let Some(lookup) = self.asker.lookup.clone() else {
+            return Ok(None);
+        };
+        let answer = self.wait("reading the pool's type", async {
+            lookup.pool_type(pool).await
+        })?;
+        self.asker.pool_types.insert(pool.to_owned(), answer);
+        Ok(answer)
+    }
+
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
 }
 
 impl HostState {
@@ -193,6 +300,8 @@ pub(crate) struct LogSink {
     run: Option<String>,
     emitted: u32,
     dropped: u32,
+    /// The call's deadline as configured, for a timeout's message.
+    deadline: Duration,
 }
 
 /// The WIT `log.level`, version-neutral.
@@ -274,6 +383,9 @@ pub(crate) struct CallSite<'a> {
     /// The most memory an instance can have whatever `Limits` say (the
     /// pooling allocator's slot size), so a reported limit is the real one.
     pub(crate) memory_ceiling: usize,
+    /// What the plugin's questions are asked of (0.2.0); `None` for calls
+    /// about no run (`describe`, `validate-config`).
+    pub(crate) lookup: Option<Arc<dyn Lookup>>,
 }
 
 /// Runs one guest call in a fresh sandbox and classifies the outcome. Blocks:
@@ -312,8 +424,17 @@ pub(crate) fn run<T: Output>(
             run: site.run,
             emitted: 0,
             dropped: 0,
+            deadline: limits.deadline,
         },
         deadline: tokio::time::Instant::now() + limits.deadline,
+        asker: Asker {
+            lookup: site.lookup,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            answers: std::collections::HashMap::new(),
+            run: None,
+            pool_types: std::collections::HashMap::new(),
+        },
+        host_failure: None,
     };
     let mut store = Store::new(site.engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -340,6 +461,12 @@ pub(crate) fn run<T: Output>(
     log_stdio(&state.log.plugin, "stderr", &stderr);
 
     let denied = state.limiter.denied;
+    let host_failure = state.host_failure.clone();
+    if let Some(failure) = host_failure
+        && outcome.is_err()
+    {
+        return Err(failure);
+    }
     match outcome {
         Ok(Ok(mut value)) => {
             check_size(value.output_bytes(), limits)?;
@@ -350,11 +477,10 @@ pub(crate) fn run<T: Output>(
                 .map_err(|reason| CallError::InvalidOutput { reason })?;
             Ok(value)
         }
-        Ok(Err(message)) => {
-            check_size(message.len(), limits)?;
-            Err(CallError::Plugin {
-                message: clip(&message, MAX_REASON_BYTES).into_owned(),
-            })
+        Ok(Err(mut refusal)) => {
+            check_size(refusal.output_bytes(), limits)?;
+            refusal.clip();
+            Err(CallError::Plugin { refusal })
         }
         Err(failure) => Err(classify(failure, denied, limits, memory_limit, &stderr)),
     }
@@ -406,6 +532,7 @@ fn classify(
                 reason: format!("{called} function called on a {actual} plugin"),
             };
         }
+        Failure::Output(reason) => return CallError::InvalidOutput { reason },
         Failure::Instantiate(error) => (error, false),
         Failure::Call(error) => (error, true),
     };

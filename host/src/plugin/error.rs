@@ -20,9 +20,13 @@ pub enum CallError {
     /// is not JSON.
     #[error("plugin returned invalid output: {reason}")]
     InvalidOutput { reason: String },
-    /// The plugin returned its own `plugin-error`.
-    #[error("plugin returned an error: {message}")]
-    Plugin { message: String },
+    /// A binding's config does not match the schema the plugin describes;
+    /// the plugin's `validate-config` was not called.
+    #[error("the config does not match the plugin's config schema: {errors}")]
+    ConfigSchema { errors: String },
+    /// The plugin refused to decide (0.1.0 `plugin-error`, 0.2.0 `refusal`).
+    #[error("plugin returned an error: {refusal}")]
+    Plugin { refusal: super::types::Refusal },
     /// Every concurrency slot stayed busy for as long as the call could
     /// wait; the plugin was not called.
     #[error("all {slots} plugin call slots stayed busy for {waited:?}; the plugin was not called")]
@@ -42,6 +46,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::InvalidOutput { .. } => "invalid_output",
             CallError::Plugin { .. } => "plugin_error",
+            CallError::ConfigSchema { .. } => "config_schema",
             CallError::Busy { .. } => "busy",
             CallError::Host { .. } => "host",
         }

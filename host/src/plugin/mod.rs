@@ -5,7 +5,7 @@
 //! [`PluginRuntime::load`] (`runtime.rs`) refuses what is not a component,
 //! precompiles it or reads the cached artifact, detects its world and WIT
 //! version from its export names, and links it once against the host imports
-//! of that version (`v0_1_0.rs`) → each decision ([`LoadedPlugin::route`],
+//! of that version (`v0_1_0.rs`, `v0_2_0.rs`) → each decision ([`LoadedPlugin::route`],
 //! [`LoadedPlugin::admit`], [`LoadedPlugin::mutate`],
 //! [`LoadedPlugin::validate_config`]) waits for a concurrency permit, then on
 //! a blocking thread gets a fresh Store and instance with an epoch deadline,
@@ -16,7 +16,9 @@
 //! (`patch.rs`).
 //!
 //! Architecture invariant: a plugin reaches nothing of the host but its
-//! arguments, `log`, and the WASI clocks (the monotonic one Weir's own,
+//! arguments, `log`, what a 0.2.0 plugin may ask (`stats.occupancy`, the
+//! run's getters: read-only, answered through the caller's `Lookup`, bounded
+//! in number and by the call's deadline), and the WASI clocks (the monotonic one Weir's own,
 //! whose sleeps end at the call's deadline). Its WASI context has no preopened
 //! directories, no environment, no arguments, no network, an empty stdin,
 //! stdout and stderr into bounded memory, and a fixed "random" sequence.
@@ -24,9 +26,10 @@
 //! Architecture invariant: no state survives a decision. Every call
 //! instantiates afresh from the linked `InstancePre`.
 //!
-//! Architecture invariant: one binding module per WIT version. Adding
-//! `weir:plugin@0.2.0` is a `v0_2_0.rs`, its `add_to_linker` call, and one
-//! arm in `runtime::Versioned`; plugins built against 0.1.0 keep loading.
+//! Architecture invariant: one binding module per WIT version, frozen with
+//! its WIT (a test pins each `wit/vX/` digest). A new version is a
+//! `vX.rs`, its `add_to_linker` call, and one arm in `runtime::Versioned`;
+//! plugins built against older versions keep loading.
 
 mod call;
 mod error;
@@ -34,6 +37,7 @@ mod patch;
 mod runtime;
 mod types;
 mod v0_1_0;
+mod v0_2_0;
 
 #[cfg(test)]
 mod tests;
@@ -41,5 +45,8 @@ mod tests;
 pub(crate) use error::{CallError, LoadError};
 pub use runtime::{LoadedPlugin, PluginRuntime};
 #[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
-pub use types::{Admission, Counts, Limits, RunContext, Stats};
+pub use types::{
+    Admission, Counts, Description, FixedStats, Limits, Lookup, Mutated, Refusal, RunContext,
+    Scope, Stats,
+};
 pub(crate) use types::{MAX_DEFER_SECONDS, World};

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::error::CallError;
-use super::types::{PatchKind, PatchOp};
+use super::types::{MAX_PATCH_OPS, PatchKind, PatchOp};
 use crate::domain::document::{MAX_DEPTH, MAX_JOB_BYTES, Shape};
 
 /// Applies `ops` to a copy of `job` and returns the patched job and the ops
@@ -118,6 +118,65 @@ pub(crate) fn apply(
 }
 
 /// The forbidden pointer an op writes at or under, if any.
+/// The RFC 6902 operations that turn `job` into the job a mutator returned
+/// whole (WIT 0.2.0 `mutation::job`), as if it had returned them: the caller
+/// checks and applies them with [`apply`].
+///
+/// Refused, as [`CallError::InvalidOutput`]: text that is not JSON, a job
+/// that is not an object or is deeper or larger than a job may be, and a
+/// difference of more than [`MAX_PATCH_OPS`] operations.
+pub(crate) fn diff(job: &Value, returned: &str) -> Result<Vec<PatchOp>, CallError> {
+    let invalid = |reason: String| CallError::InvalidOutput {
+        reason: format!("the returned job: {reason}"),
+    };
+    if returned.len() > MAX_JOB_BYTES {
+        return Err(invalid(format!(
+            "{} bytes; a job is at most {MAX_JOB_BYTES}",
+            returned.len()
+        )));
+    }
+    // serde_json stops at 128 levels of nesting by itself; the job bound is
+    // checked on what it read.
+    let new: Value =
+        serde_json::from_str(returned).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    if !new.is_object() {
+        return Err(invalid("not a JSON object".into()));
+    }
+    let shape = Shape::measure(&new, MAX_DEPTH, MAX_JOB_BYTES);
+    if shape.depth > MAX_DEPTH {
+        return Err(invalid(format!(
+            "nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH} are accepted"
+        )));
+    }
+    let ops = json_patch::diff(job, &new).0;
+    if ops.len() > MAX_PATCH_OPS {
+        return Err(invalid(format!(
+            "differs from the job it was given in {} operations; at most {MAX_PATCH_OPS} are accepted",
+            ops.len()
+        )));
+    }
+    Ok(ops
+        .into_iter()
+        .map(|op| {
+            use json_patch::PatchOperation as P;
+            let (kind, path, from, value) = match op {
+                P::Add(o) => (PatchKind::Add, o.path, None, Some(o.value)),
+                P::Remove(o) => (PatchKind::Remove, o.path, None, None),
+                P::Replace(o) => (PatchKind::Replace, o.path, None, Some(o.value)),
+                P::Move(o) => (PatchKind::Move, o.path, Some(o.from.to_string()), None),
+                P::Copy(o) => (PatchKind::Copy, o.path, Some(o.from.to_string()), None),
+                P::Test(o) => (PatchKind::Test, o.path, None, Some(o.value)),
+            };
+            PatchOp {
+                op: kind,
+                path: path.to_string(),
+                from,
+                value: value.map(|v| v.to_string()),
+            }
+        })
+        .collect())
+}
+
 fn writes_forbidden<'a>(op: &PatchOp, forbidden: &'a [String]) -> Option<&'a str> {
     let path = Some(op.path.as_str());
     let written: [Option<&str>; 2] = match op.op {

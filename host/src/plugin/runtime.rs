@@ -14,8 +14,11 @@ use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAl
 use super::call::{self, CallSite, DeadlineClocks, GuestResult, HostState, TABLE_ELEMENTS_MAX};
 use super::error::{CallError, LoadError};
 use super::patch;
-use super::types::{Admission, Limits, Output, Route, RunContext, Stats, World};
-use super::v0_1_0;
+use super::types::{
+    Admission, Description, Limits, Lookup, Mutated, Mutation, Output, Route, RunContext, World,
+    stats_for,
+};
+use super::{v0_1_0, v0_2_0};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -110,6 +113,8 @@ impl PluginRuntime {
         linker.allow_shadowing(false);
         v0_1_0::add_to_linker(&mut linker)
             .map_err(|e| LoadError::Engine(format!("linking weir:plugin@0.1.0: {e:#}")))?;
+        v0_2_0::add_to_linker(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("linking weir:plugin@0.2.0: {e:#}")))?;
 
         let max_concurrent = max_concurrent.clamp(1, POOL_INSTANCES as usize);
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -169,6 +174,9 @@ impl PluginRuntime {
         let pre = match version {
             v0_1_0::VERSION => Versioned::V0_1_0(
                 v0_1_0::Pre::new(world, pre).map_err(|e| LoadError::Link(format!("{e:#}")))?,
+            ),
+            v0_2_0::VERSION => Versioned::V0_2_0(
+                v0_2_0::Pre::new(world, pre).map_err(|e| LoadError::Link(format!("{e:#}")))?,
             ),
             other => {
                 return Err(LoadError::UnsupportedVersion {
@@ -238,8 +246,14 @@ impl PluginRuntime {
         }
     }
 
-    fn site<'a>(&'a self, plugin: &'a Loaded, run: Option<String>) -> CallSite<'a> {
+    fn site<'a>(
+        &'a self,
+        plugin: &'a Loaded,
+        run: Option<String>,
+        lookup: Option<Arc<dyn Lookup>>,
+    ) -> CallSite<'a> {
         CallSite {
+            lookup,
             engine: &self.engine,
             digest: &plugin.digest,
             world: plugin.world,
@@ -265,11 +279,12 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
-const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION];
+const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_2_0::VERSION];
 
 /// A linked plugin, by the WIT version it was built against.
 enum Versioned {
     V0_1_0(v0_1_0::Pre),
+    V0_2_0(v0_2_0::Pre),
 }
 
 /// A loaded plugin: cheap to clone, callable concurrently.
@@ -311,24 +326,55 @@ impl LoadedPlugin {
         self.inner.version
     }
 
-    /// Calls `validate-config`: `Err(CallError::Plugin)` carries the plugin's
-    /// reason for refusing the config.
+    /// Calls `describe` (0.2.0 on): what the plugin says it is, its config
+    /// schema checked to compile. `None` for a 0.1.0 plugin, which has none.
+    pub async fn describe(
+        &self,
+        limits: &Limits,
+    ) -> (Result<Option<Description>, CallError>, Duration) {
+        self.call(None, None, None, limits, Ok, move |pre, store| match pre {
+            Versioned::V0_1_0(_) => Ok(Ok(None)),
+            Versioned::V0_2_0(pre) => pre.describe(store),
+        })
+        .await
+    }
+
+    /// Checks a binding's config: against the schema the plugin describes
+    /// (0.2.0 on; [`CallError::ConfigSchema`] names each place it fails),
+    /// then by its `validate-config` (`Err(CallError::Plugin)` carries the
+    /// plugin's reason for refusing it).
     pub async fn validate_config(
         &self,
         config: &str,
         limits: &Limits,
     ) -> (Result<(), CallError>, Duration) {
+        let (described, described_in) = self.describe(limits).await;
+        let schema = match described {
+            Ok(d) => d.and_then(|d| d.config_schema),
+            Err(e) => return (Err(e), described_in),
+        };
+        if let Some(schema) = schema
+            && let Err(e) = check_config(&schema, config)
+        {
+            return (Err(e), described_in);
+        }
         let config = config.to_string();
-        self.call(None, None, limits, Ok, move |pre, store| match pre {
-            Versioned::V0_1_0(pre) => pre.validate_config(store, &config),
-        })
-        .await
+        let (result, elapsed) = self
+            .call(None, None, None, limits, Ok, move |pre, store| match pre {
+                Versioned::V0_1_0(pre) => pre.validate_config(store, &config),
+                Versioned::V0_2_0(pre) => pre.validate_config(store, &config),
+            })
+            .await;
+        (result, described_in + elapsed)
     }
 
+    /// Calls `route`. `lookup` answers what a 0.2.0 router asks (its pool's
+    /// type, occupancy).
     pub async fn route(
         &self,
         config: &str,
         ctx: &RunContext,
+        lookup: &Arc<dyn Lookup>,
         limits: &Limits,
     ) -> (Result<Route, CallError>, Duration) {
         let (config, ctx) = (config.to_string(), ctx.clone());
@@ -336,65 +382,96 @@ impl LoadedPlugin {
         self.call(
             Some(World::Router),
             run,
+            Some(Arc::clone(lookup)),
             limits,
             Ok,
             move |pre, store| match pre {
                 Versioned::V0_1_0(pre) => pre.route(store, &config, &ctx),
+                Versioned::V0_2_0(pre) => pre.route(store, &config, &ctx),
             },
         )
         .await
     }
 
+    /// Calls `admit`. A 0.1.0 plugin is given its fixed counts, asked of
+    /// `lookup` first (a failure to read them is [`CallError::Host`]); a
+    /// 0.2.0 plugin asks `lookup` what it wants when it wants it.
     pub async fn admit(
         &self,
         config: &str,
         ctx: &RunContext,
-        stats: &Stats,
+        lookup: &Arc<dyn Lookup>,
         limits: &Limits,
     ) -> (Result<Admission, CallError>, Duration) {
-        let (config, ctx, stats) = (config.to_string(), ctx.clone(), stats.clone());
+        let stats = match &self.inner.pre {
+            Versioned::V0_1_0(_) => match stats_for(ctx, &**lookup).await {
+                Ok(stats) => Some(stats),
+                Err(reason) => {
+                    let reason = format!("reading admission stats: {reason}");
+                    return (Err(CallError::Host { reason }), Duration::ZERO);
+                }
+            },
+            Versioned::V0_2_0(_) => None,
+        };
+        let (config, ctx) = (config.to_string(), ctx.clone());
         let run = Some(ctx.run_id.clone());
         self.call(
             Some(World::Admission),
             run,
+            Some(Arc::clone(lookup)),
             limits,
             Ok,
-            move |pre, store| match pre {
-                Versioned::V0_1_0(pre) => pre.admit(store, &config, &ctx, &stats),
+            move |pre, store| match (pre, &stats) {
+                (Versioned::V0_1_0(pre), Some(stats)) => pre.admit(store, &config, &ctx, stats),
+                (Versioned::V0_1_0(_), None) => Err(call::Failure::Output(
+                    "no stats for a 0.1.0 admission plugin".into(),
+                )),
+                (Versioned::V0_2_0(pre), _) => pre.admit(store, &config, &ctx),
             },
         )
         .await
     }
 
-    /// Calls `mutate` with `job` as JSON text and applies the returned RFC
-    /// 6902 ops to it. Returns the patched job and the ops as JSON (for the
-    /// run's history). An op that writes at or under a `forbidden` pointer,
-    /// a patch that does not apply, and value text that is not JSON are
-    /// [`CallError::InvalidOutput`].
+    /// Calls `mutate` with `job` as JSON text. A patch is applied to the
+    /// job; a whole job (0.2.0) is turned into the patch from `job` to it,
+    /// which is then checked and applied the same way, so the outcome and
+    /// the recorded patch are the same whichever the plugin returned. An op
+    /// that writes at or under a `forbidden` pointer, a patch that does not
+    /// apply, value text that is not JSON, and a job that is not a JSON
+    /// object within the job bounds are [`CallError::InvalidOutput`].
     pub async fn mutate(
         &self,
         config: &str,
         ctx: &RunContext,
         job: &serde_json::Value,
         forbidden: &[String],
+        lookup: &Arc<dyn Lookup>,
         limits: &Limits,
-    ) -> (
-        Result<(serde_json::Value, serde_json::Value), CallError>,
-        Duration,
-    ) {
+    ) -> (Result<Mutated, CallError>, Duration) {
         let (config, ctx) = (config.to_string(), ctx.clone());
         let run = Some(ctx.run_id.clone());
         let job = job.clone();
         let job_text = job.to_string();
         let forbidden = forbidden.to_vec();
-        let apply = move |ops: Vec<_>| patch::apply(&job, &ops, &forbidden);
+        let apply = move |mutation: Mutation| match mutation {
+            Mutation::Patch(ops) => {
+                patch::apply(&job, &ops, &forbidden).map(|(job, patch)| Mutated::Job { job, patch })
+            }
+            Mutation::Job(text) => {
+                let ops = patch::diff(&job, &text)?;
+                patch::apply(&job, &ops, &forbidden).map(|(job, patch)| Mutated::Job { job, patch })
+            }
+            Mutation::Reject(refusal) => Ok(Mutated::Reject(refusal)),
+        };
         self.call(
             Some(World::Mutator),
             run,
+            Some(Arc::clone(lookup)),
             limits,
             apply,
             move |pre, store| match pre {
                 Versioned::V0_1_0(pre) => pre.mutate(store, &config, &ctx, &job_text),
+                Versioned::V0_2_0(pre) => pre.mutate(store, &config, &ctx, &job_text),
             },
         )
         .await
@@ -407,6 +484,7 @@ impl LoadedPlugin {
         &self,
         world: Option<World>,
         run: Option<String>,
+        lookup: Option<Arc<dyn Lookup>>,
         limits: &Limits,
         finish: impl FnOnce(T) -> Result<U, CallError> + Send + 'static,
         guest: impl FnOnce(&Versioned, &mut wasmtime::Store<HostState>) -> GuestResult<T>
@@ -454,7 +532,7 @@ impl LoadedPlugin {
             let _permit = permit;
             tracing::dispatcher::with_default(&dispatch, || {
                 let _span = span.enter();
-                let site = plugin.runtime.site(&plugin, run);
+                let site = plugin.runtime.site(&plugin, run, lookup);
                 call::run(site, &task_limits, |store| guest(&plugin.pre, store)).and_then(finish)
             })
         });
@@ -617,5 +695,34 @@ fn write_cached(path: &Path, artifact: &[u8]) {
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not write artifact");
+    }
+}
+
+/// Checks a binding's config (JSON text) against a plugin's config schema.
+fn check_config(schema: &serde_json::Value, config: &str) -> Result<(), CallError> {
+    let refuse = |errors: String| Err(CallError::ConfigSchema { errors });
+    let config: serde_json::Value = match serde_json::from_str(config) {
+        Ok(v) => v,
+        Err(e) => return refuse(format!("not JSON: {e}")),
+    };
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => return refuse(format!("the plugin's schema does not compile: {e}")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(&config)
+        .take(8)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            format!(
+                "config{}: {e}",
+                if at.is_empty() { String::new() } else { at }
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        refuse(errors.join("; "))
     }
 }

@@ -86,6 +86,24 @@ fn ctx() -> RunContext {
     }
 }
 
+/// What a plugin may ask, answered with zeros (the counts a test does not
+/// care about).
+fn none() -> Arc<dyn Lookup> {
+    Arc::new(FixedStats::default())
+}
+
+fn fixed(stats: &Stats) -> Arc<dyn Lookup> {
+    Arc::new(FixedStats::from(stats))
+}
+
+/// A mutator's changed job and patch; a reject fails the test.
+fn changed(result: Result<Mutated, CallError>) -> Result<(Value, Value), CallError> {
+    result.map(|m| match m {
+        Mutated::Job { job, patch } => (job, patch),
+        Mutated::Reject(r) => panic!("the mutator rejected the run: {r}"),
+    })
+}
+
 fn process_job() -> Value {
     json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r1"}})
 }
@@ -103,10 +121,11 @@ async fn assert_runtime_healthy() {
             &ctx(),
             &process_job(),
             &forbidden(),
+            &none(),
             &Limits::default(),
         )
         .await;
-    let (patched, _) = result.expect("a good plugin after a bad one");
+    let (patched, _) = changed(result).expect("a good plugin after a bad one");
     assert_eq!(patched["env"]["ADDED"], "yes");
 }
 
@@ -176,7 +195,7 @@ async fn validate_config_accepts_and_refuses() {
 async fn router_routes() {
     let router = load("echo-router").await;
     let (route, _) = router
-        .route(r#"{"pool": "gpu"}"#, &ctx(), &Limits::default())
+        .route(r#"{"pool": "gpu"}"#, &ctx(), &none(), &Limits::default())
         .await;
     assert_eq!(
         route.expect("a route"),
@@ -200,7 +219,7 @@ async fn plugin_log_calls_become_tracing_events() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let router = load("echo-router").await;
     let (route, _) = router
-        .route(r#"{"pool": "gpu"}"#, &ctx(), &Limits::default())
+        .route(r#"{"pool": "gpu"}"#, &ctx(), &none(), &Limits::default())
         .await;
     route.expect("a route");
     let logs = captured.text();
@@ -256,16 +275,16 @@ async fn admission_admits_and_passes_plugin_errors_through() {
     };
     let limits = Limits::default();
     let admit = load("always-admit").await;
-    let (decision, _) = admit.admit("{}", &ctx(), &stats, &limits).await;
+    let (decision, _) = admit.admit("{}", &ctx(), &fixed(&stats), &limits).await;
     assert_eq!(decision.expect("a decision"), Admission::Admit);
 
     let refuses = load("plugin-error").await;
-    let (decision, _) = refuses.admit("{}", &ctx(), &stats, &limits).await;
+    let (decision, _) = refuses.admit("{}", &ctx(), &fixed(&stats), &limits).await;
     let err = decision.unwrap_err();
     assert_eq!(
         err,
         CallError::Plugin {
-            message: "quota service says no".into()
+            refusal: Refusal::message("quota service says no".into())
         }
     );
     assert_eq!(err.kind(), "plugin_error");
@@ -281,10 +300,11 @@ async fn mutator_patches_the_job_and_returns_the_ops() {
             &ctx(),
             &process_job(),
             &forbidden(),
+            &none(),
             &Limits::default(),
         )
         .await;
-    let (patched, ops) = result.expect("a patch");
+    let (patched, ops) = changed(result).expect("a patch");
     assert_eq!(
         patched,
         json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r1", "ADDED": "yes"}})
@@ -303,9 +323,16 @@ async fn no_state_leaks_between_calls() {
     let mut all_ops = Vec::new();
     for _ in 0..3 {
         let (result, _) = plugin
-            .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+            .mutate(
+                "{}",
+                &ctx(),
+                &process_job(),
+                &[],
+                &none(),
+                &Limits::default(),
+            )
             .await;
-        all_ops.push(result.expect("a patch").1);
+        all_ops.push(changed(result).expect("a patch").1);
     }
     let expected = json!([{"op": "add", "path": "/env/ADDED", "value": "yes"}]);
     assert!(all_ops.iter().all(|ops| *ops == expected), "{all_ops:?}");
@@ -315,7 +342,14 @@ async fn no_state_leaks_between_calls() {
 async fn calling_the_wrong_world_is_a_host_error() {
     let router = load("echo-router").await;
     let (result, _) = router
-        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &[],
+            &none(),
+            &Limits::default(),
+        )
         .await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "host", "{err}");
@@ -324,7 +358,7 @@ async fn calling_the_wrong_world_is_a_host_error() {
             .contains("mutator function called on a router plugin")
     );
     let (result, _) = router
-        .admit("{}", &ctx(), &Stats::default(), &Limits::default())
+        .admit("{}", &ctx(), &none(), &Limits::default())
         .await;
     assert_eq!(result.unwrap_err().kind(), "host");
 }
@@ -337,7 +371,7 @@ async fn an_endless_loop_times_out() {
         ..Limits::default()
     };
     let (result, took) = plugin
-        .mutate("{}", &ctx(), &process_job(), &[], &limits)
+        .mutate("{}", &ctx(), &process_job(), &[], &none(), &limits)
         .await;
     assert_eq!(
         result.unwrap_err(),
@@ -359,7 +393,7 @@ async fn unbounded_allocation_hits_the_memory_limit() {
         ..Limits::default()
     };
     let (result, _) = plugin
-        .mutate("{}", &ctx(), &process_job(), &[], &limits)
+        .mutate("{}", &ctx(), &process_job(), &[], &none(), &limits)
         .await;
     let err = result.unwrap_err();
     assert_eq!(
@@ -376,7 +410,14 @@ async fn unbounded_allocation_hits_the_memory_limit() {
 async fn a_panic_is_a_trap_carrying_the_panic_message() {
     let plugin = load("panics").await;
     let (result, _) = plugin
-        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &[],
+            &none(),
+            &Limits::default(),
+        )
         .await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "trap", "{err}");
@@ -408,7 +449,7 @@ async fn bad_patches_are_invalid_output() {
             ..Limits::default()
         };
         let (result, _) = plugin
-            .mutate("{}", &ctx(), &job, &forbidden(), &limits)
+            .mutate("{}", &ctx(), &job, &forbidden(), &none(), &limits)
             .await;
         let err = result.unwrap_err();
         assert_eq!(err.kind(), "invalid_output", "{name}: {err}");
@@ -425,7 +466,14 @@ async fn concurrent_calls_share_the_permits() {
         let plugin = plugin.clone();
         tokio::spawn(async move {
             plugin
-                .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+                .mutate(
+                    "{}",
+                    &ctx(),
+                    &process_job(),
+                    &[],
+                    &none(),
+                    &Limits::default(),
+                )
                 .await
                 .0
         })
@@ -476,7 +524,7 @@ async fn precompiled_artifacts_are_cached_and_a_corrupt_one_is_a_miss() {
 
     // What came from the cache works.
     let (route, _) = reloaded
-        .route(r#"{"pool": "a"}"#, &ctx(), &Limits::default())
+        .route(r#"{"pool": "a"}"#, &ctx(), &none(), &Limits::default())
         .await;
     assert_eq!(route.expect("route").pool.as_deref(), Some("a"));
 }
@@ -770,7 +818,7 @@ async fn small_ops_that_nest_the_job_deep_are_refused_before_the_stack_is() {
         ..Limits::default()
     };
     let (result, _) = plugin
-        .mutate("{}", &ctx(), &process_job(), &forbidden(), &limits)
+        .mutate("{}", &ctx(), &process_job(), &forbidden(), &none(), &limits)
         .await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "invalid_output", "{err}");
@@ -793,10 +841,10 @@ async fn a_guest_asleep_in_a_host_call_is_stopped_at_its_deadline_and_frees_its_
         ..Limits::default()
     };
     for _ in 0..3 {
-        let (result, _) = sleeper.route("{}", &ctx(), &limits).await;
+        let (result, _) = sleeper.route("{}", &ctx(), &none(), &limits).await;
         let err = result.unwrap_err();
         assert_eq!(err.kind(), "timeout", "{err}");
-        let (result, _) = good.route("{}", &ctx(), &Limits::default()).await;
+        let (result, _) = good.route("{}", &ctx(), &none(), &Limits::default()).await;
         let route = result.expect("the slot is free again");
         assert_eq!(route.add_tags, vec!["routed".to_string()]);
     }
@@ -814,13 +862,20 @@ async fn waiting_for_a_slot_is_bounded_and_fails_as_busy() {
             deadline: Duration::from_secs(3),
             ..Limits::default()
         };
-        hog.mutate("{}", &ctx(), &process_job(), &[], &limits)
+        hog.mutate("{}", &ctx(), &process_job(), &[], &none(), &limits)
             .await
             .0
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (result, _) = good
-        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &[],
+            &none(),
+            &Limits::default(),
+        )
         .await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "busy", "{err}");
@@ -829,7 +884,14 @@ async fn waiting_for_a_slot_is_bounded_and_fails_as_busy() {
     assert_eq!(hog.kind(), "timeout", "{hog}");
     // And once the hog is gone, the slot serves again.
     let (result, _) = good
-        .mutate("{}", &ctx(), &process_job(), &[], &Limits::default())
+        .mutate(
+            "{}",
+            &ctx(),
+            &process_job(),
+            &[],
+            &none(),
+            &Limits::default(),
+        )
         .await;
     result.expect("the slot is free again");
 }
@@ -842,12 +904,14 @@ async fn a_router_adding_too_many_tags_is_refused_before_any_work_grows_with_the
         ..Limits::default()
     };
     // 100,000: over the hostcall fuel, so not even copied out.
-    let (result, _) = plugin.route("{}", &ctx(), &limits).await;
+    let (result, _) = plugin.route("{}", &ctx(), &none(), &limits).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "invalid_output", "{err}");
     assert!(err.to_string().contains("passed more than"), "{err}");
     // 65: copied, then refused by count before the host merges them.
-    let (result, _) = plugin.route(r#"{"count": 65}"#, &ctx(), &limits).await;
+    let (result, _) = plugin
+        .route(r#"{"count": 65}"#, &ctx(), &none(), &limits)
+        .await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "invalid_output", "{err}");
     assert!(
@@ -855,7 +919,9 @@ async fn a_router_adding_too_many_tags_is_refused_before_any_work_grows_with_the
             .contains("added 65 tags; a run carries at most 64"),
         "{err}"
     );
-    let (result, _) = plugin.route(r#"{"count": 64}"#, &ctx(), &limits).await;
+    let (result, _) = plugin
+        .route(r#"{"count": 64}"#, &ctx(), &none(), &limits)
+        .await;
     assert_eq!(result.expect("64 tags are fine").add_tags.len(), 64);
     assert_runtime_healthy().await;
 }
@@ -871,7 +937,7 @@ async fn outputs_over_the_cap_are_refused_while_being_copied_out() {
             ..Limits::default()
         };
         let (result, _) = plugin
-            .mutate("{}", &ctx(), &process_job(), &forbidden(), &limits)
+            .mutate("{}", &ctx(), &process_job(), &forbidden(), &none(), &limits)
             .await;
         let err = result.unwrap_err();
         assert_eq!(err.kind(), "invalid_output", "{name}: {err}");
@@ -890,7 +956,7 @@ async fn long_reasons_are_clipped() {
         .admit(
             r#"{"seconds": 4294967295}"#,
             &ctx(),
-            &Stats::default(),
+            &none(),
             &Limits::default(),
         )
         .await;
@@ -937,7 +1003,7 @@ fn guest(file: &str) -> Option<Vec<u8>> {
 /// error each give their own recorded kind, and the next call works.
 #[tokio::test]
 async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
-    let stats = Stats::default();
+    let stats = none();
     for (file, language, raise_kind) in [
         ("python-hostile.wasm", "python", "trap"),
         ("js-hostile.wasm", "javascript", "plugin_error"),
@@ -964,7 +1030,8 @@ async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
 
         let decided = admit(r#"{"do": "admit"}"#, roomy.clone()).await;
         assert_eq!(decided, Ok(Admission::Admit), "{file}");
-        let Ok(Admission::Reject { reason }) = admit(r#"{"do": "reject"}"#, roomy.clone()).await
+        let Ok(Admission::Reject { reason, .. }) =
+            admit(r#"{"do": "reject"}"#, roomy.clone()).await
         else {
             panic!("{file}: expected a rejection");
         };
@@ -977,7 +1044,7 @@ async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
         assert_eq!(
             refused,
             Err(CallError::Plugin {
-                message: format!("{language} says no")
+                refusal: Refusal::message(format!("{language} says no"))
             }),
             "{file}"
         );
@@ -1026,4 +1093,313 @@ async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
         assert_eq!(again, Ok(Admission::Admit), "{file} after its failures");
     }
     assert_runtime_healthy().await;
+}
+
+/// A [`Lookup`] that answers from fixed counts and records each question,
+/// so a test can see what a plugin asked and that nothing was asked for it.
+struct Recording {
+    answers: FixedStats,
+    asked: std::sync::Mutex<Vec<Scope>>,
+}
+
+impl Recording {
+    fn new(answers: FixedStats) -> Arc<Self> {
+        Arc::new(Recording {
+            answers,
+            asked: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn asked(&self) -> Vec<Scope> {
+        self.asked.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Lookup for Recording {
+    async fn occupancy(&self, scope: &Scope) -> Result<Counts, String> {
+        self.asked.lock().expect("lock").push(scope.clone());
+        self.answers.occupancy(scope).await
+    }
+
+    async fn pool_type(&self, pool: &str) -> Result<Option<crate::domain::PoolType>, String> {
+        self.answers.pool_type(pool).await
+    }
+}
+
+/// A [`Lookup`] whose store is down, or slow past any deadline.
+struct Broken {
+    hang: bool,
+}
+
+#[async_trait::async_trait]
+impl Lookup for Broken {
+    async fn occupancy(&self, _scope: &Scope) -> Result<Counts, String> {
+        if self.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Err("the store is unavailable".into())
+    }
+
+    async fn pool_type(&self, _pool: &str) -> Result<Option<crate::domain::PoolType>, String> {
+        Err("the store is unavailable".into())
+    }
+}
+
+fn counts(running: u32, queued: u32) -> Counts {
+    Counts { running, queued }
+}
+
+#[tokio::test]
+async fn contract_0_2_0_plugins_load_beside_0_1_0_and_describe_themselves() {
+    for (name, world, described) in [
+        ("v2-router", World::Router, "v2-router 1.0.0"),
+        ("v2-admission", World::Admission, "v2-admission 2.0.0"),
+        ("v2-mutator", World::Mutator, "v2-mutator 0.3.0"),
+    ] {
+        let plugin = load(name).await;
+        assert_eq!(plugin.world(), world, "{name}");
+        assert_eq!(plugin.wit_version(), "0.2.0", "{name}");
+        let (d, _) = plugin.describe(&Limits::default()).await;
+        let d = d
+            .expect("describe")
+            .expect("a 0.2.0 plugin describes itself");
+        assert_eq!(format!("{} {}", d.name, d.version), described);
+        assert!(!d.summary.is_empty());
+        assert_eq!(
+            d.config_schema.as_ref().map(|s| s["type"].clone()),
+            Some(json!("object"))
+        );
+    }
+    let old = load("always-admit").await;
+    let (d, _) = old.describe(&Limits::default()).await;
+    assert_eq!(d, Ok(None), "a 0.1.0 plugin has no describe");
+}
+
+#[tokio::test]
+async fn a_0_2_0_router_reads_the_run_and_asks_only_what_it_needs() {
+    let plugin = load("v2-router").await;
+    let lookup = Recording::new(FixedStats {
+        pool: counts(1, 7),
+        pool_type: Some(crate::domain::PoolType::Kubernetes),
+        ..FixedStats::default()
+    });
+    let dyn_lookup: Arc<dyn Lookup> = lookup.clone();
+    let (route, _) = plugin
+        .route(
+            r#"{"pool": "gpu"}"#,
+            &ctx(),
+            &dyn_lookup,
+            &Limits::default(),
+        )
+        .await;
+    let route = route.expect("a route");
+    assert_eq!(route.pool.as_deref(), Some("gpu"));
+    assert_eq!(route.add_tags, vec!["pool-type-kubernetes", "queued-7"]);
+    // The pool's counts, asked once, of the run's own pool.
+    assert_eq!(lookup.asked(), vec![Scope::Pool("default".into())]);
+}
+
+#[tokio::test]
+async fn a_0_2_0_admission_plugin_asks_for_a_label_and_rejects_with_a_structured_refusal() {
+    let plugin = load("v2-admission").await;
+    let lookup = Recording::new(FixedStats {
+        labels: [(
+            "team".to_string(),
+            [("data".to_string(), counts(3, 0))].into(),
+        )]
+        .into(),
+        ..FixedStats::default()
+    });
+    let dyn_lookup: Arc<dyn Lookup> = lookup.clone();
+    let limits = Limits::default();
+    let (admitted, _) = plugin
+        .admit(r#"{"max": 5}"#, &ctx(), &dyn_lookup, &limits)
+        .await;
+    assert_eq!(admitted, Ok(Admission::Admit));
+    // Only the label it asked about was read: not the pool, queue or tags
+    // that a 0.1.0 plugin is given whether it looks at them or not.
+    assert_eq!(
+        lookup.asked(),
+        vec![Scope::Label {
+            key: "team".into(),
+            value: "data".into()
+        }]
+    );
+    let (rejected, _) = plugin
+        .admit(r#"{"max": 3}"#, &ctx(), &dyn_lookup, &limits)
+        .await;
+    assert_eq!(
+        rejected,
+        Ok(Admission::Reject {
+            reason: "team data has 3 running; its quota is 3".into(),
+            code: Some("quota-exceeded".into()),
+            details: Some(json!({"team": "data", "running": 3, "max": 3})),
+        })
+    );
+
+    // A 0.1.0 plugin is given its counts up front: four questions.
+    let old = load("always-admit").await;
+    let before = lookup.asked().len();
+    let (admitted, _) = old.admit("{}", &ctx(), &dyn_lookup, &limits).await;
+    assert_eq!(admitted, Ok(Admission::Admit));
+    assert_eq!(lookup.asked().len() - before, 4, "{:?}", lookup.asked());
+}
+
+#[tokio::test]
+async fn a_0_2_0_plugins_refusal_is_kept_structured_and_its_bounds_hold() {
+    let plugin = load("v2-admission").await;
+    let limits = Limits::default();
+    let (refused, _) = plugin
+        .admit(r#"{"max": 1, "do": "error"}"#, &ctx(), &none(), &limits)
+        .await;
+    let err = refused.unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Plugin {
+            refusal: Refusal {
+                code: Some("quota-service-down".into()),
+                message: "the quota service did not answer".into(),
+                details: Some(json!({"retry_after_s": 30})),
+            }
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "plugin returned an error: [quota-service-down] the quota service did not answer"
+    );
+    for (mode, says) in [
+        ("bad-code", "refusal code \"Not A Code\""),
+        ("bad-details", "refusal details are not a JSON object"),
+        ("ask-many", "more than 64 distinct occupancy questions"),
+    ] {
+        let config = format!(r#"{{"max": 1, "do": "{mode}"}}"#);
+        let (result, _) = plugin.admit(&config, &ctx(), &none(), &limits).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "invalid_output", "{mode}: {err}");
+        assert!(err.to_string().contains(says), "{mode}: {err}");
+    }
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn a_lookup_that_fails_or_hangs_fails_the_call_as_the_hosts_and_in_time() {
+    let plugin = load("v2-admission").await;
+    let limits = Limits::default();
+    let down: Arc<dyn Lookup> = Arc::new(Broken { hang: false });
+    let (result, _) = plugin.admit(r#"{"max": 1}"#, &ctx(), &down, &limits).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "host", "{err}");
+    assert!(
+        err.to_string().contains("the store is unavailable"),
+        "{err}"
+    );
+
+    let hangs: Arc<dyn Lookup> = Arc::new(Broken { hang: true });
+    let started = std::time::Instant::now();
+    let (result, _) = plugin.admit(r#"{"max": 1}"#, &ctx(), &hangs, &limits).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    // The question ended at the call's deadline, not the lookup's hour: a
+    // call slot is never held by a slow store. (Not a timing assertion on
+    // the deadline itself: only that an hour did not pass.)
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // A 0.1.0 plugin's counts are read before the call; the failure is the
+    // host's too.
+    let old = load("always-admit").await;
+    let (result, _) = old.admit("{}", &ctx(), &down, &limits).await;
+    assert_eq!(result.unwrap_err().kind(), "host");
+    assert_runtime_healthy().await;
+}
+
+#[tokio::test]
+async fn a_config_is_checked_against_the_described_schema_before_the_plugin_sees_it() {
+    let plugin = load("v2-admission").await;
+    let limits = Limits::default();
+    let (ok, _) = plugin.validate_config(r#"{"max": 3}"#, &limits).await;
+    assert_eq!(ok, Ok(()));
+    for (config, names) in [
+        (r#"{"max": "three"}"#, "config/max"),
+        (r#"{}"#, "\"max\" is a required property"),
+        (r#"{"max": 3, "extra": 1}"#, "extra"),
+    ] {
+        let (result, _) = plugin.validate_config(config, &limits).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), "config_schema", "{config}: {err}");
+        assert!(err.to_string().contains(names), "{config}: {err}");
+    }
+    // What the schema allows, the plugin may still refuse, structured.
+    let (result, _) = plugin.validate_config(r#"{"max": 13}"#, &limits).await;
+    let Err(CallError::Plugin { refusal }) = result else {
+        panic!("expected the plugin's refusal, got {result:?}");
+    };
+    assert_eq!(refusal.code.as_deref(), Some("unlucky"));
+    assert_eq!(refusal.details, Some(json!({"field": "max"})));
+}
+
+#[tokio::test]
+async fn a_0_2_0_mutator_may_return_the_job_a_patch_or_a_reject() {
+    let plugin = load("v2-mutator").await;
+    let limits = Limits::default();
+    let job = process_job();
+    let env_forbidden = vec!["/env/WEIR_RUN_ID".to_string()];
+    let mutate = |mode: &'static str| {
+        let (plugin, job, forbidden, limits) = (&plugin, &job, &env_forbidden, &limits);
+        async move {
+            let config = format!(r#"{{"mode": "{mode}"}}"#);
+            plugin
+                .mutate(&config, &ctx(), job, forbidden, &none(), limits)
+                .await
+                .0
+        }
+    };
+    // The whole job: the host computes the patch, and records it.
+    let (changed_job, patch) = changed(mutate("job").await).expect("a job");
+    assert_eq!(changed_job["env"]["MUTATED"], "job");
+    assert_eq!(changed_job["env"]["POOL_TYPE"], "process");
+    assert_eq!(changed_job["env"]["WEIR_RUN_ID"], "r1");
+    let mut ops: Vec<String> = patch
+        .as_array()
+        .expect("an RFC 6902 array")
+        .iter()
+        .map(|op| format!("{} {} {}", op["op"], op["path"], op["value"]))
+        .collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        vec![
+            r#""add" "/env/MUTATED" "job""#,
+            r#""add" "/env/POOL_TYPE" "process""#
+        ]
+    );
+    // A patch, as in 0.1.0.
+    let (patched, patch) = changed(mutate("patch").await).expect("a patch");
+    assert_eq!(patched["env"]["MUTATED"], "patch");
+    assert_eq!(
+        patch,
+        json!([{"op": "add", "path": "/env/MUTATED", "value": "patch"}])
+    );
+    // A reject.
+    let Ok(Mutated::Reject(refusal)) = mutate("reject").await else {
+        panic!("expected a reject");
+    };
+    assert_eq!(refusal.code.as_deref(), Some("image-not-allowed"));
+    assert_eq!(
+        refusal.message,
+        format!("run {} may not run here", ctx().run_id)
+    );
+    // A whole job is held to the forbidden paths as a patch is.
+    let err = mutate("forbidden-job").await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_output", "{err}");
+    assert!(
+        err.to_string().contains("forbidden path /env/WEIR_RUN_ID"),
+        "{err}"
+    );
+    let err = mutate("not-json").await.unwrap_err();
+    assert_eq!(err.kind(), "invalid_output", "{err}");
+    assert!(
+        err.to_string().contains("the returned job: not JSON"),
+        "{err}"
+    );
 }

@@ -94,13 +94,223 @@ pub struct Stats {
     pub team_counts: Counts,
 }
 
+/// A plugin's structured refusal (WIT 0.2.0 `refusal`): of a run (a reject)
+/// or to decide (its `err`). A 0.1.0 plugin gives only a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    /// Machine-readable: 1 to 64 of `a-z`, `0-9` and `-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+    /// A JSON object, as the plugin gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl Refusal {
+    /// A refusal with only a message (what a 0.1.0 plugin can say).
+    pub(crate) fn message(message: String) -> Self {
+        Refusal {
+            code: None,
+            message,
+            details: None,
+        }
+    }
+
+    /// Text bytes, for the output cap.
+    pub(super) fn output_bytes(&self) -> usize {
+        refusal_bytes(self.code.as_deref(), &self.message, self.details.as_ref())
+    }
+
+    /// Clips the message to [`MAX_REASON_BYTES`].
+    pub(super) fn clip(&mut self) {
+        if self.message.len() > MAX_REASON_BYTES {
+            self.message = super::call::clip(&self.message, MAX_REASON_BYTES).into_owned();
+        }
+    }
+
+    /// Checks a guest's refusal as WIT 0.2.0 bounds it: the code's alphabet
+    /// and length, and details that are a JSON object of at most
+    /// [`MAX_DETAILS_BYTES`]. The message is clipped, not refused.
+    pub(super) fn checked(
+        code: String,
+        message: String,
+        details: Option<String>,
+    ) -> Result<Self, String> {
+        let code_ok = !code.is_empty()
+            && code.len() <= MAX_CODE_BYTES
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !code_ok {
+            return Err(format!(
+                "refusal code {:?} is not 1 to {MAX_CODE_BYTES} of a-z, 0-9 and '-'",
+                super::call::clip(&code, 80)
+            ));
+        }
+        let details = match details {
+            None => None,
+            Some(text) if text.len() > MAX_DETAILS_BYTES => {
+                return Err(format!(
+                    "refusal details are {} bytes; at most {MAX_DETAILS_BYTES} are accepted",
+                    text.len()
+                ));
+            }
+            Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v @ serde_json::Value::Object(_)) => Some(v),
+                Ok(_) => return Err("refusal details are not a JSON object".into()),
+                Err(e) => return Err(format!("refusal details are not JSON: {e}")),
+            },
+        };
+        let mut refusal = Refusal {
+            code: Some(code),
+            message,
+            details,
+        };
+        refusal.clip();
+        Ok(refusal)
+    }
+}
+
+/// Text bytes of a refusal's parts (a reject's, or a refusal to decide).
+fn refusal_bytes(code: Option<&str>, message: &str, details: Option<&serde_json::Value>) -> usize {
+    code.map_or(0, str::len) + message.len() + details.map_or(0, |d| d.to_string().len())
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "[{code}] {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// What a plugin may ask the host during a decision (WIT 0.2.0 `stats`,
+/// `run.pool-type`), answered when asked. The pipeline's implementation
+/// reads the store; `weir plugin test`'s reads a file.
+#[async_trait::async_trait]
+pub trait Lookup: Send + Sync {
+    async fn occupancy(&self, scope: &Scope) -> Result<Counts, String>;
+    /// The type of pool `pool`, or `None` if there is no such pool.
+    async fn pool_type(&self, pool: &str) -> Result<Option<crate::domain::PoolType>, String>;
+}
+
+/// What an occupancy question is about, resolved: the run's pool and queue
+/// by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Pool(String),
+    Queue { pool: String, queue: String },
+    Tag(String),
+    Label { key: String, value: String },
+}
+
+/// An answer for every question from fixed counts: `weir plugin test
+/// --stats`. What the file does not name counts zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FixedStats {
+    pub pool: Counts,
+    pub queue: Counts,
+    pub tags: BTreeMap<String, Counts>,
+    /// Label key → value → counts.
+    pub labels: BTreeMap<String, BTreeMap<String, Counts>>,
+    /// The pool's type; default `process`.
+    pub pool_type: Option<crate::domain::PoolType>,
+}
+
+impl From<&Stats> for FixedStats {
+    /// The same counts, as answers (the team's as the `team` label's).
+    fn from(stats: &Stats) -> Self {
+        let mut labels = BTreeMap::new();
+        if let Some(team) = &stats.team {
+            labels.insert(
+                "team".to_owned(),
+                BTreeMap::from([(team.clone(), stats.team_counts)]),
+            );
+        }
+        FixedStats {
+            pool: stats.pool,
+            queue: stats.queue,
+            tags: stats.tags.iter().cloned().collect(),
+            labels,
+            pool_type: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Lookup for FixedStats {
+    async fn occupancy(&self, scope: &Scope) -> Result<Counts, String> {
+        Ok(match scope {
+            Scope::Pool(_) => self.pool,
+            Scope::Queue { .. } => self.queue,
+            Scope::Tag(t) => self.tags.get(t).copied().unwrap_or_default(),
+            Scope::Label { key, value } => self
+                .labels
+                .get(key)
+                .and_then(|values| values.get(value))
+                .copied()
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn pool_type(&self, _pool: &str) -> Result<Option<crate::domain::PoolType>, String> {
+        Ok(Some(
+            self.pool_type.unwrap_or(crate::domain::PoolType::Process),
+        ))
+    }
+}
+
+/// The fixed counts a 0.1.0 admission plugin is given, asked of `lookup`:
+/// the pool, the queue, each of the run's tags and its `team` label.
+pub(crate) async fn stats_for(ctx: &RunContext, lookup: &dyn Lookup) -> Result<Stats, String> {
+    let pool = lookup.occupancy(&Scope::Pool(ctx.pool.clone())).await?;
+    let queue = lookup
+        .occupancy(&Scope::Queue {
+            pool: ctx.pool.clone(),
+            queue: ctx.queue.clone(),
+        })
+        .await?;
+    let mut tags = Vec::with_capacity(ctx.tags.len());
+    for t in &ctx.tags {
+        tags.push((t.clone(), lookup.occupancy(&Scope::Tag(t.clone())).await?));
+    }
+    let team = ctx.labels.get("team").cloned();
+    let team_counts = match &team {
+        Some(value) => {
+            lookup
+                .occupancy(&Scope::Label {
+                    key: "team".into(),
+                    value: value.clone(),
+                })
+                .await?
+        }
+        None => Counts::default(),
+    };
+    Ok(Stats {
+        pool,
+        queue,
+        tags,
+        team,
+        team_counts,
+    })
+}
+
 /// An admission plugin's decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "lowercase")]
 pub enum Admission {
     Admit,
+    /// `code` and `details` come from a 0.2.0 plugin's structured refusal.
     Reject {
         reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<serde_json::Value>,
     },
     /// Judge the run again after `seconds`.
     Defer {
@@ -141,6 +351,50 @@ impl PatchKind {
         }
     }
 }
+
+/// A mutator's answer before the host checks it (WIT 0.2.0 `mutation`; a
+/// 0.1.0 mutator always gives a patch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mutation {
+    /// The whole changed job, as JSON text.
+    Job(String),
+    Patch(Vec<PatchOp>),
+    Reject(Refusal),
+}
+
+/// A mutator's checked outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mutated {
+    /// The changed job, and the patch that made it (an RFC 6902 array, for
+    /// the run's history), whether the plugin gave the patch or the job.
+    Job {
+        job: serde_json::Value,
+        patch: serde_json::Value,
+    },
+    /// The plugin rejected the run.
+    Reject(Refusal),
+}
+
+/// What a plugin says about itself (WIT 0.2.0 `describe`), checked.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    /// A JSON Schema that compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<serde_json::Value>,
+}
+
+/// Bounds of a description's fields.
+pub(super) const MAX_DESCRIPTION_NAME_BYTES: usize = 128;
+pub(super) const MAX_DESCRIPTION_VERSION_BYTES: usize = 64;
+pub(super) const MAX_CONFIG_SCHEMA_BYTES: usize = 64 << 10;
+/// A refusal's code and details (WIT 0.2.0).
+pub(super) const MAX_CODE_BYTES: usize = 64;
+pub(super) const MAX_DETAILS_BYTES: usize = 16 << 10;
+/// Distinct occupancy questions one decision may ask (WIT 0.2.0 `stats`).
+pub(super) const MAX_OCCUPANCY_QUESTIONS: usize = 64;
 
 /// The most patch operations a mutator may return in one decision.
 pub(super) const MAX_PATCH_OPS: usize = 1024;
@@ -191,12 +445,17 @@ impl Output for Admission {
     fn output_bytes(&self) -> usize {
         match self {
             Admission::Admit => 0,
-            Admission::Reject { reason } | Admission::Defer { reason, .. } => reason.len(),
+            Admission::Reject {
+                reason,
+                code,
+                details,
+            } => refusal_bytes(code.as_deref(), reason, details.as_ref()),
+            Admission::Defer { reason, .. } => reason.len(),
         }
     }
 
     fn bound(&mut self) -> Result<(), String> {
-        if let Admission::Reject { reason } | Admission::Defer { reason, .. } = self
+        if let Admission::Reject { reason, .. } | Admission::Defer { reason, .. } = self
             && reason.len() > MAX_REASON_BYTES
         {
             *reason = super::call::clip(reason, MAX_REASON_BYTES).into_owned();
@@ -219,6 +478,47 @@ impl Output for Vec<PatchOp> {
                 "the mutator returned {} patch operations; at most {MAX_PATCH_OPS} are accepted",
                 self.len()
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Output for Mutation {
+    fn output_bytes(&self) -> usize {
+        match self {
+            Mutation::Job(text) => text.len(),
+            Mutation::Patch(ops) => ops.output_bytes(),
+            Mutation::Reject(refusal) => refusal.output_bytes(),
+        }
+    }
+
+    fn bound(&mut self) -> Result<(), String> {
+        match self {
+            Mutation::Job(_) => Ok(()),
+            Mutation::Patch(ops) => ops.bound(),
+            Mutation::Reject(refusal) => {
+                refusal.clip();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Output for Option<Description> {
+    fn output_bytes(&self) -> usize {
+        self.as_ref().map_or(0, |d| {
+            d.name.len()
+                + d.version.len()
+                + d.summary.len()
+                + d.config_schema.as_ref().map_or(0, |s| s.to_string().len())
+        })
+    }
+
+    fn bound(&mut self) -> Result<(), String> {
+        if let Some(d) = self
+            && d.summary.len() > MAX_REASON_BYTES
+        {
+            d.summary = super::call::clip(&d.summary, MAX_REASON_BYTES).into_owned();
         }
         Ok(())
     }

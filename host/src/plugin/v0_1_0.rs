@@ -124,7 +124,9 @@ impl Pre {
                     .call_validate_config(&mut *store, config)
             }
         };
-        Ok(result.map_err(Failure::Call)?.map_err(|e| e.message))
+        Ok(result
+            .map_err(Failure::Call)?
+            .map_err(|e| host::Refusal::message(e.message)))
     }
 
     pub(crate) fn route(
@@ -147,7 +149,7 @@ impl Pre {
                 queue: r.queue,
                 add_tags: r.add_tags,
             })
-            .map_err(|e| e.message))
+            .map_err(|e| host::Refusal::message(e.message)))
     }
 
     pub(crate) fn admit(
@@ -168,13 +170,17 @@ impl Pre {
         Ok(decision
             .map(|d| match d {
                 types::Admission::Admit => host::Admission::Admit,
-                types::Admission::Reject(reason) => host::Admission::Reject { reason },
+                types::Admission::Reject(reason) => host::Admission::Reject {
+                    reason,
+                    code: None,
+                    details: None,
+                },
                 types::Admission::Defer(d) => host::Admission::Defer {
                     seconds: d.seconds,
                     reason: d.reason,
                 },
             })
-            .map_err(|e| e.message))
+            .map_err(|e| host::Refusal::message(e.message)))
     }
 
     pub(crate) fn mutate(
@@ -183,7 +189,7 @@ impl Pre {
         config: &str,
         ctx: &host::RunContext,
         job: &str,
-    ) -> GuestResult<Vec<host::PatchOp>> {
+    ) -> GuestResult<host::Mutation> {
         let Pre::Mutator(pre) = self else {
             return Err(self.wrong(World::Mutator));
         };
@@ -193,8 +199,8 @@ impl Pre {
             .call_mutate(&mut *store, config, &run_context(ctx), job)
             .map_err(Failure::Call)?;
         Ok(ops
-            .map(|ops| ops.into_iter().map(patch_op).collect())
-            .map_err(|e| e.message))
+            .map(|ops| host::Mutation::Patch(ops.into_iter().map(patch_op).collect()))
+            .map_err(|e| host::Refusal::message(e.message)))
     }
 }
 
@@ -257,20 +263,16 @@ fn patch_op(op: types::PatchOp) -> host::PatchOp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sha2::{Digest, Sha256};
 
-    /// `wit/v0.1.0/` is frozen: plugins built against it must keep loading,
-    /// so its text never changes. A change belongs in a new version's
-    /// directory. The digest covers every file's name and bytes, in name
-    /// order (`sha256(name NUL len NUL bytes ...)`).
-    const FROZEN: &str = "f8ef433d676b2d1cb5097d81ba97093b4b8b7395ab4fbe25ead84637b048e64e";
-
-    #[test]
-    fn the_released_contract_is_frozen() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/v0.1.0");
+    /// The digest of a WIT directory (relative to the host crate): every
+    /// file's name and bytes, in name order (`sha256(name NUL len NUL bytes
+    /// ...)`).
+    pub(crate) fn digest_of(dir: &str) -> String {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .expect("reading wit/v0.1.0")
+            .expect("reading a WIT directory")
             .map(|entry| entry.expect("a directory entry").path())
             .collect();
         files.sort();
@@ -284,10 +286,32 @@ mod tests {
             hash.update([0]);
             hash.update(&bytes);
         }
+        hex::encode(hash.finalize())
+    }
+
+    /// `wit/v0.1.0/` is frozen: plugins built against it must keep loading,
+    /// so its text never changes. A change belongs in a new version's
+    /// directory. The digest covers every file's name and bytes, in name
+    /// order (`sha256(name NUL len NUL bytes ...)`).
+    const FROZEN: &str = "f8ef433d676b2d1cb5097d81ba97093b4b8b7395ab4fbe25ead84637b048e64e";
+
+    #[test]
+    fn the_released_contract_is_frozen() {
         assert_eq!(
-            hex::encode(hash.finalize()),
+            digest_of("../wit/v0.1.0"),
             FROZEN,
             "wit/v0.1.0 changed; released contracts are frozen (put changes in a new version)"
+        );
+    }
+
+    /// The Rust SDK carries its own copy of the contract (so it needs
+    /// nothing outside its crate); the copy is the released one.
+    #[test]
+    fn the_rust_sdks_copy_is_the_released_contract() {
+        assert_eq!(
+            digest_of("../plugins/sdk/rust/wit"),
+            FROZEN,
+            "plugins/sdk/rust/wit differs from wit/v0.1.0; copy it again"
         );
     }
 }

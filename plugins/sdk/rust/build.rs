@@ -3,9 +3,11 @@
 //! *absolute* path of the `weir:plugin@0.1.0` WIT package, so a plugin crate
 //! (wherever it lives) needs neither its own copy of the WIT nor a relative
 //! path to it: the bindings are generated inside the plugin crate (one world
-//! per plugin), from the package next to this SDK in the Weir repository.
+//! per plugin), from the copy of the package inside this crate (`wit/`, the
+//! released contract byte for byte: a host test pins both digests), so the
+//! SDK needs nothing outside itself.
 //!
-//! `WEIR_WIT_DIR` overrides the location (for a vendored SDK).
+//! `WEIR_WIT_DIR` overrides the location.
 
 use std::env;
 use std::fs;
@@ -18,12 +20,12 @@ fn main() {
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let wit = match env::var_os("WEIR_WIT_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => manifest_dir.join("../../../wit/v0.1.0"),
+        None => manifest_dir.join("wit"),
     };
     let wit = wit.canonicalize().unwrap_or_else(|e| {
         panic!(
             "weir-plugin-sdk: cannot find the weir:plugin@0.1.0 WIT package at {} ({e}); \
-             the SDK must stay inside the Weir repository (plugins/sdk/rust), or set WEIR_WIT_DIR",
+             it ships inside the SDK crate (wit/), or set WEIR_WIT_DIR",
             wit.display()
         )
     });

@@ -6,12 +6,20 @@
 #
 #   python-hostile.wasm  componentize-py, from python/hostile/app.py
 #   js-hostile.wasm      componentize-js, from js/hostile.js
+#   python-<example>.wasm, js-<example>.wasm  the example policies written in
+#       Python and JavaScript (weir:plugin@0.2.0), from
+#       plugins/examples/<example>/{python/app.py,js/plugin.js}; they use
+#       the SDKs in plugins/sdk/python and plugins/sdk/js
 #
 # A component is rebuilt only when its source or the WIT is newer than it.
 set -euo pipefail
 cd "$(dirname "$0")"
 here=$(pwd)
 wit=$(cd ../../../wit/v0.1.0 && pwd)
+wit2=$(cd ../../../wit/v0.2.0 && pwd)
+examples=$(cd ../../../plugins/examples && pwd)
+sdk_python=$(cd ../../../plugins/sdk/python && pwd)
+sdk_js=$(cd ../../../plugins/sdk/js && pwd)
 
 COMPONENTIZE_PY=0.25.1
 COMPONENTIZE_JS=0.23.0
@@ -51,4 +59,19 @@ if stale dist/js-hostile.wasm js/hostile.js "$wit"; then
     nice -n 10 "$js/node_modules/.bin/componentize-js" js/hostile.js -w "$wit" -n admission-plugin \
         -d stdio random clocks http fetch-event -o dist/js-hostile.wasm >&2
 fi
+for example in approved-registries:admission-plugin gpu-node-selector:mutator-plugin; do
+    name=${example%%:*}
+    world=${example#*:}
+    if stale "dist/python-$name.wasm" "$examples/$name/python/app.py" "$sdk_python/weir_plugin" "$wit2"; then
+        (cd "$examples/$name/python" && nice -n 10 "$py/bin/componentize-py" -d "$wit2" -w "$world" \
+            componentize app -p . -p "$sdk_python" -o "$here/dist/python-$name.wasm") >&2
+    fi
+    if stale "dist/js-$name.wasm" "$examples/$name/js/plugin.js" "$sdk_js/weir-plugin.js" "$wit2"; then
+        # Run from plugins/: componentize-js reads a module's imports from
+        # under its working directory, and the examples import ../../../sdk/js.
+        (cd "$examples/.." && nice -n 10 "$js/node_modules/.bin/componentize-js" \
+            "examples/$name/js/plugin.js" -w "$wit2" -n "$world" \
+            -d stdio random clocks http fetch-event -o "$here/dist/js-$name.wasm") >&2
+    fi
+done
 echo "$here/dist"
