@@ -488,7 +488,9 @@ async fn guest_stages(
         "rust mutator",
     )?;
     let mut out = Vec::new();
+    let rss_mib = || serve::status_kib(None, "VmRSS").unwrap_or(0.0) / 1024.0;
     for language in ["python", "js"] {
+        let rss_before = rss_mib();
         let load = |name: &str| {
             let path = Path::new(&dir).join(format!("{language}-{name}.wasm"));
             async move {
@@ -506,6 +508,7 @@ async fn guest_stages(
         };
         let admission = load("approved-registries").await?;
         let mutator = load("gpu-node-selector").await?;
+        let rss_loaded = rss_mib();
         let got = mutated(
             mutator
                 .mutate(MUTATOR_CONFIG, ctx, job, &[], &lookup, &limits)
@@ -539,6 +542,16 @@ async fn guest_stages(
                 mutates.push(t_mutate);
             }
         }
+        // What the bench process keeps resident for the two loaded
+        // versions (compiled code, mapped), then after the decisions (warm
+        // pool slots and what they keep).
+        eprintln!(
+            "plugin-chain: {language}: VmRSS {rss_before:.1} MiB before loading, {rss_loaded:.1} MiB \
+             with its two versions loaded (+{:.1}), {:.1} MiB after {} decisions each",
+            rss_loaded - rss_before,
+            rss_mib(),
+            admits.len() + 20
+        );
         out.push(Summary {
             name: format!("plugin-chain: {language} admit alone (call time)"),
             samples: admits,

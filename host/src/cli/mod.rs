@@ -18,6 +18,7 @@ mod deployment;
 mod error;
 mod input;
 mod limit;
+mod new;
 mod output;
 mod plugin;
 mod pool;
@@ -247,6 +248,18 @@ pub async fn execute(global: GlobalArgs, command: Command) -> Result<ExitCode, C
     }) = command
     {
         return plugin::test_offline(test, global.output == OutputFormat::Json).await;
+    }
+    if let Command::Plugin(PluginArgs {
+        command:
+            PluginCommand::New {
+                name,
+                lang,
+                world,
+                dir,
+            },
+    }) = command
+    {
+        return new::execute(&name, lang, world, dir, global.output == OutputFormat::Json);
     }
     let command = match command {
         Command::Token(args) => return token::execute(args, global.output).await,

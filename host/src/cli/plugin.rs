@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::input::read_json_file;
+use super::new::{Lang, WorldArg};
 use super::output::{field, full_time, kv_block, str_of, table};
 use super::{CliError, Ctx};
 use crate::plugin::{FixedStats, Limits, Lookup, Mutated, PluginRuntime, RunContext, World};
@@ -59,6 +60,29 @@ pub enum PluginCommand {
         deadline_ms: u32,
         #[arg(long, value_name = "MB", default_value_t = 64)]
         memory_mb: u32,
+        /// Where compiled components are kept, by digest, so testing the
+        /// same component again skips compiling it (a Python or JavaScript
+        /// one takes seconds to tens of seconds) [default:
+        /// $XDG_CACHE_HOME/weir/plugin-test, else ~/.cache/weir/plugin-test].
+        /// A server's own is DATA_DIR/plugin-cache
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Write a new plugin project (source, SDK, samples, a test, its build)
+    /// that builds with one command and runs in `weir plugin test`
+    New {
+        /// Plugin name (lowercase letters, digits and '-'); the component is
+        /// NAME.wasm
+        name: String,
+        /// Its language
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Its world
+        #[arg(long, value_enum)]
+        world: WorldArg,
+        /// Where to write it (must not exist or be empty); default ./NAME
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -312,6 +336,9 @@ pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCod
         PluginCommand::Test { .. } => {
             return Err(CliError::NotAClientCommand("plugin test"));
         }
+        PluginCommand::New { .. } => {
+            return Err(CliError::NotAClientCommand("plugin new"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -345,6 +372,21 @@ pub(crate) async fn execute_router(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `weir plugin test`'s compile cache when `--cache-dir` is not given:
+/// `$XDG_CACHE_HOME/weir/plugin-test`, else `~/.cache/weir/plugin-test`;
+/// none without either variable.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("weir").join("plugin-test"))
+}
+
 /// `weir plugin test`: needs no server; the same runtime and limits.
 pub(super) async fn test_offline(
     command: PluginCommand,
@@ -358,6 +400,7 @@ pub(super) async fn test_offline(
         stats,
         deadline_ms,
         memory_mb,
+        cache_dir,
     } = command
     else {
         return Err(CliError::NotAClientCommand("plugin"));
@@ -386,7 +429,8 @@ pub(super) async fn test_offline(
         memory_bytes: memory_mb as usize * 1024 * 1024,
         ..Limits::default()
     };
-    let runtime = PluginRuntime::new(None, 4).map_err(|e| CliError::Plugin(e.to_string()))?;
+    let cache_dir = cache_dir.or_else(default_cache_dir);
+    let runtime = PluginRuntime::new(cache_dir, 4).map_err(|e| CliError::Plugin(e.to_string()))?;
     let plugin = runtime
         .load(&bytes)
         .await

@@ -94,6 +94,23 @@ export class RunView {
     });
   }
 
+  /**
+   * A run context as `weir plugin test --ctx FILE` reads it (run_id, pool,
+   * queue, tags, labels, parameters, job_variables, deployment, parent_run;
+   * missing keys take their defaults): the same run a plugin sees there,
+   * for native tests.
+   */
+  static fromJson(text) {
+    const ctx = JSON.parse(text);
+    if (!isObject(ctx)) throw new TypeError('a run context is a JSON object');
+    const fields = {
+      id: ctx.run_id, pool: ctx.pool, queue: ctx.queue, tags: ctx.tags, labels: ctx.labels,
+      parameters: ctx.parameters, jobVariables: ctx.job_variables,
+      deployment: ctx.deployment, parentRun: ctx.parent_run,
+    };
+    return new RunView(Object.fromEntries(Object.entries(fields).filter(([, v]) => present(v))));
+  }
+
   hasTag(tag) {
     return this.tags.includes(tag);
   }

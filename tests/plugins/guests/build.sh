@@ -11,6 +11,11 @@
 #       plugins/examples/<example>/{python/app.py,js/plugin.js}; they use
 #       the SDKs in plugins/sdk/python and plugins/sdk/js
 #
+#   toolchains.env       where the pinned toolchains are (COMPONENTIZE_PY, the
+#       componentize-py executable; COMPONENTIZE_JS_BIN, the directory of
+#       componentize-js), for tests that build plugins themselves
+#       (tests/tests/plugin_new.rs)
+#
 # A component is rebuilt only when its source or the WIT is newer than it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -43,6 +48,7 @@ if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
 fi
 
 mkdir -p dist
+printf 'COMPONENTIZE_PY=%s\nCOMPONENTIZE_JS_BIN=%s\n' "$py/bin/componentize-py" "$js/node_modules/.bin" > dist/toolchains.env
 stale() { # stale OUTPUT INPUT...: OUTPUT is missing or older than an input
     local out=$1; shift
     [ -f "$out" ] || return 0

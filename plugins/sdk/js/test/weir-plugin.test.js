@@ -76,3 +76,17 @@ test('quantities are exact', () => {
   }
   assert.throws(() => quantity(3), /is a string/);
 });
+
+test('a run context file reads as the plugin sees it', () => {
+  const run = RunView.fromJson(
+    '{"run_id": "r1", "pool": "p", "queue": "q", "tags": ["gpu"], "labels": {"team": "a"},'
+    + ' "parameters": {"n": 1}, "job_variables": {"image": "x"}, "deployment": null}',
+  );
+  assert.deepEqual([run.id, run.pool, run.queue, run.tags], ['r1', 'p', 'q', ['gpu']]);
+  assert.deepEqual(run.labels, { team: 'a' });
+  assert.equal(run.parameter('n'), 1);
+  assert.equal(run.jobVariable('image'), 'x');
+  assert.equal(run.deployment, undefined);
+  assert.deepEqual(RunView.fromJson('{}'), new RunView());
+  assert.throws(() => RunView.fromJson('[]'), /JSON object/);
+});

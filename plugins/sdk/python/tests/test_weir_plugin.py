@@ -77,3 +77,16 @@ def test_quantities_are_exact():
             quantity(bad)
     with pytest.raises(ValueError, match="is a string"):
         quantity(3)
+
+
+def test_a_run_context_file_reads_as_the_plugin_sees_it():
+    run = RunView.from_json(
+        '{"run_id": "r1", "pool": "p", "queue": "q", "tags": ["gpu"], "labels": {"team": "a"},'
+        ' "parameters": {"n": 1}, "job_variables": {"image": "x"}, "deployment": null}'
+    )
+    assert (run.id, run.pool, run.queue, run.tags) == ("r1", "p", "q", ["gpu"])
+    assert run.labels == {"team": "a"} and run.parameter("n") == 1
+    assert run.job_variable("image") == "x" and run.deployment is None
+    assert RunView.from_json("{}") == RunView()
+    with pytest.raises(ValueError, match="JSON object"):
+        RunView.from_json("[]")

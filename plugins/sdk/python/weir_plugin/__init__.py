@@ -112,6 +112,28 @@ class RunView:
             parent_run=run.parent_run(),
         )
 
+    @classmethod
+    def from_json(cls, text: str) -> "RunView":
+        """A run context as `weir plugin test --ctx FILE` reads it (`run_id`,
+        `pool`, `queue`, `tags`, `labels`, `parameters`, `job_variables`,
+        `deployment`, `parent_run`; missing keys take their defaults): the
+        same run a plugin sees there, for native tests."""
+        ctx = json.loads(text)
+        if not isinstance(ctx, dict):
+            raise ValueError("a run context is a JSON object")
+        fields = {
+            "id": ctx.get("run_id"),
+            "pool": ctx.get("pool"),
+            "queue": ctx.get("queue"),
+            "tags": ctx.get("tags"),
+            "labels": ctx.get("labels"),
+            "parameters": ctx.get("parameters"),
+            "job_variables": ctx.get("job_variables"),
+            "deployment": ctx.get("deployment"),
+            "parent_run": ctx.get("parent_run"),
+        }
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+
     def has_tag(self, tag: str) -> bool:
         return tag in self.tags
 

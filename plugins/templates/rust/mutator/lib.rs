@@ -70,7 +70,7 @@ mod tests {
     // The same files `weir plugin test` reads.
     const RUN: &str = include_str!("../run.json");
     const JOB: &str = include_str!("../job.json");
-    const CFG: &str = include_str!("../cfg.json");
+    const CFG: &str = include_str!("../config.json");
 
     #[test]
     fn sets_env_on_every_container() -> Result<()> {

@@ -1,0 +1,37 @@
+// my-plugin (admission): the policy, in plain JavaScript, so
+// `policy.test.js` runs it natively (`npm test`). `plugin.js` connects it to
+// Weir.
+//
+// A team may have at most `max_running_per_team` runs holding slots at
+// once: a run of a team at its limit is deferred (judged again after
+// `retry_seconds`); a run without a `team` label is rejected.
+//
+// Config: {"max_running_per_team": 2, "retry_seconds": 30}.
+import { Refused } from './weir-plugin.js';
+
+export const SCHEMA = {
+  type: 'object',
+  required: ['max_running_per_team'],
+  properties: {
+    max_running_per_team: { type: 'integer', minimum: 1 },
+    retry_seconds: { type: 'integer', minimum: 1, maximum: 86400 },
+  },
+  additionalProperties: false,
+};
+
+/**
+ * null to admit; {seconds, reason} to defer; throws a Refused to reject.
+ * `running(key, value)`: how many runs with that label hold slots.
+ */
+export function admit(config, run, running) {
+  const team = run.labels.team;
+  if (team === undefined) {
+    throw new Refused('missing-team', 'the run has no `team` label', { labels: run.labels });
+  }
+  const limit = config.max_running_per_team;
+  const now = running('team', team);
+  if (now >= limit) {
+    return { seconds: config.retry_seconds ?? 30, reason: `team ${team} has ${now} runs running (at most ${limit})` };
+  }
+  return null;
+}

@@ -1,0 +1,34 @@
+// my-plugin (mutator) as a WebAssembly component (weir:plugin@0.2.0): the
+// exports Weir calls. The policy is in `policy.js`.
+import { log } from 'weir:plugin/log@0.2.0';
+import { Job, Refused, RunView, configObject, reject } from './weir-plugin.js';
+import { SCHEMA, mutate } from './policy.js';
+
+export const plugin = {
+  describe() {
+    return {
+      name: 'my-plugin',
+      version: '0.1.0',
+      summary: "sets environment variables on a run's job",
+      configSchema: JSON.stringify(SCHEMA),
+    };
+  },
+  // The host has checked the schema; check here what it cannot say.
+  validateConfig(_config) {},
+};
+
+export const mutator = {
+  mutate(config, run, jobText) {
+    const cfg = configObject(config);
+    const job = Job.fromText(jobText);
+    try {
+      mutate(cfg, RunView.fromResource(run), job);
+    } catch (e) {
+      if (e instanceof Refused) return reject(e);
+      throw e;
+    }
+    log('info', 'set environment', [['variables', String(Object.keys(cfg.env).length)]]);
+    // The whole job: the host computes the patch, checks and records it.
+    return { tag: 'job', val: job.toText() };
+  },
+};
