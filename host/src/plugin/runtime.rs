@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 use super::call::{self, CallSite, DeadlineClocks, GuestResult, HostState, TABLE_ELEMENTS_MAX};
 use super::error::{CallError, LoadError};
@@ -50,6 +52,21 @@ const POOL_MEMORY_BYTES: usize = 64 << 20;
 /// Calls run synchronously on blocking threads, so no fiber stacks are used;
 /// keep the pool's (reserved even so) small.
 const POOL_STACKS: u32 = 8;
+/// When an instance ends, its slot stays ready for the next instance of the
+/// same component (wasmtime keeps slots affine to a component): the pages
+/// the instance touched, up to this many bytes of each memory, are reset to
+/// the component's initial image in place (found with Linux's
+/// `PAGEMAP_SCAN` where the kernel has it, 6.7+) instead of being handed
+/// back to the kernel and faulted in again by the next instance. Every byte
+/// still starts each decision at its initial value; what it costs is memory
+/// kept resident in warm slots (at most this much per memory, and only pages
+/// a decision touched).
+const POOL_KEEP_RESIDENT_BYTES: usize = 16 << 20;
+/// The same for tables (componentize-py's funcref tables are large).
+const POOL_TABLE_KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Slots kept warm while unused, bounding what they keep resident:
+/// 16 × 16 MiB at the very most.
+const POOL_MAX_UNUSED_WARM_SLOTS: u32 = 16;
 
 /// The plugin runtime: one wasmtime Engine and Linker for the process, a
 /// bound on calls in flight, and the precompiled-artifact cache.
@@ -232,8 +249,9 @@ impl PluginRuntime {
             return None;
         }
         // SAFETY: `deserialize` trusts its input to be an artifact that
-        // wasmtime produced. This file is in the host's own cache directory,
-        // was written by `write_cached` from `precompile_component` output,
+        // wasmtime produced. This file is in a cache directory its operator
+        // owns (a server's DATA_DIR/plugin-cache, `weir plugin test`'s
+        // --cache-dir), was written by `write_cached` from `precompile_component` output,
         // and its checksum (checked above) rules out damage since; its name
         // carries the engine's compatibility hash, and wasmtime checks the
         // header again. A failure is only a miss.
@@ -567,7 +585,11 @@ pub(super) fn engine_config(pooling: bool) -> Config {
             .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
             .max_memory_size(POOL_MEMORY_BYTES)
-            .table_elements(TABLE_ELEMENTS_MAX);
+            .table_elements(TABLE_ELEMENTS_MAX)
+            .linear_memory_keep_resident(POOL_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(POOL_TABLE_KEEP_RESIDENT_BYTES)
+            .max_unused_warm_slots(POOL_MAX_UNUSED_WARM_SLOTS)
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

@@ -1091,6 +1091,12 @@ async fn python_and_javascript_guests_decide_and_are_held_to_the_same_bounds() {
         // Nothing of those failures is left behind.
         let again = admit(r#"{"do": "admit"}"#, roomy.clone()).await;
         assert_eq!(again, Ok(Admission::Admit), "{file} after its failures");
+        // Nor of any decision: each starts from the component's initial
+        // image, though its pool slot (and the pages it touched) is reused.
+        for call in 0..5 {
+            let fresh = admit(r#"{"do": "remember"}"#, roomy.clone()).await;
+            assert_eq!(fresh, Ok(Admission::Admit), "{file}, call {call}");
+        }
     }
     assert_runtime_healthy().await;
 }

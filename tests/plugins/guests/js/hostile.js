@@ -2,10 +2,14 @@
 // config says how to misbehave, so the sandbox's tests can show a JavaScript
 // guest is held to the same bounds as a Rust one.
 //
-// Config: {"do": "admit" | "reject" | "loop" | "allocate" | "raise" | "error"}
+// Config: {"do": "admit" | "reject" | "loop" | "allocate" | "raise" | "error" | "remember"}
 // (see ../python/hostile/app.py: the same behaviours).
 
-const BEHAVIOURS = ['admit', 'reject', 'loop', 'allocate', 'raise', 'error'];
+const BEHAVIOURS = ['admit', 'reject', 'loop', 'allocate', 'raise', 'error', 'remember'];
+
+// The runs this instance has judged: empty in the build's snapshot, so empty
+// in every fresh instance.
+const seen = [];
 
 function behaviour(text) {
   const cfg = text.trim() ? JSON.parse(text) : {};
@@ -35,6 +39,10 @@ export const admission = {
     }
     if (todo === 'raise') throw new TypeError('an uncaught JavaScript exception');
     if (todo === 'error') throw { message: 'javascript says no' };
+    if (todo === 'remember') {
+      seen.push(ctx.runId);
+      if (seen.length > 1) return { tag: 'reject', val: `state leaked: this instance has judged ${seen.length} runs` };
+    }
     return { tag: 'admit' };
   },
 };

@@ -2,12 +2,14 @@
 says how to misbehave, so the sandbox's tests can show a Python guest is held
 to the same bounds as a Rust one.
 
-Config: {"do": "admit" | "reject" | "loop" | "allocate" | "raise" | "error"}
+Config: {"do": "admit" | "reject" | "loop" | "allocate" | "raise" | "error" | "remember"}
 - admit / reject: a normal decision (the control case);
 - loop: never returns (the deadline must stop it);
 - allocate: keeps allocating 1 MiB buffers (the memory cap must stop it);
 - raise: an uncaught Python exception (a trap);
-- error: the contract's plugin error.
+- error: the contract's plugin error;
+- remember: admits, unless this instance has judged a run before (module
+  state that a fresh instance never has), which it rejects as a leak.
 """
 import json
 
@@ -21,7 +23,11 @@ from wit_world.imports.types import (
     Stats,
 )
 
-BEHAVIOURS = ("admit", "reject", "loop", "allocate", "raise", "error")
+BEHAVIOURS = ("admit", "reject", "loop", "allocate", "raise", "error", "remember")
+
+# The runs this instance has judged: empty in the build's snapshot, so empty
+# in every fresh instance.
+SEEN = []
 
 
 def behaviour(text: str) -> str:
@@ -53,4 +59,8 @@ class Admission(exports.Admission):
             raise RuntimeError("an uncaught Python exception")
         if do == "error":
             raise Err(PluginError("python says no"))
+        if do == "remember":
+            SEEN.append(ctx.run_id)
+            if len(SEEN) > 1:
+                return Admission_Reject(f"state leaked: this instance has judged {len(SEEN)} runs")
         return Admission_Admit()
