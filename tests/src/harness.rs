@@ -390,3 +390,34 @@ pub fn most_at_once(
     }
     max
 }
+
+/// The lines of a run's history (the run as the API returns it) that the
+/// plugin named `plugin` wrote.
+pub fn plugin_entries<'a>(run: &'a Value, plugin: &str) -> Vec<&'a Value> {
+    run["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["detail"]["plugin"] == plugin)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A file `tests/plugins/guests/build.sh` made (the Python and JavaScript
+/// components, `toolchains.env`; `.ci/run` runs it and sets `WEIR_GUESTS`):
+/// `None`, said on stderr as SKIPPED, without the variable; a panic if it is
+/// set and the file is not there.
+pub fn guest(file: &str) -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
+        eprintln!("SKIPPED: guest {file}: WEIR_GUESTS is not set (tests/plugins/guests/build.sh)");
+        return None;
+    };
+    let path = Path::new(&dir).join(file);
+    assert!(
+        path.is_file(),
+        "WEIR_GUESTS is set but {} is missing",
+        path.display()
+    );
+    Some(path)
+}

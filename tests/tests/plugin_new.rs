@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use weir_tests::harness::{WeirProcess, eventually_blocking, weir_bin};
+use weir_tests::harness::{WeirProcess, eventually_blocking, guest, plugin_entries, weir_bin};
 
 const LANGS: [&str; 3] = ["rust", "python", "js"];
 
@@ -28,19 +28,9 @@ struct Toolchains {
 }
 
 fn toolchains() -> Option<Toolchains> {
-    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
-        eprintln!(
-            "SKIPPED: weir plugin new end to end: WEIR_GUESTS is not set (tests/plugins/guests/build.sh)"
-        );
-        return None;
-    };
-    let env_file = Path::new(&dir).join("toolchains.env");
-    let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
-        panic!(
-            "WEIR_GUESTS is set but {} cannot be read ({e})",
-            env_file.display()
-        )
-    });
+    let env_file = guest("toolchains.env")?;
+    let text = std::fs::read_to_string(&env_file)
+        .unwrap_or_else(|e| panic!("{} cannot be read ({e})", env_file.display()));
     let get = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -189,22 +179,18 @@ fn container_env(job: &Value, name: &str) -> Option<Value> {
         .map(|e| e["value"].clone())
 }
 
+/// What `plugin` decided about `run`, line by line (`defer`, `admit`, ...;
+/// the whole decision as JSON where it has no `decision` field).
 fn decisions_of(run: &Value, plugin: &str) -> Vec<String> {
-    run["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter(|e| e["detail"]["plugin"] == plugin)
-                .map(|e| {
-                    let d = &e["detail"]["decision"];
-                    d["decision"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| d.to_string())
-                })
-                .collect()
+    plugin_entries(run, plugin)
+        .iter()
+        .map(|e| {
+            let d = &e["detail"]["decision"];
+            d["decision"]
+                .as_str()
+                .map_or_else(|| d.to_string(), str::to_owned)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 #[test]

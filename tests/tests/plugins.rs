@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use weir_tests::api::{Api, start};
-use weir_tests::harness::component;
+use weir_tests::harness::{component, guest, plugin_entries};
 
 async fn add(api: &Api, name: &str, file: &str) -> Value {
     let (status, v) = api.upload(name, &component(file)).await;
@@ -37,17 +37,6 @@ fn history_causes(run: &Value) -> Vec<String> {
         .map(|h| {
             h.iter()
                 .map(|e| e["cause"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn plugin_entries<'a>(run: &'a Value, plugin: &str) -> Vec<&'a Value> {
-    run["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter(|e| e["detail"]["plugin"] == plugin)
                 .collect()
         })
         .unwrap_or_default()
@@ -875,24 +864,6 @@ async fn contract_0_2_0_plugins_judge_live_runs_with_structured_refusals() {
     );
     api.wait_state(&first_id, &["Completed"]).await;
     api.server.shutdown();
-}
-
-/// A Python or JavaScript component of `tests/plugins/guests/build.sh`
-/// (`.ci/run` builds them and sets `WEIR_GUESTS`): `None`, said on stderr as
-/// SKIPPED, without the variable; a panic if it is set and the file is not
-/// there.
-fn guest(file: &str) -> Option<std::path::PathBuf> {
-    let Some(dir) = std::env::var_os("WEIR_GUESTS") else {
-        eprintln!("SKIPPED: guest {file}: WEIR_GUESTS is not set (tests/plugins/guests/build.sh)");
-        return None;
-    };
-    let path = std::path::Path::new(&dir).join(file);
-    assert!(
-        path.is_file(),
-        "WEIR_GUESTS is set but {} is missing",
-        path.display()
-    );
-    Some(path)
 }
 
 /// What a decision says once who said it is taken away: the text after

@@ -46,279 +46,196 @@ impl From<WorldArg> for World {
     }
 }
 
-/// One file of a project: where it goes, its text, whether the name and
-/// world are substituted in it, whether it is executable.
+/// What is done to a file's text when it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Copied as it is.
+    Copy,
+    /// The name and world put in.
+    Template,
+    /// A template, made executable (a build script).
+    Script,
+}
+
+/// One file of a project: where it goes, where in the repository it comes
+/// from, its text, and what is done to it.
 #[derive(Clone, Copy)]
 pub(crate) struct File {
     path: &'static str,
+    /// Where in the repository it comes from (for the tests that check
+    /// every template and SDK file reaches a project).
+    #[cfg(test)]
+    source: &'static str,
     text: &'static str,
-    template: bool,
-    executable: bool,
+    kind: Kind,
 }
 
-macro_rules! embed {
-    ($src:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../", $src))
+/// `file!(Kind, "dest/in/project", "path/in/repository")`: embeds the source.
+macro_rules! file {
+    ($kind:ident, $dest:expr, $src:expr) => {
+        File {
+            path: $dest,
+            #[cfg(test)]
+            source: $src,
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../", $src)),
+            kind: Kind::$kind,
+        }
     };
-}
-
-/// A template file (name and world substituted).
-const fn template(path: &'static str, text: &'static str) -> File {
-    File {
-        path,
-        text,
-        template: true,
-        executable: false,
-    }
-}
-
-/// A file copied as it is.
-const fn copy(path: &'static str, text: &'static str) -> File {
-    File {
-        path,
-        text,
-        template: false,
-        executable: false,
-    }
-}
-
-/// A build script (a template, executable).
-const fn script(path: &'static str, text: &'static str) -> File {
-    File {
-        path,
-        text,
-        template: true,
-        executable: true,
-    }
 }
 
 /// The samples `weir plugin test` reads, in every project.
 const SAMPLES: &[File] = &[
-    copy("run.json", embed!("plugins/templates/samples/run.json")),
-    copy("job.json", embed!("plugins/templates/samples/job.json")),
-    copy("stats.json", embed!("plugins/templates/samples/stats.json")),
+    file!(Copy, "run.json", "plugins/templates/samples/run.json"),
+    file!(Copy, "job.json", "plugins/templates/samples/job.json"),
+    file!(Copy, "stats.json", "plugins/templates/samples/stats.json"),
 ];
 
 /// The released contract a Python or JavaScript plugin is built against.
-const WIT_0_2_0: File = copy("wit/plugin.wit", embed!("wit/v0.2.0/plugin.wit"));
+const WIT_0_2_0: File = file!(Copy, "wit/plugin.wit", "wit/v0.2.0/plugin.wit");
 
 /// The Rust SDK, whole (a test checks no file of `plugins/sdk/rust` is
 /// missing here).
-pub(crate) const RUST_SDK: &[File] = &[
-    copy(
-        "weir-plugin-sdk/Cargo.toml",
-        embed!("plugins/sdk/rust/Cargo.toml"),
-    ),
-    copy(
-        "weir-plugin-sdk/build.rs",
-        embed!("plugins/sdk/rust/build.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/wit/plugin.wit",
-        embed!("plugins/sdk/rust/wit/plugin.wit"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/config.rs",
-        embed!("plugins/sdk/rust/src/config.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/context.rs",
-        embed!("plugins/sdk/rust/src/context.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/error.rs",
-        embed!("plugins/sdk/rust/src/error.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/job.rs",
-        embed!("plugins/sdk/rust/src/job.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/json.rs",
-        embed!("plugins/sdk/rust/src/json.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/k8s.rs",
-        embed!("plugins/sdk/rust/src/k8s.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/lib.rs",
-        embed!("plugins/sdk/rust/src/lib.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/log.rs",
-        embed!("plugins/sdk/rust/src/log.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/patch.rs",
-        embed!("plugins/sdk/rust/src/patch.rs"),
-    ),
-    copy(
-        "weir-plugin-sdk/src/quantity.rs",
-        embed!("plugins/sdk/rust/src/quantity.rs"),
-    ),
+macro_rules! rust_sdk {
+    ($($file:literal),* $(,)?) => {
+        &[$(file!(
+            Copy,
+            concat!("weir-plugin-sdk/", $file),
+            concat!("plugins/sdk/rust/", $file)
+        )),*]
+    };
+}
+const RUST_SDK: &[File] = rust_sdk![
+    "Cargo.toml",
+    "build.rs",
+    "wit/plugin.wit",
+    "src/config.rs",
+    "src/context.rs",
+    "src/error.rs",
+    "src/job.rs",
+    "src/json.rs",
+    "src/k8s.rs",
+    "src/lib.rs",
+    "src/log.rs",
+    "src/patch.rs",
+    "src/quantity.rs",
 ];
 
 const RUST: &[File] = &[
-    template("Cargo.toml", embed!("plugins/templates/rust/Cargo.toml")),
-    template("Cargo.lock", embed!("plugins/templates/rust/Cargo.lock")),
-    copy(
+    file!(Template, "Cargo.toml", "plugins/templates/rust/Cargo.toml"),
+    file!(Template, "Cargo.lock", "plugins/templates/rust/Cargo.lock"),
+    file!(
+        Copy,
         "rust-toolchain.toml",
-        embed!("plugins/templates/rust/rust-toolchain.toml"),
+        "plugins/templates/rust/rust-toolchain.toml"
     ),
-    script("build.sh", embed!("plugins/templates/rust/build.sh")),
-    template("README.md", embed!("plugins/templates/rust/README.md")),
-    copy(".gitignore", embed!("plugins/templates/rust/gitignore")),
+    file!(Script, "build.sh", "plugins/templates/rust/build.sh"),
+    file!(Template, "README.md", "plugins/templates/rust/README.md"),
+    file!(Copy, ".gitignore", "plugins/templates/rust/gitignore"),
 ];
 
 const PYTHON: &[File] = &[
-    script("build.sh", embed!("plugins/templates/python/build.sh")),
-    template("README.md", embed!("plugins/templates/python/README.md")),
-    copy(".gitignore", embed!("plugins/templates/python/gitignore")),
-    copy(
+    file!(Script, "build.sh", "plugins/templates/python/build.sh"),
+    file!(Template, "README.md", "plugins/templates/python/README.md"),
+    file!(Copy, ".gitignore", "plugins/templates/python/gitignore"),
+    file!(
+        Copy,
         "weir_plugin/__init__.py",
-        embed!("plugins/sdk/python/weir_plugin/__init__.py"),
+        "plugins/sdk/python/weir_plugin/__init__.py"
     ),
 ];
 
 const JS: &[File] = &[
-    template("package.json", embed!("plugins/templates/js/package.json")),
-    template("README.md", embed!("plugins/templates/js/README.md")),
-    copy(".gitignore", embed!("plugins/templates/js/gitignore")),
-    copy("weir-plugin.js", embed!("plugins/sdk/js/weir-plugin.js")),
-    copy(
-        "weir-plugin.d.ts",
-        embed!("plugins/sdk/js/weir-plugin.d.ts"),
+    file!(
+        Template,
+        "package.json",
+        "plugins/templates/js/package.json"
     ),
+    file!(Template, "README.md", "plugins/templates/js/README.md"),
+    file!(Copy, ".gitignore", "plugins/templates/js/gitignore"),
+    file!(Copy, "weir-plugin.js", "plugins/sdk/js/weir-plugin.js"),
+    file!(Copy, "weir-plugin.d.ts", "plugins/sdk/js/weir-plugin.d.ts"),
 ];
+
+/// The files of one language's template for one world
+/// (`plugins/templates/<lang>/<world>/`).
+macro_rules! world_files {
+    (rust, $world:literal) => {
+        vec![
+            file!(
+                Template,
+                "src/lib.rs",
+                concat!("plugins/templates/rust/", $world, "/lib.rs")
+            ),
+            file!(
+                Copy,
+                "config.json",
+                concat!("plugins/templates/rust/", $world, "/config.json")
+            ),
+        ]
+    };
+    (python, $world:literal) => {
+        vec![
+            file!(
+                Template,
+                "app.py",
+                concat!("plugins/templates/python/", $world, "/app.py")
+            ),
+            file!(
+                Template,
+                "policy.py",
+                concat!("plugins/templates/python/", $world, "/policy.py")
+            ),
+            file!(
+                Template,
+                "test_policy.py",
+                concat!("plugins/templates/python/", $world, "/test_policy.py")
+            ),
+            file!(
+                Copy,
+                "config.json",
+                concat!("plugins/templates/python/", $world, "/config.json")
+            ),
+        ]
+    };
+    (js, $world:literal) => {
+        vec![
+            file!(
+                Template,
+                "plugin.js",
+                concat!("plugins/templates/js/", $world, "/plugin.js")
+            ),
+            file!(
+                Template,
+                "policy.js",
+                concat!("plugins/templates/js/", $world, "/policy.js")
+            ),
+            file!(
+                Template,
+                "policy.test.js",
+                concat!("plugins/templates/js/", $world, "/policy.test.js")
+            ),
+            file!(
+                Copy,
+                "config.json",
+                concat!("plugins/templates/js/", $world, "/config.json")
+            ),
+        ]
+    };
+}
 
 /// The files of one language and world that are not shared.
 fn world_files(lang: Lang, world: WorldArg) -> Vec<File> {
-    use WorldArg::*;
+    use WorldArg::{Admission, Mutator, Router};
     match (lang, world) {
-        (Lang::Rust, Router) => vec![
-            template("src/lib.rs", embed!("plugins/templates/rust/router/lib.rs")),
-            copy(
-                "config.json",
-                embed!("plugins/templates/rust/router/config.json"),
-            ),
-        ],
-        (Lang::Rust, Admission) => vec![
-            template(
-                "src/lib.rs",
-                embed!("plugins/templates/rust/admission/lib.rs"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/rust/admission/config.json"),
-            ),
-        ],
-        (Lang::Rust, Mutator) => vec![
-            template(
-                "src/lib.rs",
-                embed!("plugins/templates/rust/mutator/lib.rs"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/rust/mutator/config.json"),
-            ),
-        ],
-        (Lang::Python, Router) => vec![
-            template("app.py", embed!("plugins/templates/python/router/app.py")),
-            template(
-                "policy.py",
-                embed!("plugins/templates/python/router/policy.py"),
-            ),
-            template(
-                "test_policy.py",
-                embed!("plugins/templates/python/router/test_policy.py"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/python/router/config.json"),
-            ),
-        ],
-        (Lang::Python, Admission) => vec![
-            template(
-                "app.py",
-                embed!("plugins/templates/python/admission/app.py"),
-            ),
-            template(
-                "policy.py",
-                embed!("plugins/templates/python/admission/policy.py"),
-            ),
-            template(
-                "test_policy.py",
-                embed!("plugins/templates/python/admission/test_policy.py"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/python/admission/config.json"),
-            ),
-        ],
-        (Lang::Python, Mutator) => vec![
-            template("app.py", embed!("plugins/templates/python/mutator/app.py")),
-            template(
-                "policy.py",
-                embed!("plugins/templates/python/mutator/policy.py"),
-            ),
-            template(
-                "test_policy.py",
-                embed!("plugins/templates/python/mutator/test_policy.py"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/python/mutator/config.json"),
-            ),
-        ],
-        (Lang::Js, Router) => vec![
-            template("plugin.js", embed!("plugins/templates/js/router/plugin.js")),
-            template("policy.js", embed!("plugins/templates/js/router/policy.js")),
-            template(
-                "policy.test.js",
-                embed!("plugins/templates/js/router/policy.test.js"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/js/router/config.json"),
-            ),
-        ],
-        (Lang::Js, Admission) => vec![
-            template(
-                "plugin.js",
-                embed!("plugins/templates/js/admission/plugin.js"),
-            ),
-            template(
-                "policy.js",
-                embed!("plugins/templates/js/admission/policy.js"),
-            ),
-            template(
-                "policy.test.js",
-                embed!("plugins/templates/js/admission/policy.test.js"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/js/admission/config.json"),
-            ),
-        ],
-        (Lang::Js, Mutator) => vec![
-            template(
-                "plugin.js",
-                embed!("plugins/templates/js/mutator/plugin.js"),
-            ),
-            template(
-                "policy.js",
-                embed!("plugins/templates/js/mutator/policy.js"),
-            ),
-            template(
-                "policy.test.js",
-                embed!("plugins/templates/js/mutator/policy.test.js"),
-            ),
-            copy(
-                "config.json",
-                embed!("plugins/templates/js/mutator/config.json"),
-            ),
-        ],
+        (Lang::Rust, Router) => world_files!(rust, "router"),
+        (Lang::Rust, Admission) => world_files!(rust, "admission"),
+        (Lang::Rust, Mutator) => world_files!(rust, "mutator"),
+        (Lang::Python, Router) => world_files!(python, "router"),
+        (Lang::Python, Admission) => world_files!(python, "admission"),
+        (Lang::Python, Mutator) => world_files!(python, "mutator"),
+        (Lang::Js, Router) => world_files!(js, "router"),
+        (Lang::Js, Admission) => world_files!(js, "admission"),
+        (Lang::Js, Mutator) => world_files!(js, "mutator"),
     }
 }
 
@@ -342,7 +259,7 @@ fn project(lang: Lang, world: WorldArg) -> Vec<File> {
 impl File {
     /// The text with the name and world put in.
     fn render(&self, name: &str, world: WorldArg) -> String {
-        if !self.template {
+        if self.kind == Kind::Copy {
             return self.text.to_owned();
         }
         let world = World::from(world).as_str();
@@ -399,7 +316,7 @@ pub(crate) fn write_project(
             std::fs::create_dir_all(parent).map_err(write_err)?;
         }
         std::fs::write(&path, file.render(name, world)).map_err(write_err)?;
-        if file.executable {
+        if file.kind == Kind::Script {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                 .map_err(write_err)?;
@@ -520,30 +437,38 @@ mod tests {
 
     #[test]
     fn the_rust_sdk_is_copied_whole() {
-        let mut embedded: Vec<String> = RUST_SDK
+        let mut embedded: Vec<&str> = RUST_SDK
             .iter()
-            .map(|f| f.path.trim_start_matches("weir-plugin-sdk/").to_owned())
+            .map(|f| {
+                assert_eq!(
+                    f.path.strip_prefix("weir-plugin-sdk/"),
+                    f.source.strip_prefix("plugins/sdk/rust/")
+                );
+                f.source.trim_start_matches("plugins/sdk/rust/")
+            })
             .collect();
-        embedded.sort();
+        embedded.sort_unstable();
         assert_eq!(embedded, files_under(&repo("plugins/sdk/rust")));
     }
 
     #[test]
     fn every_template_file_reaches_a_project() {
-        // Each file under plugins/templates/ is embedded: its text is one of
-        // the texts a project is written from.
-        let root = repo("plugins/templates");
-        for rel in files_under(&root) {
+        // Each file under plugins/templates/ (but its own README) is the
+        // source of a file in some project.
+        let sources: std::collections::BTreeSet<&str> = LANGS
+            .iter()
+            .flat_map(|&lang| WORLDS.iter().flat_map(move |&world| project(lang, world)))
+            .map(|f| f.source)
+            .collect();
+        for rel in files_under(&repo("plugins/templates")) {
             if rel == "README.md" {
                 continue;
             }
-            let text = std::fs::read_to_string(root.join(&rel)).expect("read");
-            let found = LANGS.iter().any(|&lang| {
-                WORLDS
-                    .iter()
-                    .any(|&world| project(lang, world).iter().any(|f| f.text == text))
-            });
-            assert!(found, "plugins/templates/{rel} is in no project");
+            let source = format!("plugins/templates/{rel}");
+            assert!(
+                sources.contains(source.as_str()),
+                "{source} is in no project"
+            );
         }
     }
 
