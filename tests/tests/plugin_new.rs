@@ -226,8 +226,7 @@ fn every_template_builds_passes_its_tests_and_decides_in_plugin_test_and_a_live_
             // the run carries the tag `gpu` (run.json).
             let out = plugin_test(world, &dir, &wasm, &cache);
             assert_eq!(out["world"], world, "{name}: {out}");
-            let expected_wit = if lang == "rust" { "0.1.0" } else { "0.2.0" };
-            assert_eq!(out["wit_version"], expected_wit, "{name}: {out}");
+            assert_eq!(out["wit_version"], "0.2.0", "{name}: {out}");
             match world {
                 "router" => assert_eq!(out["route"]["pool"], "gpu", "{name}: {out}"),
                 "admission" => {
@@ -243,9 +242,7 @@ fn every_template_builds_passes_its_tests_and_decides_in_plugin_test_and_a_live_
                     "{name}: {out}"
                 ),
             }
-            if lang != "rust" {
-                assert_eq!(out["description"]["name"], name.as_str(), "{name}: {out}");
-            }
+            assert_eq!(out["description"]["name"], name.as_str(), "{name}: {out}");
             built.push((lang, world, name, dir, wasm));
         }
     }
@@ -375,7 +372,7 @@ fn every_template_builds_passes_its_tests_and_decides_in_plugin_test_and_a_live_
         assert!(
             rejected["state_message"]
                 .as_str()
-                .is_some_and(|m| m.contains("the run has no `team` label")),
+                .is_some_and(|m| m.contains("[missing-team] the run has no `team` label")),
             "{plugin}: {rejected}"
         );
         let cancelled = weir.cli(&["run", "cancel", &first_id]);

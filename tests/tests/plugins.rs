@@ -868,7 +868,8 @@ async fn contract_0_2_0_plugins_judge_live_runs_with_structured_refusals() {
 
 /// What a decision says once who said it is taken away: the text after
 /// `<plugin>@<version>: ` (or after `): plugin returned an error: ` for a
-/// plugin's error), without a leading `[code] `.
+/// plugin's error), with its leading `[code] ` (every language's version
+/// refuses with the same codes).
 fn said(message: &str) -> String {
     let rest = match message.find("@1: ") {
         Some(i) if !message.contains("failed (") => &message[i + 4..],
@@ -877,16 +878,18 @@ fn said(message: &str) -> String {
     let rest = rest
         .strip_prefix("plugin returned an error: ")
         .unwrap_or(rest);
-    match rest.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-        Some((_, text)) => text.to_owned(),
-        None => rest.to_owned(),
-    }
+    assert!(
+        rest.starts_with('[') && rest.contains("] "),
+        "a refusal without a code: {message}"
+    );
+    rest.to_owned()
 }
 
 /// The example policies `approved-registries` and `gpu-node-selector` in
-/// Rust (SDK, weir:plugin@0.1.0), Python and JavaScript (weir:plugin@0.2.0),
-/// bound to three pools of a live Weir with the same configs, make the same
-/// decisions with the same reasons and the same job changes.
+/// Rust, Python and JavaScript (each with its SDK, weir:plugin@0.2.0), bound
+/// to three pools of a live Weir with the same configs, make the same
+/// decisions with the same refusals (code and message) and the same job
+/// changes.
 #[tokio::test]
 async fn the_example_policies_decide_the_same_in_rust_python_and_javascript() {
     let files = [

@@ -20,7 +20,7 @@ use crate::domain::{World, validate_dns_label};
 /// A plugin's language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
-    /// Rust, with `weir-plugin-sdk` (weir:plugin@0.1.0)
+    /// Rust, with `weir-plugin-sdk` (weir:plugin@0.2.0)
     Rust,
     /// Python, with componentize-py (weir:plugin@0.2.0)
     Python,

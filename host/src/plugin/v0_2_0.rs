@@ -454,4 +454,15 @@ mod tests {
             "wit/v0.2.0 changed; released contracts are frozen (put changes in a new version)"
         );
     }
+
+    /// The Rust SDK carries its own copy of the contract it builds against
+    /// (so it needs nothing outside its crate); the copy is the released one.
+    #[test]
+    fn the_rust_sdks_copy_is_the_released_contract() {
+        assert_eq!(
+            super::super::v0_1_0::tests::digest_of("../plugins/sdk/rust/wit"),
+            FROZEN,
+            "plugins/sdk/rust/wit differs from wit/v0.2.0; copy it again"
+        );
+    }
 }

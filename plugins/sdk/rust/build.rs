@@ -1,6 +1,6 @@
 //! Writes `$OUT_DIR/generate.rs`: the `__weir_generate!` macro that the
 //! `export_*!` macros expand to. It calls `wit_bindgen::generate!` with the
-//! *absolute* path of the `weir:plugin@0.1.0` WIT package, so a plugin crate
+//! *absolute* path of the `weir:plugin@0.2.0` WIT package, so a plugin crate
 //! (wherever it lives) needs neither its own copy of the WIT nor a relative
 //! path to it: the bindings are generated inside the plugin crate (one world
 //! per plugin), from the copy of the package inside this crate (`wit/`, the
@@ -24,7 +24,7 @@ fn main() {
     };
     let wit = wit.canonicalize().unwrap_or_else(|e| {
         panic!(
-            "weir-plugin-sdk: cannot find the weir:plugin@0.1.0 WIT package at {} ({e}); \
+            "weir-plugin-sdk: cannot find the weir:plugin@0.2.0 WIT package at {} ({e}); \
              it ships inside the SDK crate (wit/), or set WEIR_WIT_DIR",
             wit.display()
         )
@@ -42,7 +42,7 @@ fn main() {
     let out =
         PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("generate.rs");
     let code = format!(
-        r#"/// Generates the bindings of one `weir:plugin@0.1.0` world in the calling
+        r#"/// Generates the bindings of one `weir:plugin@0.2.0` world in the calling
 /// crate. Internal: use `export_router!`, `export_admission!` or `export_mutator!`.
 #[doc(hidden)]
 #[macro_export]

@@ -5,7 +5,11 @@
 //! `image` job variable (the run's own, merged over its deployment's): a run
 //! without one is admitted (it gets the pool's default image), one whose image
 //! starts with an approved prefix is admitted, any other is rejected with the
-//! image and the allowed prefixes in the reason.
+//! image and the allowed prefixes in the refusal (code
+//! `unapproved-registry`, details `{"image", "prefixes"}`); an image that is
+//! not a string is rejected with the code `bad-image`. The Python and
+//! JavaScript versions next to it (`python/app.py`, `js/plugin.js`) make the
+//! same decisions with the same refusals.
 //!
 //! Limits: the mutator stage cannot re-check (a later mutator or the
 //! template's default image is not seen here), and a raw job (a run with its
@@ -24,8 +28,10 @@
 
 use weir_plugin_sdk::config::ConfigObject;
 use weir_plugin_sdk::json::short;
-use weir_plugin_sdk::serde_json::Value;
-use weir_plugin_sdk::{Admission, AdmissionPlugin, Plugin, Result, RunContext, Stats, log};
+use weir_plugin_sdk::serde_json::{Value, json};
+use weir_plugin_sdk::{
+    Admission, AdmissionPlugin, Description, Plugin, Refusal, Result, RunContext, Stats, log,
+};
 
 /// The parsed config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +43,26 @@ pub struct ApprovedRegistries;
 
 impl Plugin for ApprovedRegistries {
     type Config = Config;
+
+    fn describe() -> Description {
+        Description::new(
+            "approved-registries",
+            "1.0.0",
+            "admits only runs whose image comes from an approved registry",
+        )
+        .with_config_schema(json!({
+            "type": "object",
+            "required": ["prefixes"],
+            "properties": {
+                "prefixes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "minLength": 1}
+                }
+            },
+            "additionalProperties": false
+        }))
+    }
 
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
@@ -53,15 +79,18 @@ impl Plugin for ApprovedRegistries {
 }
 
 impl AdmissionPlugin for ApprovedRegistries {
-    fn admit(config: &Config, ctx: &RunContext, _stats: &Stats) -> Result<Admission> {
+    fn admit(config: &Config, ctx: &RunContext, _stats: &dyn Stats) -> Result<Admission> {
         let image = match ctx.job_variable("image") {
             None => return Ok(Admission::Admit),
             Some(Value::String(image)) => image,
             Some(other) => {
-                return Ok(Admission::reject(format!(
-                    "job variable `image` must be a string, got {}",
-                    short(other)
-                )));
+                return Ok(Admission::reject(
+                    "bad-image",
+                    format!(
+                        "job variable `image` must be a string, got {}",
+                        short(other)
+                    ),
+                ));
             }
         };
         if config
@@ -72,10 +101,16 @@ impl AdmissionPlugin for ApprovedRegistries {
             return Ok(Admission::Admit);
         }
         log::info("image from an unapproved registry", &[("image", image)]);
-        Ok(Admission::reject(format!(
-            "image {image:?} is not from an approved registry; allowed prefixes: {}",
-            config.prefixes.join(", ")
-        )))
+        Ok(Admission::Reject(
+            Refusal::new(
+                "unapproved-registry",
+                format!(
+                    "image {image:?} is not from an approved registry; allowed prefixes: {}",
+                    config.prefixes.join(", ")
+                ),
+            )
+            .with_details(json!({"image": image, "prefixes": config.prefixes})),
+        ))
     }
 }
 
@@ -84,8 +119,7 @@ weir_plugin_sdk::export_admission!(ApprovedRegistries);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::serde_json::json;
-    use weir_plugin_sdk::{run_admission, validate_config};
+    use weir_plugin_sdk::{StatsTable, run_admission, validate_config};
 
     const CONFIG: &str = r#"{"prefixes": ["registry.example.com/", "ghcr.io/acme/"]}"#;
 
@@ -94,7 +128,7 @@ mod tests {
             job_variables: job_variables.as_object().cloned().unwrap_or_default(),
             ..RunContext::default()
         };
-        match run_admission::<ApprovedRegistries>(CONFIG, &ctx, &Stats::default()) {
+        match run_admission::<ApprovedRegistries>(CONFIG, &ctx, &StatsTable::default()) {
             Ok(a) => a,
             Err(e) => panic!("{e}"),
         }
@@ -122,9 +156,16 @@ mod tests {
     fn other_images_are_rejected_with_the_prefixes() {
         assert_eq!(
             decide(json!({"image": "ghcr.io/acme-evil/x:1"})),
-            Admission::reject(
-                "image \"ghcr.io/acme-evil/x:1\" is not from an approved registry; \
-                 allowed prefixes: registry.example.com/, ghcr.io/acme/"
+            Admission::Reject(
+                Refusal::new(
+                    "unapproved-registry",
+                    "image \"ghcr.io/acme-evil/x:1\" is not from an approved registry; \
+                     allowed prefixes: registry.example.com/, ghcr.io/acme/"
+                )
+                .with_details(json!({
+                    "image": "ghcr.io/acme-evil/x:1",
+                    "prefixes": ["registry.example.com/", "ghcr.io/acme/"]
+                }))
             )
         );
         assert!(matches!(
@@ -137,7 +178,10 @@ mod tests {
     fn non_string_images_are_rejected() {
         assert_eq!(
             decide(json!({"image": ["a"]})),
-            Admission::reject("job variable `image` must be a string, got [\"a\"]")
+            Admission::reject(
+                "bad-image",
+                "job variable `image` must be a string, got [\"a\"]"
+            )
         );
     }
 

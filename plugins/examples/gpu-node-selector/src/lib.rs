@@ -9,7 +9,13 @@
 //! (default 1; a container that also requests the resource gets the same
 //! request, as Kubernetes requires for extended resources).
 //!
-//! No ops for runs that do not want GPUs, and for process jobs.
+//! Runs that do not want GPUs, and process jobs, get their job back
+//! unchanged. The plugin returns the whole changed job
+//! (`weir:plugin@0.2.0`); the host computes, checks and records the patch.
+//! A bad `gpu`/`gpus` value is a refusal to decide with the code
+//! `bad-gpu-request` (the binding's on-error policy applies). The Python and
+//! JavaScript versions next to it (`python/app.py`, `js/plugin.js`) make the
+//! same changes and the same refusals.
 //!
 //! Config (all keys optional):
 //!
@@ -34,9 +40,10 @@ use std::collections::BTreeMap;
 
 use weir_plugin_sdk::config::ConfigObject;
 use weir_plugin_sdk::json::{array_entry, object_entry, short};
-use weir_plugin_sdk::serde_json::Value;
+use weir_plugin_sdk::serde_json::{Value, json};
 use weir_plugin_sdk::{
-    Job, MutatorPlugin, PatchOp, Plugin, PluginError, Result, RunContext, k8s, log,
+    BAD_JOB, Description, Job, Mutation, MutatorPlugin, Plugin, Refusal, Result, RunContext, Stats,
+    k8s, log,
 };
 
 /// The parsed config.
@@ -54,6 +61,33 @@ pub struct GpuNodeSelector;
 
 impl Plugin for GpuNodeSelector {
     type Config = Config;
+
+    fn describe() -> Description {
+        Description::new("gpu-node-selector", "1.0.0", "puts GPU runs on GPU nodes")
+            .with_config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "tag": {"type": "string", "minLength": 1},
+                    "node_selector": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "tolerations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "key": {"type": "string"},
+                                "operator": {"enum": ["Exists", "Equal"]},
+                                "value": {"type": "string"},
+                                "effect": {"enum": ["", "NoSchedule", "PreferNoSchedule", "NoExecute"]},
+                                "tolerationSeconds": {"type": "integer"}
+                            },
+                            "additionalProperties": false
+                        }
+                    },
+                    "resource": {"type": "string", "minLength": 1}
+                },
+                "additionalProperties": false
+            }))
+    }
 
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
@@ -101,14 +135,12 @@ impl Plugin for GpuNodeSelector {
     }
 }
 
+/// The code of a run whose `gpu` or `gpus` cannot be read.
+pub const BAD_GPU_REQUEST: &str = "bad-gpu-request";
+
 /// How many GPUs the run wants (0: none).
 pub fn wanted_gpus(config: &Config, ctx: &RunContext) -> Result<u32> {
-    let lookup = |key: &str| -> Option<(&str, &Value)> {
-        ctx.job_variable(key)
-            .map(|v| ("job variable", v))
-            .or_else(|| ctx.parameter(key).map(|v| ("parameter", v)))
-    };
-    if let Some((source, v)) = lookup("gpus") {
+    if let Some((source, v)) = ctx.setting("gpus") {
         let n = match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -118,50 +150,59 @@ pub fn wanted_gpus(config: &Config, ctx: &RunContext) -> Result<u32> {
             Some(Ok(0)) => {}
             Some(Ok(n)) => return Ok(n),
             _ => {
-                return Err(PluginError::new(format!(
-                    "{source} `gpus` must be a non-negative integer, got {}",
-                    short(v)
-                )));
+                return Err(Refusal::new(
+                    BAD_GPU_REQUEST,
+                    format!(
+                        "{source} `gpus` must be a non-negative integer, got {}",
+                        short(v)
+                    ),
+                ));
             }
         }
     }
-    let flagged = match lookup("gpu") {
+    let flagged = match ctx.setting("gpu") {
         None => false,
         Some((_, Value::Bool(b))) => *b,
         Some((_, Value::String(s))) if s == "true" || s == "false" => s == "true",
         Some((source, v)) => {
-            return Err(PluginError::new(format!(
-                "{source} `gpu` must be true or false, got {}",
-                short(v)
-            )));
+            return Err(Refusal::new(
+                BAD_GPU_REQUEST,
+                format!("{source} `gpu` must be true or false, got {}", short(v)),
+            ));
         }
     };
     Ok(u32::from(flagged || ctx.has_tag(&config.tag)))
 }
 
 impl MutatorPlugin for GpuNodeSelector {
-    fn mutate(config: &Config, ctx: &RunContext, mut job: Job) -> Result<Vec<PatchOp>> {
+    fn mutate(
+        config: &Config,
+        ctx: &RunContext,
+        _stats: &dyn Stats,
+        mut job: Job,
+    ) -> Result<Mutation> {
         if !job.is_kubernetes() {
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         }
         let gpus = wanted_gpus(config, ctx)?;
         if gpus == 0 {
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         }
         let Some(spec) = job.pod_spec_mut() else {
             log::warn("kubernetes job has no pod spec; nothing to do", &[]);
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         };
         if !config.node_selector.is_empty() {
-            let selector = object_entry(spec, "nodeSelector")
-                .ok_or_else(|| PluginError::new("the pod spec's nodeSelector is not an object"))?;
+            let selector = object_entry(spec, "nodeSelector").ok_or_else(|| {
+                Refusal::new(BAD_JOB, "the pod spec's nodeSelector is not an object")
+            })?;
             for (k, v) in &config.node_selector {
                 selector.insert(k.clone(), Value::from(v.as_str()));
             }
         }
         if !config.tolerations.is_empty() {
             let tolerations = array_entry(spec, "tolerations")
-                .ok_or_else(|| PluginError::new("the pod spec's tolerations is not a list"))?;
+                .ok_or_else(|| Refusal::new(BAD_JOB, "the pod spec's tolerations is not a list"))?;
             for t in &config.tolerations {
                 if !tolerations.contains(t) {
                     tolerations.push(t.clone());
@@ -171,7 +212,12 @@ impl MutatorPlugin for GpuNodeSelector {
         let amount = Value::from(gpus.to_string());
         for container in job.containers_mut() {
             let name = k8s::container_name(container).to_owned();
-            let bad = || PluginError::new(format!("container `{name}`: resources are not objects"));
+            let bad = || {
+                Refusal::new(
+                    BAD_JOB,
+                    format!("container `{name}`: resources are not objects"),
+                )
+            };
             let limits = k8s::resources_mut(container, "limits").ok_or_else(bad)?;
             limits.insert(config.resource.clone(), amount.clone());
             let requested = k8s::resources(container, "requests")
@@ -185,7 +231,7 @@ impl MutatorPlugin for GpuNodeSelector {
             "placed GPU run",
             &[("gpus", &gpus), ("resource", &config.resource)],
         );
-        Ok(job.into_patch())
+        Ok(Mutation::Job(job))
     }
 }
 
@@ -194,8 +240,7 @@ weir_plugin_sdk::export_mutator!(GpuNodeSelector);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::serde_json::json;
-    use weir_plugin_sdk::{apply, run_mutator, validate_config};
+    use weir_plugin_sdk::{StatsTable, run_mutator, validate_config};
 
     const CONFIG: &str = r#"{
         "node_selector": {"nvidia.com/gpu.present": "true"},
@@ -228,11 +273,11 @@ mod tests {
         }
     }
 
+    /// The job the host would run.
     fn mutate(config: &str, ctx: &RunContext, job: &Value) -> Result<Value> {
-        let ops = run_mutator::<GpuNodeSelector>(config, ctx, &job.to_string())?;
-        let mut doc = job.clone();
-        apply(&mut doc, &ops)?;
-        Ok(doc)
+        let mutation =
+            run_mutator::<GpuNodeSelector>(config, ctx, &StatsTable::default(), &job.to_string())?;
+        Ok(mutation.job(job)?.unwrap_or_default())
     }
 
     fn ok<T>(r: Result<T>) -> T {
@@ -303,8 +348,8 @@ mod tests {
         let err =
             wanted_gpus(&cfg, &ctx(&[], json!({"gpus": -1}), json!({}))).expect_err("negative");
         assert_eq!(
-            err.message,
-            "parameter `gpus` must be a non-negative integer, got -1"
+            err.to_string(),
+            "[bad-gpu-request] parameter `gpus` must be a non-negative integer, got -1"
         );
         let err =
             wanted_gpus(&cfg, &ctx(&[], json!({}), json!({"gpu": "yes"}))).expect_err("string");
@@ -316,20 +361,20 @@ mod tests {
     }
 
     #[test]
-    fn non_gpu_runs_and_process_jobs_get_no_ops() {
-        let none = ok(run_mutator::<GpuNodeSelector>(
+    fn non_gpu_runs_and_process_jobs_are_unchanged() {
+        let none = ok(mutate(
             CONFIG,
             &ctx(&["cpu"], json!({"gpu": false}), json!({})),
-            &k8s_job().to_string(),
+            &k8s_job(),
         ));
-        assert!(none.is_empty());
+        assert_eq!(none, k8s_job());
         let process = json!({"command": ["nvidia-smi"], "env": {}});
-        let ops = ok(run_mutator::<GpuNodeSelector>(
+        let same = ok(mutate(
             CONFIG,
             &ctx(&["gpu"], json!({}), json!({})),
-            &process.to_string(),
+            &process,
         ));
-        assert!(ops.is_empty());
+        assert_eq!(same, process);
     }
 
     #[test]
@@ -338,13 +383,9 @@ mod tests {
         let mut job = k8s_job();
         job["job_manifest"]["spec"]["template"]["spec"]["tolerations"] =
             json!([{"key": "k", "operator": "Exists"}]);
-        assert!(
-            ok(run_mutator::<GpuNodeSelector>(
-                cfg,
-                &ctx(&["gpu"], json!({}), json!({})),
-                &job.to_string()
-            ))
-            .is_empty()
+        assert_eq!(
+            ok(mutate(cfg, &ctx(&["gpu"], json!({}), json!({})), &job)),
+            job
         );
         let out = ok(mutate(cfg, &ctx(&["cuda"], json!({}), json!({})), &job));
         let spec = &out["job_manifest"]["spec"]["template"]["spec"];

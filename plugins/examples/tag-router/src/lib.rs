@@ -21,8 +21,10 @@
 use std::collections::BTreeMap;
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::Value;
-use weir_plugin_sdk::{Plugin, Result, Route, RouterPlugin, RunContext, log};
+use weir_plugin_sdk::serde_json::{Value, json};
+use weir_plugin_sdk::{
+    BAD_CONFIG, Description, Plugin, Refusal, Result, Route, RouterPlugin, RunContext, Stats, log,
+};
 
 /// One routing rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,41 @@ pub struct TagRouter;
 impl Plugin for TagRouter {
     type Config = Config;
 
+    fn describe() -> Description {
+        let name = json!({"type": "string", "minLength": 1});
+        Description::new(
+            "tag-router",
+            "1.0.0",
+            "sends runs to a pool and/or queue by tag or labels",
+        )
+        .with_config_schema(json!({
+            "type": "object",
+            "required": ["rules"],
+            "properties": {
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "tag": name,
+                            "label": {
+                                "type": "object",
+                                "minProperties": 1,
+                                "additionalProperties": {"type": "string"}
+                            },
+                            "pool": name,
+                            "queue": name,
+                            "add_tags": {"type": "array", "items": name}
+                        },
+                        "anyOf": [{"required": ["tag"]}, {"required": ["label"]}],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "additionalProperties": false
+        }))
+    }
+
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
         cfg.allow_only(&["rules"])?;
@@ -67,10 +104,13 @@ impl Plugin for TagRouter {
                     return Err(rule.error("label", "must name at least one label"));
                 }
                 if tag.is_none() && labels.is_none() {
-                    return Err(weir_plugin_sdk::PluginError::new(format!(
-                        "config key `{}`: a rule needs `tag` or `label`",
-                        rule.path()
-                    )));
+                    return Err(Refusal::new(
+                        BAD_CONFIG,
+                        format!(
+                            "config key `{}`: a rule needs `tag` or `label`",
+                            rule.path()
+                        ),
+                    ));
                 }
                 let add_tags = rule.strings("add_tags")?.unwrap_or_default();
                 if let Some(i) = add_tags.iter().position(String::is_empty) {
@@ -92,7 +132,7 @@ impl Plugin for TagRouter {
 }
 
 impl RouterPlugin for TagRouter {
-    fn route(config: &Config, ctx: &RunContext) -> Result<Route> {
+    fn route(config: &Config, ctx: &RunContext, _stats: &dyn Stats) -> Result<Route> {
         match config
             .rules
             .iter()
@@ -113,7 +153,7 @@ weir_plugin_sdk::export_router!(TagRouter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::{run_router, validate_config};
+    use weir_plugin_sdk::{StatsTable, run_router, validate_config};
 
     const CONFIG: &str = r#"{"rules": [
         {"tag": "gpu", "pool": "gpu-pool", "queue": "default"},
@@ -135,7 +175,7 @@ mod tests {
     }
 
     fn route(ctx: &RunContext) -> Route {
-        match run_router::<TagRouter>(CONFIG, ctx) {
+        match run_router::<TagRouter>(CONFIG, ctx, &StatsTable::default()) {
             Ok(r) => r,
             Err(e) => panic!("{e}"),
         }

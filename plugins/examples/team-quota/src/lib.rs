@@ -2,14 +2,13 @@
 //!
 //! A run whose team label (`team_label`, default `team`) names a team is
 //! deferred for `defer_seconds` while that team has `max_running` or more
-//! runs holding slots (`stats.team-counts.running`); the reason names the
-//! team and the counts. Runs without the label are admitted. A team listed in
-//! `teams` uses its own `max_running` / `defer_seconds`.
+//! runs holding slots; the reason names the team and the counts. Runs without
+//! the label are admitted. A team listed in `teams` uses its own
+//! `max_running` / `defer_seconds`.
 //!
-//! The host counts runs by the `team` label (`stats.team`). With another
-//! `team_label`, the plugin refuses to decide (a plugin error, handled by the
-//! binding's on-error policy) whenever the host's `stats.team` is not the
-//! run's team: it cannot count that label itself.
+//! The counts are asked of the host when needed
+//! (`stats.occupancy(label(team_label, team))`, contract 0.2.0), for
+//! whichever label `team_label` names; a run without the label asks nothing.
 //!
 //! Config:
 //!
@@ -27,9 +26,9 @@
 use std::collections::BTreeMap;
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::Value;
+use weir_plugin_sdk::serde_json::{Value, json};
 use weir_plugin_sdk::{
-    Admission, AdmissionPlugin, Plugin, PluginError, Result, RunContext, Stats, log,
+    Admission, AdmissionPlugin, Description, Plugin, Result, RunContext, Scope, Stats, log,
 };
 
 /// One quota.
@@ -67,6 +66,27 @@ pub struct TeamQuota;
 impl Plugin for TeamQuota {
     type Config = Config;
 
+    fn describe() -> Description {
+        let limit = json!({
+            "type": "object",
+            "properties": {
+                "max_running": {"type": "integer", "minimum": 0, "maximum": 4_294_967_295u64},
+                "defer_seconds": {"type": "integer", "minimum": 1, "maximum": 86_400}
+            },
+            "additionalProperties": false
+        });
+        let mut root = limit.clone();
+        root["required"] = json!(["max_running"]);
+        root["properties"]["team_label"] = json!({"type": "string", "minLength": 1});
+        root["properties"]["teams"] = json!({"type": "object", "additionalProperties": limit});
+        Description::new(
+            "team-quota",
+            "1.0.0",
+            "caps how many runs of a team hold slots at once",
+        )
+        .with_config_schema(root)
+    }
+
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
         cfg.allow_only(&["max_running", "defer_seconds", "team_label", "teams"])?;
@@ -99,19 +119,12 @@ impl Plugin for TeamQuota {
 }
 
 impl AdmissionPlugin for TeamQuota {
-    fn admit(config: &Config, ctx: &RunContext, stats: &Stats) -> Result<Admission> {
+    fn admit(config: &Config, ctx: &RunContext, stats: &dyn Stats) -> Result<Admission> {
         let Some(team) = ctx.label(&config.team_label) else {
             return Ok(Admission::Admit);
         };
-        if stats.team.as_deref() != Some(team) {
-            return Err(PluginError::new(format!(
-                "cannot count team {team:?} (label `{}`): the host counted team {:?} (label `team`)",
-                config.team_label,
-                stats.team.as_deref().unwrap_or("none"),
-            )));
-        }
         let limit = config.limit(team);
-        let counts = stats.team_counts;
+        let counts = stats.occupancy(&Scope::label(&config.team_label, team));
         if counts.running < limit.max_running {
             return Ok(Admission::Admit);
         }
@@ -138,7 +151,7 @@ weir_plugin_sdk::export_admission!(TeamQuota);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::{Counts, run_admission, validate_config};
+    use weir_plugin_sdk::{Counts, StatsTable, run_admission, validate_config};
 
     const CONFIG: &str =
         r#"{"max_running": 2, "defer_seconds": 15, "teams": {"big": {"max_running": 10}}}"#;
@@ -153,15 +166,17 @@ mod tests {
         }
     }
 
-    fn stats(team: Option<&str>, running: u32, queued: u32) -> Stats {
-        Stats {
-            team: team.map(str::to_owned),
-            team_counts: Counts { running, queued },
-            ..Stats::default()
+    /// The host's answers: `team` runs with that label hold slots or wait.
+    fn stats(team: Option<&str>, running: u32, queued: u32) -> StatsTable {
+        match team {
+            Some(team) => {
+                StatsTable::default().with_label("team", team, Counts { running, queued })
+            }
+            None => StatsTable::default(),
         }
     }
 
-    fn decide(config: &str, ctx: &RunContext, stats: &Stats) -> Admission {
+    fn decide(config: &str, ctx: &RunContext, stats: &StatsTable) -> Admission {
         match run_admission::<TeamQuota>(config, ctx, stats) {
             Ok(a) => a,
             Err(e) => panic!("{e}"),
@@ -226,22 +241,26 @@ mod tests {
     }
 
     #[test]
-    fn other_label_needs_matching_host_counts() {
+    fn any_label_is_counted_and_only_when_needed() {
         let cfg = r#"{"max_running": 1, "team_label": "squad"}"#;
         let c = RunContext {
             labels: [("squad".to_owned(), "x".to_owned())].into_iter().collect(),
             ..RunContext::default()
         };
-        let err = run_admission::<TeamQuota>(cfg, &c, &stats(None, 0, 0)).expect_err("no counts");
-        assert_eq!(
-            err.message,
-            "cannot count team \"x\" (label `squad`): the host counted team \"none\" (label `team`)"
+        let asked = StatsTable::default().with_label(
+            "squad",
+            "x",
+            Counts {
+                running: 1,
+                queued: 0,
+            },
         );
-        // When the host's team happens to be the same value, its counts are used.
-        assert!(matches!(
-            decide(cfg, &c, &stats(Some("x"), 1, 0)),
-            Admission::Defer { .. }
-        ));
+        assert!(matches!(decide(cfg, &c, &asked), Admission::Defer { .. }));
+        assert_eq!(asked.asked(), vec![Scope::label("squad", "x")]);
+        // A run without the label is admitted without a question.
+        let none = StatsTable::default();
+        assert_eq!(decide(cfg, &ctx(Some("a")), &none), Admission::Admit);
+        assert!(none.asked().is_empty());
     }
 
     #[test]

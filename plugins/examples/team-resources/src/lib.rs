@@ -12,7 +12,9 @@
 //!
 //! Quantities are compared numerically (`500m`, `2`, `1.5Gi`, `1e3`, ...);
 //! values are written as the config spells them. Runs without the label, of
-//! unconfigured teams, and process jobs get no ops.
+//! unconfigured teams, and process jobs get their job back unchanged. The
+//! plugin returns the whole changed job (`weir:plugin@0.2.0`); the host
+//! computes, checks and records the patch.
 //!
 //! Config:
 //!
@@ -33,9 +35,10 @@
 use std::collections::BTreeMap;
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::{Map, Value};
+use weir_plugin_sdk::serde_json::{Map, Value, json};
 use weir_plugin_sdk::{
-    Job, MutatorPlugin, PatchOp, Plugin, PluginError, Quantity, Result, RunContext, k8s, log,
+    BAD_CONFIG, BAD_JOB, Description, Job, Mutation, MutatorPlugin, Plugin, Quantity, Refusal,
+    Result, RunContext, Stats, k8s, log,
 };
 
 /// One team's resources, by resource name (`cpu`, `memory`, ...).
@@ -71,6 +74,34 @@ pub struct TeamResourcesPlugin;
 impl Plugin for TeamResourcesPlugin {
     type Config = Config;
 
+    fn describe() -> Description {
+        let quantities = json!({
+            "type": "object",
+            "additionalProperties": {"type": ["string", "number", "null"]}
+        });
+        Description::new(
+            "team-resources",
+            "1.0.0",
+            "per-team default and maximum container resources",
+        )
+        .with_config_schema(json!({
+            "type": "object",
+            "required": ["teams"],
+            "properties": {
+                "teams": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {"default": quantities, "max": quantities},
+                        "additionalProperties": false
+                    }
+                },
+                "team_label": {"type": "string", "minLength": 1}
+            },
+            "additionalProperties": false
+        }))
+    }
+
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
         cfg.allow_only(&["teams", "team_label"])?;
@@ -91,10 +122,13 @@ impl Plugin for TeamResourcesPlugin {
                     if let Some(max) = resources.max.get(resource)
                         && default > max
                     {
-                        return Err(PluginError::new(format!(
-                            "config key `{}.default.{resource}`: {default} is above the team's max {max}",
-                            team.path()
-                        )));
+                        return Err(Refusal::new(
+                            BAD_CONFIG,
+                            format!(
+                                "config key `{}.default.{resource}`: {default} is above the team's max {max}",
+                                team.path()
+                            ),
+                        ));
                     }
                 }
                 Ok((name, resources))
@@ -164,15 +198,20 @@ pub fn adjust(
 }
 
 impl MutatorPlugin for TeamResourcesPlugin {
-    fn mutate(config: &Config, ctx: &RunContext, mut job: Job) -> Result<Vec<PatchOp>> {
+    fn mutate(
+        config: &Config,
+        ctx: &RunContext,
+        _stats: &dyn Stats,
+        mut job: Job,
+    ) -> Result<Mutation> {
         if !job.is_kubernetes() {
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         }
         let Some(team_name) = ctx.label(&config.team_label) else {
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         };
         let Some(team) = config.teams.get(team_name) else {
-            return Ok(Vec::new());
+            return Ok(Mutation::Job(job));
         };
         let resources: Vec<&String> = {
             let mut r: Vec<&String> = team.default.keys().chain(team.max.keys()).collect();
@@ -203,9 +242,10 @@ impl MutatorPlugin for TeamResourcesPlugin {
                 ] {
                     let Some(new) = new else { continue };
                     let target = k8s::resources_mut(container, section).ok_or_else(|| {
-                        PluginError::new(format!(
-                            "container `{name}`: resources.{section} is not an object"
-                        ))
+                        Refusal::new(
+                            BAD_JOB,
+                            format!("container `{name}`: resources.{section} is not an object"),
+                        )
                     })?;
                     target.insert((*resource).clone(), Value::from(new.as_str()));
                     let old = old.as_ref().map_or("none", Quantity::as_str);
@@ -223,7 +263,7 @@ impl MutatorPlugin for TeamResourcesPlugin {
                 }
             }
         }
-        Ok(job.into_patch())
+        Ok(Mutation::Job(job))
     }
 }
 
@@ -232,8 +272,7 @@ weir_plugin_sdk::export_mutator!(TeamResourcesPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::serde_json::json;
-    use weir_plugin_sdk::{apply, run_mutator, validate_config};
+    use weir_plugin_sdk::{Mutation, PatchOp, StatsTable, apply, run_mutator, validate_config};
 
     const CONFIG: &str = r#"{
         "teams": {
@@ -256,6 +295,14 @@ mod tests {
         }
     }
 
+    /// The patch from the job given to the job returned.
+    fn patch_of(config: &str, ctx: &RunContext, job: &str) -> Result<Vec<PatchOp>> {
+        match run_mutator::<TeamResourcesPlugin>(config, ctx, &StatsTable::default(), job)? {
+            Mutation::Job(job) => Ok(job.patch()),
+            other => panic!("expected a job, got {other:?}"),
+        }
+    }
+
     fn ok<T>(r: Result<T>) -> T {
         match r {
             Ok(v) => v,
@@ -265,11 +312,7 @@ mod tests {
 
     fn resources_after(config: &str, ctx: &RunContext, containers: Value) -> Value {
         let before = job(containers);
-        let ops = ok(run_mutator::<TeamResourcesPlugin>(
-            config,
-            ctx,
-            &before.to_string(),
-        ));
+        let ops = ok(patch_of(config, ctx, &before.to_string()));
         let mut after = before;
         ok(apply(&mut after, &ops));
         let cs = &after["job_manifest"]["spec"]["template"]["spec"]["containers"];
@@ -312,11 +355,7 @@ mod tests {
             "limits": {"cpu": "2000m", "memory": "4Gi"}
         }}]);
         let before = job(containers);
-        let ops = ok(run_mutator::<TeamResourcesPlugin>(
-            CONFIG,
-            &ctx(Some("a")),
-            &before.to_string(),
-        ));
+        let ops = ok(patch_of(CONFIG, &ctx(Some("a")), &before.to_string()));
         assert!(ops.is_empty(), "{ops:?}");
     }
 
@@ -355,17 +394,10 @@ mod tests {
     fn other_runs_and_process_jobs_get_no_ops() {
         let k8s = job(json!([{"name": "job"}])).to_string();
         for c in [ctx(None), ctx(Some("zzz"))] {
-            assert!(ok(run_mutator::<TeamResourcesPlugin>(CONFIG, &c, &k8s)).is_empty());
+            assert!(ok(patch_of(CONFIG, &c, &k8s)).is_empty());
         }
         let process = json!({"command": ["true"]}).to_string();
-        assert!(
-            ok(run_mutator::<TeamResourcesPlugin>(
-                CONFIG,
-                &ctx(Some("a")),
-                &process
-            ))
-            .is_empty()
-        );
+        assert!(ok(patch_of(CONFIG, &ctx(Some("a")), &process)).is_empty());
     }
 
     #[test]
@@ -381,7 +413,7 @@ mod tests {
             json!([{"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}])
         );
         assert!(
-            ok(run_mutator::<TeamResourcesPlugin>(
+            ok(patch_of(
                 cfg,
                 &ctx(Some("x")),
                 &job(json!([{}])).to_string()
@@ -394,8 +426,7 @@ mod tests {
     fn bad_quantities_in_the_job_are_errors() {
         let k8s =
             job(json!([{"name": "job", "resources": {"limits": {"cpu": "lots"}}}])).to_string();
-        let err =
-            run_mutator::<TeamResourcesPlugin>(CONFIG, &ctx(Some("a")), &k8s).expect_err("bad");
+        let err = patch_of(CONFIG, &ctx(Some("a")), &k8s).expect_err("bad");
         assert_eq!(
             err.message,
             "container `job`: resources.limits.cpu: \"lots\" is not a Kubernetes quantity: it does not start with a number"

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::error::{PluginError, Result};
+use crate::error::{BAD_CONFIG, Refusal, Result};
 use crate::json::{short, type_name};
 
 /// Parses a binding's config text. Empty text and `null` give `{}` (a binding
@@ -35,7 +35,10 @@ pub fn parse(text: &str) -> Result<Value> {
     match serde_json::from_str(text) {
         Ok(Value::Null) => Ok(Value::Object(Map::new())),
         Ok(v) => Ok(v),
-        Err(e) => Err(PluginError::new(format!("config is not valid JSON: {e}"))),
+        Err(e) => Err(Refusal::new(
+            BAD_CONFIG,
+            format!("config is not valid JSON: {e}"),
+        )),
     }
 }
 
@@ -55,11 +58,14 @@ impl<'a> ConfigObject<'a> {
                 path: String::new(),
                 map,
             }),
-            other => Err(PluginError::new(format!(
-                "config must be a JSON object, got {} {}",
-                type_name(other),
-                short(other)
-            ))),
+            other => Err(Refusal::new(
+                BAD_CONFIG,
+                format!(
+                    "config must be a JSON object, got {} {}",
+                    type_name(other),
+                    short(other)
+                ),
+            )),
         }
     }
 
@@ -74,11 +80,14 @@ impl<'a> ConfigObject<'a> {
     }
 
     /// An error about `key`: ``config key `{path}`: {message}``.
-    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> PluginError {
-        PluginError::new(format!("config key `{}`: {message}", self.key_path(key)))
+    pub fn error(&self, key: &str, message: impl std::fmt::Display) -> Refusal {
+        Refusal::new(
+            BAD_CONFIG,
+            format!("config key `{}`: {message}", self.key_path(key)),
+        )
     }
 
-    fn type_error(&self, key: &str, expected: &str, got: &Value) -> PluginError {
+    fn type_error(&self, key: &str, expected: &str, got: &Value) -> Refusal {
         self.error(
             key,
             format!("expected {expected}, got {} {}", type_name(got), short(got)),
@@ -89,11 +98,14 @@ impl<'a> ConfigObject<'a> {
     pub fn allow_only(&self, allowed: &[&str]) -> Result<()> {
         match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
             None => Ok(()),
-            Some(k) => Err(PluginError::new(format!(
-                "config: unknown key `{}` (allowed: {})",
-                self.key_path(k),
-                allowed.join(", ")
-            ))),
+            Some(k) => Err(Refusal::new(
+                BAD_CONFIG,
+                format!(
+                    "config: unknown key `{}` (allowed: {})",
+                    self.key_path(k),
+                    allowed.join(", ")
+                ),
+            )),
         }
     }
 
@@ -115,7 +127,10 @@ impl<'a> ConfigObject<'a> {
     /// `value` if present, else a "missing" error naming `key`.
     pub fn required<T>(&self, key: &str, value: Option<T>) -> Result<T> {
         value.ok_or_else(|| {
-            PluginError::new(format!("config: missing key `{}`", self.key_path(key)))
+            Refusal::new(
+                BAD_CONFIG,
+                format!("config: missing key `{}`", self.key_path(key)),
+            )
         })
     }
 
@@ -169,12 +184,15 @@ impl<'a> ConfigObject<'a> {
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(PluginError::new(format!(
-                    "config key `{}[{i}]`: expected a string, got {} {}",
-                    self.key_path(key),
-                    type_name(other),
-                    short(other)
-                ))),
+                other => Err(Refusal::new(
+                    BAD_CONFIG,
+                    format!(
+                        "config key `{}[{i}]`: expected a string, got {} {}",
+                        self.key_path(key),
+                        type_name(other),
+                        short(other)
+                    ),
+                )),
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -192,12 +210,15 @@ impl<'a> ConfigObject<'a> {
         map.iter()
             .map(|(k, item)| match item {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(PluginError::new(format!(
-                    "config key `{}`: expected a string, got {} {}",
-                    join(&path, k),
-                    type_name(other),
-                    short(other)
-                ))),
+                other => Err(Refusal::new(
+                    BAD_CONFIG,
+                    format!(
+                        "config key `{}`: expected a string, got {} {}",
+                        join(&path, k),
+                        type_name(other),
+                        short(other)
+                    ),
+                )),
             })
             .collect::<Result<BTreeMap<_, _>>>()
             .map(Some)
@@ -232,11 +253,14 @@ impl<'a> ConfigObject<'a> {
                     path: format!("{path}[{i}]"),
                     map,
                 }),
-                other => Err(PluginError::new(format!(
-                    "config key `{path}[{i}]`: expected an object, got {} {}",
-                    type_name(other),
-                    short(other)
-                ))),
+                other => Err(Refusal::new(
+                    BAD_CONFIG,
+                    format!(
+                        "config key `{path}[{i}]`: expected an object, got {} {}",
+                        type_name(other),
+                        short(other)
+                    ),
+                )),
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -255,11 +279,14 @@ impl<'a> ConfigObject<'a> {
                 let path = join(&outer.path, k);
                 match item {
                     Value::Object(map) => Ok((k.clone(), ConfigObject { path, map })),
-                    other => Err(PluginError::new(format!(
-                        "config key `{path}`: expected an object, got {} {}",
-                        type_name(other),
-                        short(other)
-                    ))),
+                    other => Err(Refusal::new(
+                        BAD_CONFIG,
+                        format!(
+                            "config key `{path}`: expected an object, got {} {}",
+                            type_name(other),
+                            short(other)
+                        ),
+                    )),
                 }
             })
             .collect::<Result<Vec<_>>>()
@@ -313,7 +340,7 @@ mod tests {
     fn wrong_types_name_the_key() {
         let v = json!({"n": "5", "s": 1, "b": "yes", "l": ["a", 2], "m": {"k": true}, "o": 1, "neg": -1});
         let cfg = ConfigObject::root(&v).expect("object");
-        let msg = |r: PluginError| r.message;
+        let msg = |r: Refusal| r.message;
         assert_eq!(
             msg(cfg.u32("n").expect_err("string")),
             "config key `n`: expected an integer from 0 to 4294967295, got string \"5\""

@@ -6,12 +6,13 @@
 //!   (object of strings), `working_dir`, `timeout_seconds`.
 //!
 //! Change the job through the helpers (or [`Job::value_mut`]) and return
-//! [`Job::into_patch`]: the RFC 6902 operations from the job you were given
-//! to the one you made.
+//! `Mutation::Job(job)`: the host computes the patch from the job it passed
+//! in. [`Job::patch`] gives the same RFC 6902 operations, for tests or to
+//! return `Mutation::Patch`.
 
 use serde_json::{Map, Value};
 
-use crate::error::{PluginError, Result};
+use crate::error::{BAD_JOB, Refusal, Result};
 use crate::json::{object_entry, pointer_object, pointer_object_mut, type_name};
 use crate::patch::{PatchOp, diff};
 
@@ -48,11 +49,11 @@ impl Job {
     pub fn parse(text: &str) -> Result<Self> {
         match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Object(_)) => Ok(Self::new(v)),
-            Ok(other) => Err(PluginError::new(format!(
-                "job must be a JSON object, got {}",
-                type_name(&other)
-            ))),
-            Err(e) => Err(PluginError::new(format!("job is not valid JSON: {e}"))),
+            Ok(other) => Err(Refusal::new(
+                BAD_JOB,
+                format!("job must be a JSON object, got {}", type_name(&other)),
+            )),
+            Err(e) => Err(Refusal::new(BAD_JOB, format!("job is not valid JSON: {e}"))),
         }
     }
 
@@ -133,6 +134,11 @@ impl Job {
             return None;
         }
         object_entry(self.value.as_object_mut()?, "env")
+    }
+
+    /// The working copy as JSON text (what `Mutation::Job` hands the host).
+    pub fn to_json(&self) -> String {
+        self.value.to_string()
     }
 
     /// The operations from the original job to the working copy.

@@ -1,23 +1,26 @@
 //! # weir-plugin-sdk
 //!
 //! Write a Weir plugin as plain Rust over `serde_json`, and let one macro
-//! turn it into a WebAssembly component for the `weir:plugin@0.1.0` world it
+//! turn it into a WebAssembly component for the `weir:plugin@0.2.0` world it
 //! implements:
 //!
 //! ```ignore
-//! use weir_plugin_sdk::{Job, MutatorPlugin, PatchOp, Plugin, Result, RunContext, config};
+//! use weir_plugin_sdk::{Description, Job, MutatorPlugin, Mutation, Plugin, Result, RunContext, Stats};
 //!
 //! pub struct MyPlugin;
 //!
 //! impl Plugin for MyPlugin {
 //!     type Config = MyConfig;
+//!     fn describe() -> Description {
+//!         Description::new("gpu-placer", "1.0.0", "what it does").with_config_schema(/* ... */)
+//!     }
 //!     fn parse_config(config: &serde_json::Value) -> Result<MyConfig> { /* ... */ }
 //! }
 //!
 //! impl MutatorPlugin for MyPlugin {
-//!     fn mutate(config: &MyConfig, ctx: &RunContext, mut job: Job) -> Result<Vec<PatchOp>> {
+//!     fn mutate(config: &MyConfig, run: &RunContext, stats: &dyn Stats, mut job: Job) -> Result<Mutation> {
 //!         for container in job.containers_mut() { /* change it */ }
-//!         Ok(job.into_patch())
+//!         Ok(Mutation::Job(job))
 //!     }
 //! }
 //!
@@ -26,15 +29,22 @@
 //!
 //! * The traits ([`Plugin`] plus one of [`RouterPlugin`], [`AdmissionPlugin`],
 //!   [`MutatorPlugin`]) use this crate's plain types ([`RunContext`],
-//!   [`Stats`], [`Route`], [`Admission`], [`PatchOp`], [`Job`]), so the logic
-//!   is unit-tested natively with `cargo test`.
+//!   [`Stats`], [`Route`], [`Admission`], [`Mutation`], [`Job`],
+//!   [`Refusal`]), so the logic is unit-tested natively with `cargo test`
+//!   (a [`StatsTable`] answers occupancy questions there).
 //! * [`export_router!`], [`export_admission!`], [`export_mutator!`] generate
-//!   the world's bindings in the plugin crate (from the WIT package in the
-//!   Weir repository, found by this crate's build script), convert between
-//!   the generated types and this crate's, and export the component. They
-//!   expand to nothing outside `wasm32`.
-//! * `validate-config` calls [`Plugin::parse_config`]; every decision parses
-//!   the config the same way, so a config that validated behaves the same.
+//!   the world's bindings in the plugin crate (from this crate's own copy of
+//!   the contract, `wit/plugin.wit`), read the run resource once into a
+//!   [`RunContext`], answer [`Stats`] questions through the host's `stats`
+//!   import, convert the decision and export the component. They expand to
+//!   nothing outside `wasm32`.
+//! * `describe` returns [`Plugin::describe`]; the host checks a binding's
+//!   config against its schema, then `validate-config` calls
+//!   [`Plugin::parse_config`]. Every decision parses the config the same way,
+//!   so a config that validated behaves the same.
+//! * An `Err(`[`Refusal`]`)` is a refusal to decide (the binding's on-error
+//!   policy applies); [`Admission::Reject`] and [`Mutation::Reject`] refuse
+//!   the run. Both carry a code, a message and optional details.
 
 mod context;
 mod error;
@@ -47,8 +57,11 @@ pub mod k8s;
 pub mod log;
 pub mod quantity;
 
-pub use context::{Admission, Counts, Route, RunContext, Stats, parse_object};
-pub use error::{PluginError, Result};
+pub use context::{
+    Admission, Counts, Description, Mutation, PoolType, Route, RunContext, Scope, Stats,
+    StatsTable, parse_object,
+};
+pub use error::{BAD_CONFIG, BAD_JOB, BAD_RUN, Refusal, Result};
 pub use job::{Job, JobKind};
 pub use patch::{PatchKind, PatchOp, apply, diff};
 pub use quantity::Quantity;
@@ -56,33 +69,43 @@ pub use serde_json;
 
 use serde_json::Value;
 
-/// What every plugin has: a config, parsed (and so validated) from the
-/// binding's JSON.
+/// What every plugin has: a description and a config, parsed (and so
+/// validated) from the binding's JSON.
 pub trait Plugin {
     /// The parsed config.
     type Config;
 
-    /// Parses and validates the binding's config. `config` is `{}` when the
-    /// binding has none. Reject unknown keys and wrong types with a message
-    /// naming the key ([`config::ConfigObject`] does that).
+    /// Name, version, summary and the JSON Schema of the config.
+    fn describe() -> Description;
+
+    /// Parses and validates the binding's config (which already matched the
+    /// described schema). `config` is `{}` when the binding has none. Reject
+    /// unknown keys and wrong types with a message naming the key
+    /// ([`config::ConfigObject`] does that, with the code `bad-config`).
     fn parse_config(config: &Value) -> Result<Self::Config>;
 }
 
 /// A router (world `router-plugin`): runs before a pool is chosen.
 pub trait RouterPlugin: Plugin {
     /// Chooses the pool and queue (unset: keep the current one) and tags to add.
-    fn route(config: &Self::Config, ctx: &RunContext) -> Result<Route>;
+    fn route(config: &Self::Config, run: &RunContext, stats: &dyn Stats) -> Result<Route>;
 }
 
 /// An admission plugin (world `admission-plugin`): admits, rejects or defers.
 pub trait AdmissionPlugin: Plugin {
-    fn admit(config: &Self::Config, ctx: &RunContext, stats: &Stats) -> Result<Admission>;
+    fn admit(config: &Self::Config, run: &RunContext, stats: &dyn Stats) -> Result<Admission>;
 }
 
-/// A mutator (world `mutator-plugin`): changes the rendered job.
+/// A mutator (world `mutator-plugin`): changes the rendered job, or rejects
+/// the run.
 pub trait MutatorPlugin: Plugin {
-    /// Returns RFC 6902 operations on the job; usually [`Job::into_patch`].
-    fn mutate(config: &Self::Config, ctx: &RunContext, job: Job) -> Result<Vec<PatchOp>>;
+    /// Usually `Ok(Mutation::Job(job))` after changing `job` in place.
+    fn mutate(
+        config: &Self::Config,
+        run: &RunContext,
+        stats: &dyn Stats,
+        job: Job,
+    ) -> Result<Mutation>;
 }
 
 /// Parses config text and validates it with `P` (what `validate-config` does).
@@ -96,28 +119,33 @@ pub fn parse_plugin_config<P: Plugin>(config: &str) -> Result<P::Config> {
 }
 
 /// Runs a router on config text (what the component's `route` does).
-pub fn run_router<P: RouterPlugin>(config: &str, ctx: &RunContext) -> Result<Route> {
-    P::route(&parse_plugin_config::<P>(config)?, ctx)
+pub fn run_router<P: RouterPlugin>(
+    config: &str,
+    run: &RunContext,
+    stats: &dyn Stats,
+) -> Result<Route> {
+    P::route(&parse_plugin_config::<P>(config)?, run, stats)
 }
 
 /// Runs an admission plugin on config text (what the component's `admit` does).
 pub fn run_admission<P: AdmissionPlugin>(
     config: &str,
-    ctx: &RunContext,
-    stats: &Stats,
+    run: &RunContext,
+    stats: &dyn Stats,
 ) -> Result<Admission> {
-    P::admit(&parse_plugin_config::<P>(config)?, ctx, stats)
+    P::admit(&parse_plugin_config::<P>(config)?, run, stats)
 }
 
 /// Runs a mutator on config text and job text (what the component's `mutate`
 /// does).
 pub fn run_mutator<P: MutatorPlugin>(
     config: &str,
-    ctx: &RunContext,
+    run: &RunContext,
+    stats: &dyn Stats,
     job: &str,
-) -> Result<Vec<PatchOp>> {
+) -> Result<Mutation> {
     let config = parse_plugin_config::<P>(config)?;
-    P::mutate(&config, ctx, Job::parse(job)?)
+    P::mutate(&config, run, stats, Job::parse(job)?)
 }
 
 #[doc(hidden)]
@@ -129,7 +157,8 @@ pub mod __private {
 include!(concat!(env!("OUT_DIR"), "/generate.rs"));
 
 /// Shared part of the export macros: the bindings, the log sink, the run
-/// context and error conversions, and `validate-config`. Internal.
+/// resource read into a `RunContext`, host stats, refusals, `describe` and
+/// `validate-config`. Internal.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weir_common {
@@ -156,30 +185,70 @@ macro_rules! __weir_common {
             weir::plugin::log::log(level, message, fields);
         }
 
-        fn __weir_error(e: $crate::PluginError) -> wit::PluginError {
-            wit::PluginError { message: e.message }
+        fn __weir_refusal(r: $crate::Refusal) -> wit::Refusal {
+            wit::Refusal {
+                details: r.details_json(),
+                code: r.code,
+                message: r.message,
+            }
         }
 
-        fn __weir_ctx(ctx: wit::RunContext) -> $crate::Result<$crate::RunContext> {
-            $crate::RunContext::from_wit(
-                ctx.run_id,
-                ctx.deployment,
-                ctx.pool,
-                ctx.queue,
-                ctx.tags,
-                ctx.labels,
-                &ctx.parameters,
-                &ctx.job_variables,
-                ctx.parent_run,
-            )
+        /// Reads the run resource once (each getter is a host call).
+        fn __weir_run(run: &wit::Run) -> $crate::Result<$crate::RunContext> {
+            ::core::result::Result::Ok($crate::RunContext {
+                run_id: run.id(),
+                deployment: run.deployment(),
+                pool: run.pool(),
+                pool_type: run.pool_type().map(|t| match t {
+                    wit::PoolType::Process => $crate::PoolType::Process,
+                    wit::PoolType::Kubernetes => $crate::PoolType::Kubernetes,
+                }),
+                queue: run.queue(),
+                tags: run.tags(),
+                labels: run.labels().into_iter().collect(),
+                parameters: $crate::parse_object("parameters", &run.parameters())?,
+                job_variables: $crate::parse_object("job-variables", &run.job_variables())?,
+                parent_run: run.parent_run(),
+            })
         }
 
-        impl exports::weir::plugin::config::Guest for Component {
+        /// Occupancy, asked of the host.
+        struct HostStats;
+
+        impl $crate::Stats for HostStats {
+            fn occupancy(&self, scope: &$crate::Scope) -> $crate::Counts {
+                let scope = match scope {
+                    $crate::Scope::Pool => wit::Scope::Pool,
+                    $crate::Scope::Queue => wit::Scope::Queue,
+                    $crate::Scope::Tag(tag) => wit::Scope::Tag(tag.clone()),
+                    $crate::Scope::Label { key, value } => {
+                        wit::Scope::Label((key.clone(), value.clone()))
+                    }
+                };
+                let counts = weir::plugin::stats::occupancy(&scope);
+                $crate::Counts {
+                    running: counts.running,
+                    queued: counts.queued,
+                }
+            }
+        }
+
+        impl exports::weir::plugin::plugin::Guest for Component {
+            fn describe() -> wit::Description {
+                let d = <$plugin as $crate::Plugin>::describe();
+                wit::Description {
+                    name: d.name,
+                    version: d.version,
+                    summary: d.summary,
+                    config_schema: d.config_schema.map(|s| s.to_string()),
+                }
+            }
+
             fn validate_config(
                 config: ::std::string::String,
-            ) -> ::core::result::Result<(), wit::PluginError> {
+            ) -> ::core::result::Result<(), wit::Refusal> {
                 $crate::log::set_sink(__weir_log);
-                $crate::validate_config::<$plugin>(&config).map_err(__weir_error)
+                $crate::validate_config::<$plugin>(&config).map_err(__weir_refusal)
             }
         }
     };
@@ -200,12 +269,12 @@ macro_rules! export_router {
             impl exports::weir::plugin::router::Guest for Component {
                 fn route(
                     config: ::std::string::String,
-                    ctx: wit::RunContext,
-                ) -> ::core::result::Result<wit::Route, wit::PluginError> {
+                    run: &wit::Run,
+                ) -> ::core::result::Result<wit::Route, wit::Refusal> {
                     $crate::log::set_sink(__weir_log);
-                    let ctx = __weir_ctx(ctx).map_err(__weir_error)?;
-                    let route =
-                        $crate::run_router::<$plugin>(&config, &ctx).map_err(__weir_error)?;
+                    let run = __weir_run(run).map_err(__weir_refusal)?;
+                    let route = $crate::run_router::<$plugin>(&config, &run, &HostStats)
+                        .map_err(__weir_refusal)?;
                     ::core::result::Result::Ok(wit::Route {
                         pool: route.pool,
                         queue: route.queue,
@@ -231,37 +300,18 @@ macro_rules! export_admission {
             use super::*;
             $crate::__weir_common!($plugin, "admission-plugin");
 
-            fn __weir_counts(c: wit::Counts) -> $crate::Counts {
-                $crate::Counts {
-                    running: c.running,
-                    queued: c.queued,
-                }
-            }
-
             impl exports::weir::plugin::admission::Guest for Component {
                 fn admit(
                     config: ::std::string::String,
-                    ctx: wit::RunContext,
-                    stats: wit::Stats,
-                ) -> ::core::result::Result<wit::Admission, wit::PluginError> {
+                    run: &wit::Run,
+                ) -> ::core::result::Result<wit::Admission, wit::Refusal> {
                     $crate::log::set_sink(__weir_log);
-                    let ctx = __weir_ctx(ctx).map_err(__weir_error)?;
-                    let stats = $crate::Stats {
-                        pool: __weir_counts(stats.pool),
-                        queue: __weir_counts(stats.queue),
-                        tags: stats
-                            .tags
-                            .into_iter()
-                            .map(|t| (t.tag, __weir_counts(t.counts)))
-                            .collect(),
-                        team: stats.team,
-                        team_counts: __weir_counts(stats.team_counts),
-                    };
-                    let decision = $crate::run_admission::<$plugin>(&config, &ctx, &stats)
-                        .map_err(__weir_error)?;
+                    let run = __weir_run(run).map_err(__weir_refusal)?;
+                    let decision = $crate::run_admission::<$plugin>(&config, &run, &HostStats)
+                        .map_err(__weir_refusal)?;
                     ::core::result::Result::Ok(match decision {
                         $crate::Admission::Admit => wit::Admission::Admit,
-                        $crate::Admission::Reject(reason) => wit::Admission::Reject(reason),
+                        $crate::Admission::Reject(r) => wit::Admission::Reject(__weir_refusal(r)),
                         $crate::Admission::Defer { seconds, reason } => {
                             wit::Admission::Defer(wit::Deferral { seconds, reason })
                         }
@@ -289,31 +339,34 @@ macro_rules! export_mutator {
             impl exports::weir::plugin::mutator::Guest for Component {
                 fn mutate(
                     config: ::std::string::String,
-                    ctx: wit::RunContext,
+                    run: &wit::Run,
                     job: ::std::string::String,
-                ) -> ::core::result::Result<::std::vec::Vec<wit::PatchOp>, wit::PluginError>
-                {
+                ) -> ::core::result::Result<wit::Mutation, wit::Refusal> {
                     $crate::log::set_sink(__weir_log);
-                    let ctx = __weir_ctx(ctx).map_err(__weir_error)?;
-                    let ops = $crate::run_mutator::<$plugin>(&config, &ctx, &job)
-                        .map_err(__weir_error)?;
-                    ::core::result::Result::Ok(
-                        ops.into_iter()
-                            .map(|op| wit::PatchOp {
-                                value: op.value_json(),
-                                op: match op.op {
-                                    $crate::PatchKind::Add => wit::PatchKind::Add,
-                                    $crate::PatchKind::Remove => wit::PatchKind::Remove,
-                                    $crate::PatchKind::Replace => wit::PatchKind::Replace,
-                                    $crate::PatchKind::Move => wit::PatchKind::Move,
-                                    $crate::PatchKind::Copy => wit::PatchKind::Copy,
-                                    $crate::PatchKind::Test => wit::PatchKind::Test,
-                                },
-                                path: op.path,
-                                from: op.from,
-                            })
-                            .collect(),
-                    )
+                    let run = __weir_run(run).map_err(__weir_refusal)?;
+                    let mutation = $crate::run_mutator::<$plugin>(&config, &run, &HostStats, &job)
+                        .map_err(__weir_refusal)?;
+                    ::core::result::Result::Ok(match mutation {
+                        $crate::Mutation::Job(job) => wit::Mutation::Job(job.to_json()),
+                        $crate::Mutation::Patch(ops) => wit::Mutation::Patch(
+                            ops.into_iter()
+                                .map(|op| wit::PatchOp {
+                                    value: op.value_json(),
+                                    op: match op.op {
+                                        $crate::PatchKind::Add => wit::PatchKind::Add,
+                                        $crate::PatchKind::Remove => wit::PatchKind::Remove,
+                                        $crate::PatchKind::Replace => wit::PatchKind::Replace,
+                                        $crate::PatchKind::Move => wit::PatchKind::Move,
+                                        $crate::PatchKind::Copy => wit::PatchKind::Copy,
+                                        $crate::PatchKind::Test => wit::PatchKind::Test,
+                                    },
+                                    path: op.path,
+                                    from: op.from,
+                                })
+                                .collect(),
+                        ),
+                        $crate::Mutation::Reject(r) => wit::Mutation::Reject(__weir_refusal(r)),
+                    })
                 }
             }
 

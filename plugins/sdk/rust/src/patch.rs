@@ -9,7 +9,7 @@ use json_patch::{
     TestOperation,
 };
 
-use crate::error::{PluginError, Result};
+use crate::error::{Refusal, Result};
 
 /// The operation of a [`PatchOp`] (the WIT `patch-kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,20 +93,23 @@ impl PatchOp {
     fn to_json_patch(&self) -> Result<PatchOperation> {
         let ptr = |p: &str| {
             PointerBuf::parse(p)
-                .map_err(|e| PluginError::new(format!("invalid JSON pointer {p:?}: {e}")))
+                .map_err(|e| Refusal::new("bad-patch", format!("invalid JSON pointer {p:?}: {e}")))
         };
         let path = ptr(&self.path)?;
         let value = || {
             self.value.clone().ok_or_else(|| {
-                PluginError::new(format!("{:?} of {} has no value", self.op, self.path))
+                Refusal::new(
+                    "bad-patch",
+                    format!("{:?} of {} has no value", self.op, self.path),
+                )
             })
         };
         let from = || match &self.from {
             Some(f) => ptr(f),
-            None => Err(PluginError::new(format!(
-                "{:?} to {} has no from",
-                self.op, self.path
-            ))),
+            None => Err(Refusal::new(
+                "bad-patch",
+                format!("{:?} to {} has no from", self.op, self.path),
+            )),
         };
         Ok(match self.op {
             PatchKind::Add => PatchOperation::Add(AddOperation {
@@ -163,7 +166,8 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<()> {
         .iter()
         .map(PatchOp::to_json_patch)
         .collect::<Result<Vec<_>>>()?;
-    json_patch::patch(doc, &ops).map_err(|e| PluginError::new(format!("patch does not apply: {e}")))
+    json_patch::patch(doc, &ops)
+        .map_err(|e| Refusal::new("bad-patch", format!("patch does not apply: {e}")))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::error::{PluginError, Result};
+use crate::error::{Refusal, Result};
 
 /// A parsed quantity, held exactly in nano-units, with its original text.
 /// Ordering and equality compare the amount (`1000m == 1`).
@@ -24,8 +24,12 @@ impl Quantity {
     /// suffix (`n u m k M G T P E`), a decimal exponent (`e3`, `E-2`) or
     /// nothing. Amounts below a nano-unit are rounded up.
     pub fn parse(text: &str) -> Result<Self> {
-        let err =
-            |why: &str| PluginError::new(format!("{text:?} is not a Kubernetes quantity: {why}"));
+        let err = |why: &str| {
+            Refusal::new(
+                "bad-quantity",
+                format!("{text:?} is not a Kubernetes quantity: {why}"),
+            )
+        };
         let s = text.trim();
         let (negative, s) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
@@ -104,9 +108,10 @@ impl Quantity {
         match v {
             Value::String(s) => Self::parse(s),
             Value::Number(n) => Self::parse(&n.to_string()),
-            other => Err(PluginError::new(format!(
-                "{other} is not a Kubernetes quantity: expected a string or a number"
-            ))),
+            other => Err(Refusal::new(
+                "bad-quantity",
+                format!("{other} is not a Kubernetes quantity: expected a string or a number"),
+            )),
         }
     }
 

@@ -3,11 +3,15 @@
 //! Config: `{"max_running_per_team": 2, "retry_seconds": 30}`. A run of a
 //! team (its `team` label) that already has `max_running_per_team` runs
 //! holding slots is deferred, to be judged again after `retry_seconds`
-//! (default 30); a run without a `team` label is rejected.
+//! (default 30); a run without a `team` label is rejected with the code
+//! `missing-team`.
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::Value;
-use weir_plugin_sdk::{Admission, AdmissionPlugin, Plugin, PluginError, Result, RunContext, Stats, log};
+use weir_plugin_sdk::serde_json::{Value, json};
+use weir_plugin_sdk::{
+    Admission, AdmissionPlugin, Description, Plugin, Refusal, Result, RunContext, Scope, Stats,
+    log,
+};
 
 /// The parsed config.
 pub struct Config {
@@ -20,8 +24,23 @@ pub struct MyPlugin;
 impl Plugin for MyPlugin {
     type Config = Config;
 
+    /// `weir plugin inspect` shows it; the host checks a binding's config
+    /// against the schema before `parse_config` sees it.
+    fn describe() -> Description {
+        Description::new("my-plugin", "0.1.0", "at most N running runs per team")
+            .with_config_schema(json!({
+                "type": "object",
+                "required": ["max_running_per_team"],
+                "properties": {
+                    "max_running_per_team": {"type": "integer", "minimum": 1},
+                    "retry_seconds": {"type": "integer", "minimum": 1, "maximum": 86_400}
+                },
+                "additionalProperties": false
+            }))
+    }
+
     /// Called by `validate-config` when the plugin is bound, and before every
-    /// decision. Reject unknown keys and wrong types, naming the key.
+    /// decision. Reject what the schema cannot say, naming the key.
     fn parse_config(config: &Value) -> Result<Config> {
         let cfg = ConfigObject::root(config)?;
         cfg.allow_only(&["max_running_per_team", "retry_seconds"])?;
@@ -31,9 +50,7 @@ impl Plugin for MyPlugin {
         }
         let retry_seconds = cfg.u32("retry_seconds")?.unwrap_or(30);
         if !(1..=86_400).contains(&retry_seconds) {
-            return Err(PluginError::new(
-                "config key `retry_seconds`: must be 1 to 86400",
-            ));
+            return Err(cfg.error("retry_seconds", "must be 1 to 86400"));
         }
         Ok(Config {
             max_running_per_team: max,
@@ -43,13 +60,17 @@ impl Plugin for MyPlugin {
 }
 
 impl AdmissionPlugin for MyPlugin {
-    /// `stats` carries the counts of the run's team (its `team` label).
-    fn admit(config: &Config, ctx: &RunContext, stats: &Stats) -> Result<Admission> {
+    /// `stats` answers occupancy questions (asked of the host, only when
+    /// asked): here, the runs with the run's `team` label.
+    fn admit(config: &Config, ctx: &RunContext, stats: &dyn Stats) -> Result<Admission> {
         let Some(team) = ctx.label("team") else {
-            return Ok(Admission::reject("the run has no `team` label"));
+            return Ok(Admission::Reject(
+                Refusal::new("missing-team", "the run has no `team` label")
+                    .with_details(json!({"labels": ctx.labels})),
+            ));
         };
         let limit = config.max_running_per_team;
-        let now = stats.team_counts.running;
+        let now = stats.occupancy(&Scope::label("team", team)).running;
         if now >= limit {
             let reason = format!("team {team} has {now} runs running (at most {limit})");
             log::info("deferred", &[("reason", &reason)]);
@@ -65,38 +86,35 @@ weir_plugin_sdk::export_admission!(MyPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::{Counts, run_admission, validate_config};
+    use weir_plugin_sdk::{Counts, StatsTable, run_admission, validate_config};
 
-    // The same files `weir plugin test` reads.
+    // The same files `weir plugin test --ctx run.json --stats stats.json
+    // --config config.json` reads.
     const RUN: &str = include_str!("../run.json");
+    const STATS: &str = include_str!("../stats.json");
     const CFG: &str = include_str!("../config.json");
-
-    fn team_running(running: u32) -> Stats {
-        Stats {
-            team: Some("a".into()),
-            team_counts: Counts { running, queued: 0 },
-            ..Stats::default()
-        }
-    }
 
     #[test]
     fn a_team_at_its_limit_waits() -> Result<()> {
         let ctx = RunContext::from_json(RUN)?;
         assert_eq!(
-            run_admission::<MyPlugin>(CFG, &ctx, &team_running(2))?,
+            run_admission::<MyPlugin>(CFG, &ctx, &StatsTable::from_json(STATS)?)?,
             Admission::defer(30, "team a has 2 runs running (at most 2)")
         );
-        assert_eq!(
-            run_admission::<MyPlugin>(CFG, &ctx, &team_running(1))?,
-            Admission::Admit
-        );
+        let one = StatsTable::default().with_label("team", "a", Counts { running: 1, queued: 0 });
+        assert_eq!(run_admission::<MyPlugin>(CFG, &ctx, &one)?, Admission::Admit);
+        assert_eq!(one.asked(), vec![Scope::label("team", "a")]);
         Ok(())
     }
 
     #[test]
     fn a_run_without_a_team_is_rejected() -> Result<()> {
-        let decision = run_admission::<MyPlugin>(CFG, &RunContext::default(), &Stats::default())?;
-        assert_eq!(decision, Admission::reject("the run has no `team` label"));
+        let decision =
+            run_admission::<MyPlugin>(CFG, &RunContext::default(), &StatsTable::default())?;
+        let Admission::Reject(refusal) = decision else {
+            panic!("expected a rejection, got {decision:?}");
+        };
+        assert_eq!(refusal.code, "missing-team");
         Ok(())
     }
 

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::Value;
+use weir_plugin_sdk::serde_json::{Value, json};
 use weir_plugin_sdk::{
-    Job, MutatorPlugin, PatchOp, Plugin, PluginError, Result, RunContext, k8s, log,
+    BAD_JOB, Description, Job, Mutation, MutatorPlugin, Plugin, Refusal, Result, RunContext,
+    Stats, k8s, log,
 };
 
 /// The parsed config.
@@ -22,6 +23,20 @@ pub struct MyPlugin;
 impl Plugin for MyPlugin {
     type Config = Config;
 
+    /// `weir plugin inspect` shows it; the host checks a binding's config
+    /// against the schema before `parse_config` sees it.
+    fn describe() -> Description {
+        Description::new("my-plugin", "0.1.0", "sets environment variables on a run's job")
+            .with_config_schema(json!({
+                "type": "object",
+                "required": ["env"],
+                "properties": {
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+                "additionalProperties": false
+            }))
+    }
+
     /// Called by `validate-config` when the plugin is bound, and before every
     /// decision. Reject unknown keys and wrong types, naming the key.
     fn parse_config(config: &Value) -> Result<Config> {
@@ -33,13 +48,20 @@ impl Plugin for MyPlugin {
 }
 
 impl MutatorPlugin for MyPlugin {
-    /// Change the job, then return the difference as RFC 6902 operations.
-    fn mutate(config: &Config, ctx: &RunContext, mut job: Job) -> Result<Vec<PatchOp>> {
+    /// Change the job and return it: Weir computes the patch, checks it and
+    /// records it. (`Mutation::Reject` refuses the run instead.)
+    fn mutate(
+        config: &Config,
+        ctx: &RunContext,
+        _stats: &dyn Stats,
+        mut job: Job,
+    ) -> Result<Mutation> {
         if job.is_kubernetes() {
             for container in job.containers_mut() {
                 for (name, value) in &config.env {
                     if !k8s::set_env(container, name, value) {
-                        return Err(PluginError::new(
+                        return Err(Refusal::new(
+                            BAD_JOB,
                             "a container's env is neither a list nor an object",
                         ));
                     }
@@ -54,7 +76,7 @@ impl MutatorPlugin for MyPlugin {
             "set environment",
             &[("run", &ctx.run_id), ("variables", &config.env.len())],
         );
-        Ok(job.into_patch())
+        Ok(Mutation::Job(job))
     }
 }
 
@@ -64,8 +86,7 @@ weir_plugin_sdk::export_mutator!(MyPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::serde_json::json;
-    use weir_plugin_sdk::{apply, run_mutator, validate_config};
+    use weir_plugin_sdk::{PatchOp, StatsTable, run_mutator, validate_config};
 
     // The same files `weir plugin test` reads.
     const RUN: &str = include_str!("../run.json");
@@ -75,10 +96,11 @@ mod tests {
     #[test]
     fn sets_env_on_every_container() -> Result<()> {
         let ctx = RunContext::from_json(RUN)?;
-        let ops = run_mutator::<MyPlugin>(CFG, &ctx, JOB)?;
-        let mut job: Value = weir_plugin_sdk::serde_json::from_str(JOB)
-            .map_err(|e| PluginError::new(e.to_string()))?;
-        apply(&mut job, &ops)?;
+        let mutation = run_mutator::<MyPlugin>(CFG, &ctx, &StatsTable::default(), JOB)?;
+        let Mutation::Job(job) = mutation else {
+            panic!("expected the changed job, got {mutation:?}");
+        };
+        let job = job.value();
         let env = &job["job_manifest"]["spec"]["template"]["spec"]["containers"][0]["env"];
         assert!(
             env.as_array()
@@ -90,9 +112,14 @@ mod tests {
     #[test]
     fn process_jobs_get_env_too() -> Result<()> {
         let job = json!({"command": ["echo", "hi"]}).to_string();
-        let ops = run_mutator::<MyPlugin>(CFG, &RunContext::default(), &job)?;
+        let mutation =
+            run_mutator::<MyPlugin>(CFG, &RunContext::default(), &StatsTable::default(), &job)?;
+        let Mutation::Job(job) = mutation else {
+            panic!("expected the changed job, got {mutation:?}");
+        };
+        // The patch Weir will compute and record.
         assert_eq!(
-            ops,
+            job.patch(),
             vec![PatchOp::add("/env", json!({"GREETING": "hello"}))]
         );
         Ok(())

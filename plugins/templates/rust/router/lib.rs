@@ -5,8 +5,8 @@
 //! queue `queue`, if set); others keep the pool and queue they have.
 
 use weir_plugin_sdk::config::ConfigObject;
-use weir_plugin_sdk::serde_json::Value;
-use weir_plugin_sdk::{Plugin, Result, Route, RouterPlugin, RunContext, log};
+use weir_plugin_sdk::serde_json::{Value, json};
+use weir_plugin_sdk::{Description, Plugin, Result, Route, RouterPlugin, RunContext, Stats, log};
 
 /// The parsed config.
 pub struct Config {
@@ -19,6 +19,20 @@ pub struct MyPlugin;
 
 impl Plugin for MyPlugin {
     type Config = Config;
+
+    /// `weir plugin inspect` shows it; the host checks a binding's config
+    /// against the schema before `parse_config` sees it.
+    fn describe() -> Description {
+        let name = json!({"type": "string", "minLength": 1});
+        Description::new("my-plugin", "0.1.0", "sends tagged runs to a pool").with_config_schema(
+            json!({
+                "type": "object",
+                "required": ["tag", "pool"],
+                "properties": {"tag": name, "pool": name, "queue": name},
+                "additionalProperties": false
+            }),
+        )
+    }
 
     /// Called by `validate-config` when the plugin is bound, and before every
     /// decision. Reject unknown keys and wrong types, naming the key.
@@ -35,7 +49,8 @@ impl Plugin for MyPlugin {
 
 impl RouterPlugin for MyPlugin {
     /// The pool and queue for the run (unset: keep the current one).
-    fn route(config: &Config, ctx: &RunContext) -> Result<Route> {
+    /// `stats` answers occupancy questions, if a rule needs the load.
+    fn route(config: &Config, ctx: &RunContext, _stats: &dyn Stats) -> Result<Route> {
         if !ctx.has_tag(&config.tag) {
             return Ok(Route::unchanged());
         }
@@ -54,7 +69,7 @@ weir_plugin_sdk::export_router!(MyPlugin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_plugin_sdk::{run_router, validate_config};
+    use weir_plugin_sdk::{StatsTable, run_router, validate_config};
 
     // The same files `weir plugin test` reads.
     const RUN: &str = include_str!("../run.json");
@@ -62,7 +77,7 @@ mod tests {
 
     #[test]
     fn a_tagged_run_goes_to_the_pool() -> Result<()> {
-        let route = run_router::<MyPlugin>(CFG, &RunContext::from_json(RUN)?)?;
+        let route = run_router::<MyPlugin>(CFG, &RunContext::from_json(RUN)?, &StatsTable::default())?;
         assert_eq!(route.pool.as_deref(), Some("gpu"));
         assert_eq!(route.queue, None);
         Ok(())
@@ -70,7 +85,7 @@ mod tests {
 
     #[test]
     fn an_untagged_run_stays_where_it_is() -> Result<()> {
-        let route = run_router::<MyPlugin>(CFG, &RunContext::default())?;
+        let route = run_router::<MyPlugin>(CFG, &RunContext::default(), &StatsTable::default())?;
         assert_eq!(route, Route::unchanged());
         Ok(())
     }
