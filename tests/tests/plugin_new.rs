@@ -1,5 +1,5 @@
 //! `weir plugin new`, end to end, as a plugin author uses it: for each
-//! language (Rust, Python, JavaScript) and world (router, admission,
+//! language (Rust, Python, JavaScript, TypeScript) and world (router, admission,
 //! mutator), write the project with the real `weir` binary, run the
 //! project's own tests, build it with its own build command, run the
 //! component through `weir plugin test` on the project's samples, then add
@@ -9,6 +9,9 @@
 //! `tests/plugins/guests/build.sh` installs (`.ci/run` runs it and sets
 //! `WEIR_GUESTS`; `toolchains.env` there says where they are), and a Python
 //! with pytest (`WEIR_PYTEST_PYTHON`, set by `.ci/run`; default `python3`).
+//! A TypeScript project runs `npm install` as its README says (typescript,
+//! @types/node and componentize-js, pinned in its `package.json`, from the
+//! npm registry).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_tests::harness::{WeirProcess, eventually_blocking, guest, plugin_entries, weir_bin};
 
-const LANGS: [&str; 3] = ["rust", "python", "js"];
+const LANGS: [&str; 4] = ["rust", "python", "js", "ts"];
 
 /// Where the guest toolchains are; `None` (said as SKIPPED) without
 /// `WEIR_GUESTS`, a panic if it is set and they are not there.
@@ -82,6 +85,15 @@ fn native_tests(lang: &str, dir: &Path, tools: &Toolchains, cargo_target: &Path)
                 "no:cacheprovider",
             ]),
         ),
+        "ts" => {
+            run(
+                &format!("{} npm install", dir.display()),
+                dir,
+                Command::new("npm").args(["install", "--no-audit", "--no-fund", "--silent"]),
+            );
+            // tsc, then node --test: a type error fails here.
+            run(&what, dir, Command::new("npm").args(["test", "--silent"]))
+        }
         _ => run(&what, dir, Command::new("npm").args(["test", "--silent"])),
     };
     // Each project has tests, and they ran: not a suite that found nothing.
@@ -106,6 +118,12 @@ fn build(lang: &str, name: &str, dir: &Path, tools: &Toolchains, cargo_target: &
             &what,
             dir,
             Command::new("./build.sh").env("COMPONENTIZE_PY", &tools.componentize_py),
+        ),
+        // Its node_modules is there (native_tests installed it).
+        "ts" => run(
+            &what,
+            dir,
+            Command::new("npm").args(["run", "build", "--silent"]),
         ),
         _ => {
             // `npm run build` finds componentize-js on PATH when the project

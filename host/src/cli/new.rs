@@ -3,8 +3,9 @@
 //!
 //! The project is made of the templates in `plugins/templates/` (one source
 //! file set per language and world, samples shared by all) and a copy of
-//! that language's SDK (`plugins/sdk/`) and, for Python and JavaScript, of
-//! the WIT contract: all embedded in the binary, so a project needs nothing
+//! that language's SDK (`plugins/sdk/`; TypeScript uses the JavaScript one
+//! and its declarations) and, for Python, JavaScript and TypeScript, of the
+//! WIT contract: all embedded in the binary, so a project needs nothing
 //! from a Weir checkout. In the templates `my-plugin` (`my_plugin` in a Rust
 //! file name) stands for the plugin's name and `{{world}}` for its world.
 
@@ -26,6 +27,9 @@ pub enum Lang {
     Python,
     /// JavaScript, with componentize-js (weir:plugin@0.2.0)
     Js,
+    /// TypeScript, compiled by tsc, with componentize-js (weir:plugin@0.2.0)
+    #[value(alias = "typescript")]
+    Ts,
 }
 
 /// A plugin's world.
@@ -90,7 +94,8 @@ const SAMPLES: &[File] = &[
     file!(Copy, "stats.json", "plugins/templates/samples/stats.json"),
 ];
 
-/// The released contract a Python or JavaScript plugin is built against.
+/// The released contract a Python, JavaScript or TypeScript plugin is built
+/// against.
 const WIT_0_2_0: File = file!(Copy, "wit/plugin.wit", "wit/v0.2.0/plugin.wit");
 
 /// The Rust SDK, whole (a test checks no file of `plugins/sdk/rust` is
@@ -154,6 +159,24 @@ const JS: &[File] = &[
     file!(Copy, ".gitignore", "plugins/templates/js/gitignore"),
     file!(Copy, "weir-plugin.js", "plugins/sdk/js/weir-plugin.js"),
     file!(Copy, "weir-plugin.d.ts", "plugins/sdk/js/weir-plugin.d.ts"),
+];
+
+const TS: &[File] = &[
+    file!(
+        Template,
+        "package.json",
+        "plugins/templates/ts/package.json"
+    ),
+    file!(Copy, "tsconfig.json", "plugins/templates/ts/tsconfig.json"),
+    file!(Template, "README.md", "plugins/templates/ts/README.md"),
+    file!(Copy, ".gitignore", "plugins/templates/ts/gitignore"),
+    file!(Copy, "weir-plugin.js", "plugins/sdk/js/weir-plugin.js"),
+    file!(Copy, "weir-plugin.d.ts", "plugins/sdk/js/weir-plugin.d.ts"),
+    file!(
+        Copy,
+        "weir-plugin-world.d.ts",
+        "plugins/sdk/js/weir-plugin-world.d.ts"
+    ),
 ];
 
 /// The files of one language's template for one world
@@ -221,6 +244,30 @@ macro_rules! world_files {
             ),
         ]
     };
+    (ts, $world:literal) => {
+        vec![
+            file!(
+                Template,
+                "plugin.ts",
+                concat!("plugins/templates/ts/", $world, "/plugin.ts")
+            ),
+            file!(
+                Template,
+                "policy.ts",
+                concat!("plugins/templates/ts/", $world, "/policy.ts")
+            ),
+            file!(
+                Template,
+                "policy.test.ts",
+                concat!("plugins/templates/ts/", $world, "/policy.test.ts")
+            ),
+            file!(
+                Copy,
+                "config.json",
+                concat!("plugins/templates/ts/", $world, "/config.json")
+            ),
+        ]
+    };
 }
 
 /// The files of one language and world that are not shared.
@@ -236,6 +283,9 @@ fn world_files(lang: Lang, world: WorldArg) -> Vec<File> {
         (Lang::Js, Router) => world_files!(js, "router"),
         (Lang::Js, Admission) => world_files!(js, "admission"),
         (Lang::Js, Mutator) => world_files!(js, "mutator"),
+        (Lang::Ts, Router) => world_files!(ts, "router"),
+        (Lang::Ts, Admission) => world_files!(ts, "admission"),
+        (Lang::Ts, Mutator) => world_files!(ts, "mutator"),
     }
 }
 
@@ -245,13 +295,14 @@ fn project(lang: Lang, world: WorldArg) -> Vec<File> {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Js => JS,
+        Lang::Ts => TS,
     };
     let mut files = world_files(lang, world);
     files.extend_from_slice(shared);
     files.extend_from_slice(SAMPLES);
     match lang {
         Lang::Rust => files.extend_from_slice(RUST_SDK),
-        Lang::Python | Lang::Js => files.push(WIT_0_2_0),
+        Lang::Python | Lang::Js | Lang::Ts => files.push(WIT_0_2_0),
     }
     files
 }
@@ -326,6 +377,7 @@ pub(crate) fn write_project(
         Lang::Rust => ("./build.sh", "cargo test"),
         Lang::Python => ("./build.sh", "python3 -m pytest"),
         Lang::Js => ("npm install && npm run build", "npm test"),
+        Lang::Ts => ("npm run build", "npm install && npm test"),
     };
     Ok(Written {
         dir: dir.to_path_buf(),
@@ -397,7 +449,7 @@ pub(super) fn execute(
 mod tests {
     use super::*;
 
-    const LANGS: [Lang; 3] = [Lang::Rust, Lang::Python, Lang::Js];
+    const LANGS: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::Ts];
     const WORLDS: [WorldArg; 3] = [WorldArg::Router, WorldArg::Admission, WorldArg::Mutator];
 
     fn repo(path: &str) -> PathBuf {
@@ -489,12 +541,11 @@ mod tests {
                         );
                     }
                 }
-                let build = std::fs::metadata(out.join(match lang {
-                    Lang::Js => "package.json",
-                    _ => "build.sh",
-                }))
-                .expect("build file");
-                if lang != Lang::Js {
+                let npm = matches!(lang, Lang::Js | Lang::Ts);
+                let build =
+                    std::fs::metadata(out.join(if npm { "package.json" } else { "build.sh" }))
+                        .expect("build file");
+                if !npm {
                     use std::os::unix::fs::PermissionsExt;
                     assert_eq!(build.permissions().mode() & 0o111, 0o111);
                 }
@@ -502,7 +553,7 @@ mod tests {
                 let build_text = std::fs::read_to_string(out.join(match lang {
                     Lang::Rust => "Cargo.toml",
                     Lang::Python => "build.sh",
-                    Lang::Js => "package.json",
+                    Lang::Js | Lang::Ts => "package.json",
                 }))
                 .expect("read");
                 assert!(
