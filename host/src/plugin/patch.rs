@@ -118,14 +118,23 @@ pub(crate) fn apply(
 }
 
 /// The forbidden pointer an op writes at or under, if any.
-/// The RFC 6902 operations that turn `job` into the job a mutator returned
-/// whole (WIT 0.2.0 `mutation::job`), as if it had returned them: the caller
-/// checks and applies them with [`apply`].
+/// Takes the job a mutator returned whole (WIT 0.2.0 `mutation::job`): the
+/// patched job is that job, and the patch recorded is the RFC 6902
+/// operations that turn `job` into it, as an array (for the run's history).
+/// The outcome is the one [`apply`] gives for those operations, had the
+/// plugin returned them (an op writing at or under a `forbidden` pointer is
+/// refused, naming it the same way), without turning them into text and
+/// back and applying them to a copy of the job.
 ///
 /// Refused, as [`CallError::InvalidOutput`]: text that is not JSON, a job
-/// that is not an object or is deeper or larger than a job may be, and a
-/// difference of more than [`MAX_PATCH_OPS`] operations.
-pub(crate) fn diff(job: &Value, returned: &str) -> Result<Vec<PatchOp>, CallError> {
+/// that is not an object or is deeper or larger than a job may be, a
+/// difference of more than [`MAX_PATCH_OPS`] operations, and one that
+/// touches a forbidden path.
+pub(crate) fn accept_job(
+    job: &Value,
+    returned: &str,
+    forbidden: &[String],
+) -> Result<(Value, Value), CallError> {
     let invalid = |reason: String| CallError::InvalidOutput {
         reason: format!("the returned job: {reason}"),
     };
@@ -148,6 +157,11 @@ pub(crate) fn diff(job: &Value, returned: &str) -> Result<Vec<PatchOp>, CallErro
             "nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH} are accepted"
         )));
     }
+    if shape.bytes > MAX_JOB_BYTES {
+        return Err(invalid(format!(
+            "over {MAX_JOB_BYTES} bytes; a job may be at most that"
+        )));
+    }
     let ops = json_patch::diff(job, &new).0;
     if ops.len() > MAX_PATCH_OPS {
         return Err(invalid(format!(
@@ -155,26 +169,62 @@ pub(crate) fn diff(job: &Value, returned: &str) -> Result<Vec<PatchOp>, CallErro
             ops.len()
         )));
     }
-    Ok(ops
-        .into_iter()
-        .map(|op| {
-            use json_patch::PatchOperation as P;
-            let (kind, path, from, value) = match op {
-                P::Add(o) => (PatchKind::Add, o.path, None, Some(o.value)),
-                P::Remove(o) => (PatchKind::Remove, o.path, None, None),
-                P::Replace(o) => (PatchKind::Replace, o.path, None, Some(o.value)),
-                P::Move(o) => (PatchKind::Move, o.path, Some(o.from.to_string()), None),
-                P::Copy(o) => (PatchKind::Copy, o.path, Some(o.from.to_string()), None),
-                P::Test(o) => (PatchKind::Test, o.path, None, Some(o.value)),
-            };
-            PatchOp {
-                op: kind,
-                path: path.to_string(),
-                from,
-                value: value.map(|v| v.to_string()),
-            }
-        })
-        .collect())
+    let mut rfc_ops = Vec::with_capacity(ops.len());
+    for (index, op) in ops.into_iter().enumerate() {
+        use json_patch::PatchOperation as P;
+        let (kind, path, from, value) = match op {
+            P::Add(o) => (PatchKind::Add, o.path.to_string(), None, Some(o.value)),
+            P::Remove(o) => (PatchKind::Remove, o.path.to_string(), None, None),
+            P::Replace(o) => (PatchKind::Replace, o.path.to_string(), None, Some(o.value)),
+            P::Move(o) => (
+                PatchKind::Move,
+                o.path.to_string(),
+                Some(o.from.to_string()),
+                None,
+            ),
+            P::Copy(o) => (
+                PatchKind::Copy,
+                o.path.to_string(),
+                Some(o.from.to_string()),
+                None,
+            ),
+            P::Test(o) => (PatchKind::Test, o.path.to_string(), None, Some(o.value)),
+        };
+        let checked = PatchOp {
+            op: kind,
+            path,
+            from,
+            value: None,
+        };
+        if let Some(pointer) = writes_forbidden(&checked, forbidden) {
+            return Err(CallError::InvalidOutput {
+                reason: format!(
+                    "op {index} ({} {}): touches forbidden path {pointer}",
+                    kind.as_str(),
+                    checked.path
+                ),
+            });
+        }
+        // The same object, in the same key order, as `apply` records.
+        let mut object = Map::new();
+        object.insert("op".into(), Value::from(kind.as_str()));
+        object.insert("path".into(), Value::from(checked.path));
+        if let Some(value) = value {
+            object.insert("value".into(), value);
+        }
+        if let Some(from) = checked.from {
+            object.insert("from".into(), Value::from(from));
+        }
+        rfc_ops.push(Value::Object(object));
+    }
+    for pointer in forbidden {
+        if job.pointer(pointer) != new.pointer(pointer) {
+            return Err(CallError::InvalidOutput {
+                reason: format!("patch changes forbidden path {pointer}"),
+            });
+        }
+    }
+    Ok((new, Value::Array(rfc_ops)))
 }
 
 fn writes_forbidden<'a>(op: &PatchOp, forbidden: &'a [String]) -> Option<&'a str> {
@@ -196,5 +246,82 @@ fn is_at_or_under(pointer: &str, prefix: &str) -> bool {
     match pointer.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What `apply` gives for the operations `accept_job` found.
+    fn applied(job: &Value, patch: &Value, forbidden: &[String]) -> (Value, Value) {
+        let ops: Vec<PatchOp> = patch
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|op| PatchOp {
+                op: match op["op"].as_str() {
+                    Some("add") => PatchKind::Add,
+                    Some("remove") => PatchKind::Remove,
+                    Some("replace") => PatchKind::Replace,
+                    Some("move") => PatchKind::Move,
+                    Some("copy") => PatchKind::Copy,
+                    _ => PatchKind::Test,
+                },
+                path: op["path"].as_str().expect("path").to_owned(),
+                from: op["from"].as_str().map(str::to_owned),
+                value: op.get("value").map(Value::to_string),
+            })
+            .collect();
+        apply(job, &ops, forbidden).expect("the same ops apply")
+    }
+
+    #[test]
+    fn a_returned_job_gives_what_its_patch_would() {
+        let forbidden = vec!["/env/WEIR_RUN_ID".to_owned()];
+        let job = json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r", "A": "1"},
+                         "spec": {"list": [1, 2, 3], "deep": {"x": {"y": 1}}}});
+        for returned in [
+            json!({"command": ["true"], "env": {"WEIR_RUN_ID": "r", "A": "2", "B": "3"},
+                   "spec": {"list": [1, 2, 3], "deep": {"x": {"y": 1}}}}),
+            json!({"command": ["false", "x"], "env": {"WEIR_RUN_ID": "r"},
+                   "spec": {"list": [3], "deep": {}}, "extra": [{"k": null}]}),
+            job.clone(),
+        ] {
+            let (taken, patch) =
+                accept_job(&job, &returned.to_string(), &forbidden).expect("accepted");
+            assert_eq!(taken, returned);
+            let (via_apply, recorded) = applied(&job, &patch, &forbidden);
+            assert_eq!(via_apply, returned);
+            assert_eq!(recorded, patch);
+        }
+    }
+
+    #[test]
+    fn a_returned_job_is_held_to_the_forbidden_paths_and_bounds() {
+        let forbidden = vec!["/env/WEIR_RUN_ID".to_owned()];
+        let job = json!({"env": {"WEIR_RUN_ID": "r"}});
+        let err = |returned: &str| {
+            accept_job(&job, returned, &forbidden)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(
+            err(r#"{"env": {"WEIR_RUN_ID": "s"}}"#).contains(
+                "op 0 (replace /env/WEIR_RUN_ID): touches forbidden path /env/WEIR_RUN_ID"
+            )
+        );
+        assert!(err(r#"{"env": "gone"}"#).contains("forbidden path /env/WEIR_RUN_ID"));
+        assert!(err(r#"{"env": {}}"#).contains("forbidden path /env/WEIR_RUN_ID"));
+        assert!(err("[1]").contains("the returned job: not a JSON object"));
+        assert!(err("{").contains("the returned job: not JSON"));
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(
+            err(&format!(
+                r#"{{"env": {{"WEIR_RUN_ID": "r"}}, "d": {deep}}}"#
+            ))
+            .contains("nested more than")
+        );
     }
 }

@@ -451,8 +451,8 @@ impl LoadedPlugin {
     }
 
     /// Calls `mutate` with `job` as JSON text. A patch is applied to the
-    /// job; a whole job (0.2.0) is turned into the patch from `job` to it,
-    /// which is then checked and applied the same way, so the outcome and
+    /// job; a whole job (0.2.0) is taken as it is, with the patch from `job`
+    /// to it checked against `forbidden` and recorded, so the outcome and
     /// the recorded patch are the same whichever the plugin returned. An op
     /// that writes at or under a `forbidden` pointer, a patch that does not
     /// apply, value text that is not JSON, and a job that is not a JSON
@@ -475,10 +475,8 @@ impl LoadedPlugin {
             Mutation::Patch(ops) => {
                 patch::apply(&job, &ops, &forbidden).map(|(job, patch)| Mutated::Job { job, patch })
             }
-            Mutation::Job(text) => {
-                let ops = patch::diff(&job, &text)?;
-                patch::apply(&job, &ops, &forbidden).map(|(job, patch)| Mutated::Job { job, patch })
-            }
+            Mutation::Job(text) => patch::accept_job(&job, &text, &forbidden)
+                .map(|(job, patch)| Mutated::Job { job, patch }),
             Mutation::Reject(refusal) => Ok(Mutated::Reject(refusal)),
         };
         self.call(
