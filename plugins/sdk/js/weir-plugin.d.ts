@@ -40,6 +40,7 @@ export interface RunResource {
   id(): string;
   deployment(): string | undefined;
   pool(): string;
+  poolType(): 'process' | 'kubernetes' | undefined;
   queue(): string;
   tags(): string[];
   labels(): [string, string][];
@@ -59,6 +60,7 @@ export interface RunFields {
   jobVariables?: JsonObject;
   deployment?: string;
   parentRun?: string;
+  poolType?: 'process' | 'kubernetes';
 }
 
 /** The judged run, read once. */
@@ -73,6 +75,8 @@ export class RunView {
   jobVariables: JsonObject;
   deployment?: string;
   parentRun?: string;
+  /** The pool's type; undefined if no pool of that name exists (a router can see that). */
+  poolType?: 'process' | 'kubernetes';
   /** Reads the WIT `run` resource once (each getter is a host call). */
   static fromResource(run: RunResource): RunView;
   /** A run context file as `weir plugin test --ctx FILE` reads it. */

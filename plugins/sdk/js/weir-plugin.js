@@ -77,6 +77,8 @@ export class RunView {
     this.jobVariables = fields.jobVariables ?? {};
     this.deployment = fields.deployment;
     this.parentRun = fields.parentRun;
+    // 'process' or 'kubernetes'; undefined if no pool of that name exists.
+    this.poolType = fields.poolType;
   }
 
   /** Reads the WIT `run` resource once (each getter is a host call). */
@@ -91,13 +93,14 @@ export class RunView {
       jobVariables: JSON.parse(run.jobVariables()),
       deployment: run.deployment(),
       parentRun: run.parentRun(),
+      poolType: run.poolType(),
     });
   }
 
   /**
    * A run context as `weir plugin test --ctx FILE` reads it (run_id, pool,
-   * queue, tags, labels, parameters, job_variables, deployment, parent_run;
-   * missing keys take their defaults): the same run a plugin sees there,
+   * queue, tags, labels, parameters, job_variables, deployment, parent_run,
+   * pool_type; missing keys take their defaults): the same run a plugin sees there,
    * for native tests.
    */
   static fromJson(text) {
@@ -106,7 +109,7 @@ export class RunView {
     const fields = {
       id: ctx.run_id, pool: ctx.pool, queue: ctx.queue, tags: ctx.tags, labels: ctx.labels,
       parameters: ctx.parameters, jobVariables: ctx.job_variables,
-      deployment: ctx.deployment, parentRun: ctx.parent_run,
+      deployment: ctx.deployment, parentRun: ctx.parent_run, poolType: ctx.pool_type,
     };
     return new RunView(Object.fromEntries(Object.entries(fields).filter(([, v]) => present(v))));
   }

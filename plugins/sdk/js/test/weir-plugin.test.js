@@ -90,3 +90,32 @@ test('a run context file reads as the plugin sees it', () => {
   assert.deepEqual(RunView.fromJson('{}'), new RunView());
   assert.throws(() => RunView.fromJson('[]'), /JSON object/);
 });
+
+test('fromResource reads every getter once, the pool type among them', () => {
+  const calls = [];
+  const getter = (name, value) => () => {
+    calls.push(name);
+    return value;
+  };
+  const run = {
+    id: getter('id', 'r1'),
+    pool: getter('pool', 'gpu'),
+    poolType: getter('poolType', 'kubernetes'),
+    queue: getter('queue', 'default'),
+    tags: getter('tags', ['gpu']),
+    labels: getter('labels', [['team', 'a']]),
+    label: getter('label', undefined),
+    parameters: getter('parameters', '{"n": 1}'),
+    jobVariables: getter('jobVariables', '{}'),
+    deployment: getter('deployment', undefined),
+    parentRun: getter('parentRun', undefined),
+  };
+  const view = RunView.fromResource(run);
+  assert.equal(view.poolType, 'kubernetes');
+  assert.deepEqual(view.labels, { team: 'a' });
+  assert.deepEqual(view.parameters, { n: 1 });
+  assert.equal(view.id, 'r1');
+  assert.equal(new Set(calls).size, calls.length, `a getter called twice: ${calls}`);
+  assert.equal(RunView.fromJson('{"pool_type": "process"}').poolType, 'process');
+  assert.equal(new RunView().poolType, undefined);
+});

@@ -90,3 +90,40 @@ def test_a_run_context_file_reads_as_the_plugin_sees_it():
     assert RunView.from_json("{}") == RunView()
     with pytest.raises(ValueError, match="JSON object"):
         RunView.from_json("[]")
+
+
+def test_from_resource_reads_every_getter_once_the_pool_type_among_them():
+    from enum import Enum
+
+    class PoolType(Enum):  # as componentize-py generates a WIT enum
+        PROCESS = 0
+        KUBERNETES = 1
+
+    calls = []
+
+    def getter(name, value):
+        def get():
+            calls.append(name)
+            return value
+
+        return get
+
+    class Run:
+        id = staticmethod(getter("id", "r1"))
+        pool = staticmethod(getter("pool", "gpu"))
+        pool_type = staticmethod(getter("pool_type", PoolType.KUBERNETES))
+        queue = staticmethod(getter("queue", "default"))
+        tags = staticmethod(getter("tags", ["gpu"]))
+        labels = staticmethod(getter("labels", [("team", "a")]))
+        parameters = staticmethod(getter("parameters", '{"n": 1}'))
+        job_variables = staticmethod(getter("job_variables", "{}"))
+        deployment = staticmethod(getter("deployment", None))
+        parent_run = staticmethod(getter("parent_run", None))
+
+    view = RunView.from_resource(Run())
+    assert view.pool_type == "kubernetes"
+    assert view.labels == {"team": "a"}
+    assert view.parameters == {"n": 1}
+    assert len(calls) == len(set(calls))
+    assert RunView.from_json('{"pool_type": "process"}').pool_type == "process"
+    assert RunView().pool_type is None

@@ -96,6 +96,8 @@ class RunView:
     job_variables: dict[str, Any] = field(default_factory=dict)
     deployment: Optional[str] = None
     parent_run: Optional[str] = None
+    # "process" or "kubernetes"; None if no pool of that name exists.
+    pool_type: Optional[str] = None
 
     @classmethod
     def from_resource(cls, run) -> "RunView":
@@ -110,13 +112,15 @@ class RunView:
             job_variables=json.loads(run.job_variables()),
             deployment=run.deployment(),
             parent_run=run.parent_run(),
+            pool_type=_pool_type(run.pool_type()),
         )
 
     @classmethod
     def from_json(cls, text: str) -> "RunView":
         """A run context as `weir plugin test --ctx FILE` reads it (`run_id`,
         `pool`, `queue`, `tags`, `labels`, `parameters`, `job_variables`,
-        `deployment`, `parent_run`; missing keys take their defaults): the
+        `deployment`, `parent_run`, `pool_type`; missing keys take their
+        defaults): the
         same run a plugin sees there, for native tests."""
         ctx = json.loads(text)
         if not isinstance(ctx, dict):
@@ -131,6 +135,7 @@ class RunView:
             "job_variables": ctx.get("job_variables"),
             "deployment": ctx.get("deployment"),
             "parent_run": ctx.get("parent_run"),
+            "pool_type": ctx.get("pool_type"),
         }
         return cls(**{k: v for k, v in fields.items() if v is not None})
 
@@ -151,6 +156,12 @@ class RunView:
         if self.parameters.get(key) is not None:
             return "parameter", self.parameters[key]
         return None
+
+
+def _pool_type(kind) -> Optional[str]:
+    """The WIT `pool-type` enum member (componentize-py: `PoolType.PROCESS`,
+    `PoolType.KUBERNETES`) as its name, `"process"` or `"kubernetes"`."""
+    return None if kind is None else kind.name.lower()
 
 
 class Job:
