@@ -39,7 +39,8 @@ mod tls;
 pub use api::ROUTES;
 /// `--auth on|off|auto`.
 pub use auth::AuthMode;
-/// The hidden `weir supervise`: the per-attempt shim of the process backend.
+/// The hidden `weir supervise`: the launcher of the process backend's
+/// per-attempt supervisors.
 pub use backend::supervise;
 /// The command line: parsed by `main.rs`, executed against a server's API.
 pub use cli::{Cli, Command, ServeArgs, execute};

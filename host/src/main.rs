@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any runtime: the supervisor builds its own, on one thread.
     if let Command::Supervise(args) = &cli.command {
-        return ExitCode::from(weir::supervise(&args.attempt_dir));
+        return ExitCode::from(weir::supervise(&args.runs_dir));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -208,8 +208,9 @@ impl Drop for WeirProcess {
     }
 }
 
-/// The live `weir supervise` processes of process runs under `data_dir`:
-/// their pids and attempt directories.
+/// The live `weir supervise` processes of process runs under `data_dir` —
+/// the launcher and the supervisors it forked, which carry its command line
+/// — with their pids and the runs directory they name.
 pub fn supervisors(data_dir: &Path) -> Vec<(i32, PathBuf)> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {

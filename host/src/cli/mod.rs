@@ -124,16 +124,16 @@ pub enum Command {
     Router(RouterArgs),
     /// Create, list and revoke API tokens (opens the server's store directly)
     Token(TokenArgs),
-    /// Supervise one attempt of a process run (started by `weir serve`)
+    /// Launch the supervisors of process runs' attempts (started by `weir serve`)
     #[command(hide = true)]
     Supervise(SuperviseArgs),
 }
 
-/// `weir supervise <ATTEMPT_DIR>`: the job spec on stdin.
+/// `weir supervise <RUNS_DIR>`: the host's requests on stdin.
 #[derive(Args, Debug, Clone)]
 pub struct SuperviseArgs {
-    /// The attempt's directory, `<data>/runs/<run>/<attempt>`
-    pub attempt_dir: PathBuf,
+    /// The runs' directory, `<data>/runs`
+    pub runs_dir: PathBuf,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -1,8 +1,9 @@
 //! How the host learns that an attempt moved on, without a poll.
 //!
-//! - An attempt this host started: its supervisor's stdout is a pipe to the
-//!   host, on which it writes a line after each record it publishes
-//!   (claimed, started, status), and which closes when it exits.
+//! - An attempt this host started: its supervisor writes a line on the
+//!   launcher's pipe to the host after each record it publishes (claimed,
+//!   started, status), and the launcher tells when it exits
+//!   (`launcher.rs`).
 //! - An attempt adopted after a restart (or claimed by another supervisor
 //!   first): inotify on the attempt's directory — every record is published
 //!   into it by a rename — and a pidfd of its supervisor, readable when it
@@ -23,8 +24,6 @@ use futures::StreamExt;
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::ChildStdout;
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -115,7 +114,7 @@ impl Drop for DirWatch {
 }
 
 /// A process's exit as an event: a pidfd, readable once the process ends.
-fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
+pub(super) fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -133,8 +132,8 @@ fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
 /// The event sources of one attempt being followed.
 #[derive(Default)]
 pub(super) struct Events {
-    /// Our own supervisor's stdout, until it closes.
-    pipe: Option<Lines<BufReader<ChildStdout>>>,
+    /// Our own supervisor's records, told by the launcher, until it ends.
+    hints: Option<Arc<Notify>>,
     dir: Option<DirWatch>,
     /// The supervisor's pidfd, until it has fired.
     exit: Option<AsyncFd<OwnedFd>>,
@@ -143,19 +142,24 @@ pub(super) struct Events {
 }
 
 impl Events {
-    /// An attempt this host started: its supervisor's stdout.
-    pub(super) fn pipe(stdout: Option<ChildStdout>) -> Self {
+    /// An attempt this host started: its supervisor's records.
+    pub(super) fn hints(hints: Option<Arc<Notify>>) -> Self {
         Self {
-            pipe: stdout.map(|s| BufReader::new(s).lines()),
+            hints,
             ..Self::default()
         }
     }
 
-    /// Watches the attempt's directory once no pipe tells about it any more
-    /// (adopted, or our supervisor ended — it may have lost the claim to
-    /// another). Call before reading the directory.
+    /// Our supervisor ended: nothing more comes from it.
+    pub(super) fn hints_ended(&mut self) {
+        self.hints = None;
+    }
+
+    /// Watches the attempt's directory once our supervisor tells about it no
+    /// more (adopted, or our supervisor ended — it may have lost the claim
+    /// to another). Call before reading the directory.
     pub(super) fn watch_dir_if_needed(&mut self, watcher: Option<&Arc<DirWatcher>>, dir: &Path) {
-        if self.pipe.is_some() || self.dir.is_some() {
+        if self.hints.is_some() || self.dir.is_some() {
             return;
         }
         let Some(watcher) = watcher else { return };
@@ -189,22 +193,19 @@ impl Events {
     /// left (the caller's other branches decide then).
     pub(super) async fn next(&mut self) {
         enum Fired {
-            Line,
-            PipeClosed,
+            Hint,
             Dir,
             Exit,
         }
         let Events {
-            pipe, dir, exit, ..
+            hints, dir, exit, ..
         } = self;
-        let from_pipe = async {
-            match pipe {
-                Some(lines) => match lines.next_line().await {
-                    Ok(Some(_)) => Fired::Line,
-                    // Closed: the supervisor ended (its exit is followed on
-                    // its own).
-                    _ => Fired::PipeClosed,
-                },
+        let from_hints = async {
+            match hints {
+                Some(hints) => {
+                    hints.notified().await;
+                    Fired::Hint
+                }
                 None => std::future::pending().await,
             }
         };
@@ -228,14 +229,13 @@ impl Events {
             }
         };
         let fired = tokio::select! {
-            f = from_pipe => f,
+            f = from_hints => f,
             f = from_dir => f,
             f = from_exit => f,
         };
         match fired {
-            Fired::PipeClosed => self.pipe = None,
             Fired::Exit => self.exit = None,
-            Fired::Line | Fired::Dir => {}
+            Fired::Hint | Fired::Dir => {}
         }
     }
 }

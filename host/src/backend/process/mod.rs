@@ -1,9 +1,9 @@
 //! Runs a job as a local process: the quick start's and the tests' backend.
 //!
-//! Each attempt gets a supervisor (`supervisor.rs`, the hidden
-//! `weir supervise` command of this same binary, like containerd's shim),
-//! started in its own session and not tied to the host, so the job keeps
-//! running while the host is down. The supervisor starts the job in its own
+//! Each attempt gets a supervisor (`supervisor.rs`, like containerd's shim),
+//! forked in its own session by a long-lived launcher (`launcher.rs`, the
+//! hidden `weir supervise` command of this same binary) and not tied to the
+//! host, so the job keeps running while the host is down. The supervisor starts the job in its own
 //! process group (a cancel or a timeout stops everything it started), and
 //! records the job's pid and then its exit status in the attempt's
 //! directory, `<data>/runs/<run>/<attempt>/` (`status.rs`). The host follows
@@ -20,40 +20,41 @@
 //! removing them safely would have to wait for the store's commit anyway.
 
 mod events;
+mod launcher;
 mod status;
 mod supervisor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
 use tokio::sync::{OnceCell, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use self::events::{DirWatcher, Events};
+use self::launcher::{Launcher, LauncherCommand, Supervised};
 use self::status::{Identity, STARTED, STATUS, SUPERVISOR_PID, Spec, Status};
 use super::{Backend, Execution, Outcome};
 use crate::domain::RunId;
 
-/// Runs the supervisor of one attempt (`weir supervise <attempt-dir>`) and
-/// returns its exit code.
-pub fn supervise(attempt_dir: &Path) -> u8 {
-    supervisor::main(attempt_dir)
+/// Runs the launcher of the supervisors of the attempts under `runs_dir`
+/// (`weir supervise <runs-dir>`, started by the host, requests on stdin) and
+/// returns its exit code. The directory only names the launcher's data
+/// directory to someone reading the process list.
+pub fn supervise(_runs_dir: &Path) -> u8 {
+    launcher::main()
 }
 
 #[derive(Debug, Clone)]
 pub struct ProcessSettings {
     /// Time between SIGTERM and SIGKILL on cancel or timeout.
     pub grace: Duration,
-    /// The `weir` binary whose `supervise` command runs each attempt
-    /// [default: this process's own binary]. Set by embedders whose binary
+    /// The `weir` binary whose `supervise` command launches each attempt's
+    /// supervisor [default: this process's own binary]. Set by embedders whose binary
     /// is not `weir` (in-process test servers, the benchmarks).
     pub supervisor: Option<PathBuf>,
 }
@@ -71,20 +72,11 @@ pub(crate) struct ProcessBackend {
     settings: ProcessSettings,
     /// `<data>/runs`: one directory per run, one per attempt inside.
     runs_dir: PathBuf,
-    supervisor: SupervisorCommand,
+    launcher: Launcher,
     /// Follows adopted attempts' directories; started on first need, `None`
     /// inside when inotify cannot be had (their supervisors' exits are
     /// still followed).
     watcher: OnceCell<Option<Arc<DirWatcher>>>,
-}
-
-/// How to start a supervisor: this very binary's `supervise` command (the
-/// unit tests point it at a test of their own binary instead).
-#[derive(Debug, Clone)]
-struct SupervisorCommand {
-    program: Result<PathBuf, String>,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
 }
 
 impl ProcessBackend {
@@ -94,14 +86,18 @@ impl ProcessBackend {
             None => std::env::current_exe()
                 .map_err(|e| format!("cannot find the weir binary to start a supervisor: {e}")),
         };
-        Self {
-            settings,
-            runs_dir,
-            supervisor: SupervisorCommand {
+        let launcher = Launcher::new(
+            LauncherCommand {
                 program,
                 args: vec!["supervise".into()],
                 env: Vec::new(),
             },
+            runs_dir.clone(),
+        );
+        Self {
+            settings,
+            runs_dir,
+            launcher,
             watcher: OnceCell::new(),
         }
     }
@@ -123,51 +119,6 @@ impl ProcessBackend {
             .join(run.to_string())
             .join(attempt.to_string())
     }
-
-    /// Starts the attempt's supervisor in its own session and hands it the
-    /// spec. Its stderr goes to the run's log, so its own failures are there;
-    /// its stdout is the pipe on which it tells the host of each record
-    /// (`events.rs`).
-    async fn spawn(&self, spec: &Spec, dir: &Path) -> Result<Child, String> {
-        let program = self.supervisor.program.clone()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(|e| format!("cannot open log file {}: {e}", spec.log_path.display()))?;
-        let input = serde_json::to_vec(spec).map_err(|e| format!("cannot encode the job: {e}"))?;
-        let mut cmd = Command::new(program);
-        cmd.args(&self.supervisor.args)
-            .arg(dir)
-            .envs(self.supervisor.env.iter().cloned())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // Its own session: no signal meant for the host's group or terminal
-        // reaches it, and nothing ties its life to the host's.
-        // SAFETY: setsid is async-signal-safe; nothing else runs between
-        // fork and exec here.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the supervisor: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A supervisor that gets less than the whole spec (the host died
-            // while writing it) refuses it and never claims the attempt.
-            stdin
-                .write_all(&input)
-                .await
-                .map_err(|e| format!("cannot hand the job to its supervisor: {e}"))?;
-        }
-        Ok(child)
-    }
 }
 
 /// The finalised process job (see `template::finalize`).
@@ -186,36 +137,25 @@ struct ProcessJob {
 /// `started` once the job runs, forwards a cancel to the supervisor, and
 /// notices a supervisor that died without recording anything.
 ///
-/// `child` is the supervisor when this host started it (it is reaped here,
-/// and its stdout tells of each record); after a restart it is not ours:
-/// the directory is watched and its exit followed (`events.rs`). Its
-/// liveness is read from `/proc` either way.
+/// `ours` is the supervisor when this host had one started (its records and
+/// its end are told by the launcher, `launcher.rs`); after a restart it is
+/// not ours: the directory is watched and its exit followed (`events.rs`).
+/// Its liveness is read from `/proc` either way.
 async fn follow(
     dir: &Path,
     attempt: u32,
-    mut child: Option<Child>,
+    mut ours: Option<Supervised>,
     watcher: Option<&Arc<DirWatcher>>,
     started: oneshot::Sender<()>,
     cancel: CancellationToken,
 ) -> Outcome {
-    let mut events = Events::pipe(child.as_mut().and_then(|c| c.stdout.take()));
+    let mut events = Events::hints(ours.as_ref().map(Supervised::hints));
     let mut started = Some(started);
     let mut send_started = || {
         if let Some(tx) = started.take() {
             let _ = tx.send(());
         }
     };
-    let mut child_exit = child.map(|mut child| {
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let exit = match child.wait().await {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unknown status: {e}"),
-            };
-            let _ = tx.send(exit);
-        });
-        rx
-    });
     let mut exited: Option<String> = None;
     let mut supervisor: Option<Identity> = None;
     let mut cancel_sent = false;
@@ -294,7 +234,7 @@ async fn follow(
                         ),
                     };
                 }
-                if child_exit.is_none() {
+                if ours.is_none() {
                     return Outcome::Crashed {
                         reason: format!(
                             "attempt {attempt} has no supervisor and no recorded status ({} is gone): its outcome cannot be known",
@@ -305,9 +245,12 @@ async fn follow(
             }
         }
         tokio::select! {
-            exit = supervisor_exit(&mut child_exit), if child_exit.is_some() => {
+            exit = supervisor_exit(&mut ours), if ours.is_some() => {
                 exited = Some(exit);
-                child_exit = None;
+                // It tells of nothing more: a supervisor that won the claim
+                // instead is followed through the directory.
+                ours = None;
+                events.hints_ended();
             }
             () = events.next() => {}
             () = cancel.cancelled(), if !cancel_seen => cancel_seen = true,
@@ -315,10 +258,10 @@ async fn follow(
     }
 }
 
-/// How our own supervisor child ended; never resolves without one.
-async fn supervisor_exit(rx: &mut Option<oneshot::Receiver<String>>) -> String {
-    match rx {
-        Some(rx) => rx.await.unwrap_or_else(|_| "unknown status".into()),
+/// How our own supervisor ended; never resolves without one.
+async fn supervisor_exit(ours: &mut Option<Supervised>) -> String {
+    match ours {
+        Some(ours) => ours.exited().await,
         None => std::future::pending().await,
     }
 }
@@ -368,7 +311,7 @@ impl Backend for ProcessBackend {
             };
         }
         let resumed_existing = exec.resume.is_some() && dir.exists();
-        let child = match &exec.resume {
+        let ours = match &exec.resume {
             _ if resumed_existing => None,
             Some(resume) if !resume.may_create => {
                 // Running is recorded only after `started` was written inside
@@ -396,22 +339,14 @@ impl Backend for ProcessBackend {
                         .unwrap_or(u64::MAX),
                     log_path: exec.log_path.clone(),
                 };
-                match self.spawn(&spec, &dir).await {
-                    Ok(child) => Some(child),
+                match self.launcher.start(&dir, &spec).await {
+                    Ok(ours) => Some(ours),
                     Err(reason) => return Outcome::Crashed { reason },
                 }
             }
         };
         let watcher = self.watcher().await;
-        follow(
-            &dir,
-            exec.attempt,
-            child,
-            watcher,
-            exec.started,
-            exec.cancel,
-        )
-        .await
+        follow(&dir, exec.attempt, ours, watcher, exec.started, exec.cancel).await
     }
 }
 
@@ -421,9 +356,9 @@ mod tests {
     use tokio::sync::oneshot;
     use tokio_util::sync::CancellationToken;
 
-    /// Not a test: the supervisor of the tests below, which start this test
-    /// binary with `--exact` on this name (the attempt's directory is the
-    /// last argument) because the lib's tests have no `weir` binary.
+    /// Not a test: the launcher of the tests below, which start this test
+    /// binary with `--exact` on this name (the runs directory is the last
+    /// argument) because the lib's tests have no `weir` binary.
     #[test]
     fn supervisor_entry_for_tests() {
         if std::env::var_os("WEIR_TEST_SUPERVISOR").is_none() {
@@ -443,13 +378,17 @@ mod tests {
             },
             runs_dir,
         );
-        backend.supervisor.args = vec![
+        let command = backend.launcher.command_mut();
+        command.args = vec![
             "--exact".into(),
             "backend::process::tests::supervisor_entry_for_tests".into(),
             "--nocapture".into(),
             "--quiet".into(),
+            // The launcher forks: keep it to one thread besides libtest's
+            // main one, which only waits.
+            "--test-threads=1".into(),
         ];
-        backend.supervisor.env = vec![("WEIR_TEST_SUPERVISOR".into(), "1".into())];
+        command.env = vec![("WEIR_TEST_SUPERVISOR".into(), "1".into())];
         backend
     }
 
@@ -621,6 +560,45 @@ mod tests {
         assert_eq!(b, failed);
         let starts = std::fs::read_to_string(&counter).expect("counter");
         assert_eq!(starts, "x\n", "the job ran more than once");
+    }
+
+    #[tokio::test]
+    async fn a_launcher_that_dies_loses_no_attempt_and_is_started_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Arc::new(backend(dir.path().join("runs")));
+        let (exec, started) = execution(
+            uuid::Uuid::now_v7(),
+            serde_json::json!({"command": ["sh", "-c", "sleep 0.5; exit 5"]}),
+            dir.path().join("run.log"),
+            None,
+        );
+        let running = tokio::spawn({
+            let b = b.clone();
+            async move { b.execute(exec).await }
+        });
+        started.await.expect("the job started");
+        let launcher = b.launcher.pid().await.expect("a launcher");
+        let launcher = i32::try_from(launcher).expect("pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(launcher, libc::SIGKILL) }, 0);
+        // The attempt's supervisor outlives it; its outcome is still read.
+        assert_eq!(
+            running.await.expect("joined"),
+            Outcome::Failed {
+                exit_code: Some(5),
+                message: "exited with code 5".into()
+            }
+        );
+        // The next attempt gets a new launcher.
+        let (exec, _rx) = execution(
+            uuid::Uuid::now_v7(),
+            serde_json::json!({"command": ["true"]}),
+            dir.path().join("run2.log"),
+            None,
+        );
+        assert_eq!(b.execute(exec).await, Outcome::Completed);
+        let again = b.launcher.pid().await.expect("a launcher");
+        assert_ne!(i32::try_from(again).expect("pid"), launcher);
     }
 
     #[tokio::test]

@@ -1,18 +1,18 @@
-//! The supervisor (`weir supervise <attempt-dir>`, hidden): the small
-//! process between the host and one attempt's job, like containerd's shim.
-//! The host starts it in its own session and does not keep it tied to
-//! itself, so the job keeps running while the host is down, and the
-//! supervisor records how it ended in the attempt's directory for whichever
-//! host reads it next (`status.rs` describes the files).
+//! The supervisor: the small process between the host and one attempt's
+//! job, like containerd's shim. The launcher (`launcher.rs`) forks it in its
+//! own session, not tied to the host, so the job keeps running while the
+//! host is down, and the supervisor records how it ended in the attempt's
+//! directory for whichever host reads it next (`status.rs` describes the
+//! files).
 //!
-//! It reads the [`Spec`] from stdin, claims the attempt's directory (a second
+//! Given the [`Spec`], it claims the attempt's directory (a second
 //! supervisor of the same attempt exits with [`EXIT_ALREADY_CLAIMED`] and
 //! never starts the job), starts the job in its own process group with the
 //! run's log file as stdout and stderr, enforces `timeout_seconds`, turns its
 //! own SIGTERM (the host's cancel) into SIGTERM → grace → SIGKILL of the
 //! job's group, and writes `status.json`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,8 +28,6 @@ use super::status::{
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SupervisorError {
-    #[error("cannot read the job spec from stdin: {0}")]
-    Spec(String),
     #[error(transparent)]
     Claim(#[from] ClaimError),
     #[error("cannot {what} in {dir}: {source}")]
@@ -40,10 +38,10 @@ pub(super) enum SupervisorError {
     },
 }
 
-/// The supervisor's entry point: the spec on stdin, everything else in the
-/// attempt's directory. Errors go to stderr (the host points it at the run's
-/// log file).
-pub(super) fn main(attempt_dir: &Path) -> u8 {
+/// The supervisor's entry point, in the launcher's forked child: everything
+/// else is in the attempt's directory. Errors go to stderr (the launcher
+/// points it at the run's log file).
+pub(super) fn main(attempt_dir: &Path, spec: Spec) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,7 +54,7 @@ pub(super) fn main(attempt_dir: &Path) -> u8 {
     };
     // One thread: the job's PR_SET_PDEATHSIG follows the thread that started
     // it, which must live as long as the supervisor.
-    match runtime.block_on(run(attempt_dir, std::io::stdin())) {
+    match runtime.block_on(run(attempt_dir, spec)) {
         Ok(()) => 0,
         Err(SupervisorError::Claim(ClaimError::AlreadyClaimed(dir))) => {
             eprintln!(
@@ -74,7 +72,7 @@ pub(super) fn main(attempt_dir: &Path) -> u8 {
 
 /// Runs one attempt to its end and records it. Returns once `status.json` is
 /// written.
-pub(super) async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), SupervisorError> {
+pub(super) async fn run(attempt_dir: &Path, spec: Spec) -> Result<(), SupervisorError> {
     // First of all, so a cancel never kills the supervisor itself: the host
     // sends SIGTERM only once the attempt's directory exists.
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SupervisorError::Io {
@@ -82,12 +80,6 @@ pub(super) async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), 
         dir: attempt_dir.to_owned(),
         source,
     })?;
-    let mut raw = Vec::new();
-    input
-        .read_to_end(&mut raw)
-        .map_err(|e| SupervisorError::Spec(e.to_string()))?;
-    let spec: Spec =
-        serde_json::from_slice(&raw).map_err(|e| SupervisorError::Spec(e.to_string()))?;
     let io = |what: &'static str| {
         move |source| SupervisorError::Io {
             what,
@@ -227,15 +219,12 @@ pub(super) async fn run(attempt_dir: &Path, mut input: impl Read) -> Result<(), 
     ended(status).map_err(io("write status.json"))
 }
 
-/// Tells the host that started this supervisor that a record was just
-/// published (`events.rs`): a line on stdout, a pipe to the host. Only a
-/// hint — the record is the file — so a host that is gone (`EPIPE`; Rust
-/// ignores `SIGPIPE`) or an adopter that never reads it changes nothing.
+/// Tells the host that a record was just published (`events.rs`): a line
+/// on the launcher's pipe to the host, which this process inherited. Only a
+/// hint — the record is the file — so a host that is gone or an adopter that
+/// never reads it changes nothing.
 fn tell_host(record: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{record}");
-    let _ = out.flush();
+    super::launcher::write_line(&format!("record {} {record}", std::process::id()));
 }
 
 fn spawn_failed(reason: String) -> Status {
