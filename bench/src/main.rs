@@ -605,6 +605,14 @@ fn machine() -> Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "commit": git(&["rev-parse", "HEAD"]),
         "dirty": git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        // The code measured: the commit this binary was built from (the two
+        // above are the checkout's at run time, which may differ).
+        "built_from": Some(env!("WEIR_BENCH_BUILT_FROM")).filter(|c| !c.is_empty()),
+        "built_dirty": match env!("WEIR_BENCH_BUILT_DIRTY") {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "started_at": chrono::Utc::now().to_rfc3339(),
     })
