@@ -19,6 +19,10 @@
 //!   server, and submit → Job-created latency (`--jobs N`, default 500).
 //! - `memory-serve`: RSS of a real `weir serve` idle, with 20 plugin versions
 //!   loaded and called, and with `--queued N` (default 100,000) runs queued.
+//! - `memory-guests` (needs `WEIR_GUESTS`): what a Python or JavaScript
+//!   plugin version costs a real `weir serve`: the time to add one, and the
+//!   RSS it holds once loaded from the compiled-artifact cache after a
+//!   restart.
 //! - `growth`: the `scheduler` set-up at `--depths` (default 1k, 10k, 100k,
 //!   1M) queued runs: per-decision cost over `--sample N` decisions (default
 //!   5,000), the other queries of a scheduler pass, and RSS, next to the
@@ -34,6 +38,7 @@
 mod growth;
 mod kubernetes;
 mod load;
+mod memory_guests;
 mod memory_serve;
 mod plot;
 mod scheduler;
@@ -626,7 +631,7 @@ fn number<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &
 }
 
 const USAGE: &str = "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-     [memory-serve] [growth] [kubernetes] [load] [--iterations N] [--runs N] [--queued N] \
+     [memory-serve] [memory-guests] [growth] [kubernetes] [load] [--iterations N] [--runs N] [--queued N] \
      [--depths N,N,...] [--sample N] [--no-serve] [--jobs N] [--json FILE]\n       \
      weir-bench plot RESULTS.json... [--out-dir DIR]";
 
@@ -698,11 +703,12 @@ async fn main() {
             "memory" => server::scenario_memory(runs, 32).await,
             "kubernetes" => kubernetes::scenario(jobs).await,
             "memory-serve" => memory_serve::scenario(queued, 32).await,
+            "memory-guests" => memory_guests::scenario().await,
             "growth" => growth::scenario(&depths, sample, with_serve).await,
             "load" => load::scenario(runs, 64).await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
-                 pickup, memory, memory-serve, growth, kubernetes, load"
+                 pickup, memory, memory-serve, memory-guests, growth, kubernetes, load"
             )),
         };
         let after = loadavg();

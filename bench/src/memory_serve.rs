@@ -56,7 +56,7 @@ fn leb128(mut n: usize, out: &mut Vec<u8>) {
 
 /// The component with a custom section `weir-bench-copy` holding `copy`
 /// appended: the same code under another digest.
-fn copy_of(bytes: &[u8], copy: u32) -> Vec<u8> {
+pub(crate) fn copy_of(bytes: &[u8], copy: u32) -> Vec<u8> {
     let name = b"weir-bench-copy";
     let payload = copy.to_string();
     let mut body = Vec::new();
@@ -70,13 +70,24 @@ fn copy_of(bytes: &[u8], copy: u32) -> Vec<u8> {
     out
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Api {
-    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+    pub(crate) fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value, String> {
         let resp = req.send().await.map_err(|e| format!("{what}: {e}"))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
@@ -86,7 +97,7 @@ impl Api {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
         let req = self.http.post(format!("{}{path}", self.base)).json(&body);
         self.send(req, &format!("POST {path}")).await
     }
@@ -100,9 +111,9 @@ fn mib(name: impl Into<String>, kib: Option<f64>) -> Option<Row> {
     })
 }
 
-fn memory_rows(serve: &WeirServe, when: &str) -> Vec<Row> {
+pub(crate) fn memory_rows(serve: &WeirServe, scenario: &str, when: &str) -> Vec<Row> {
     eprintln!(
-        "memory-serve: {when}: VmRSS {:.1} MiB, VmHWM {:.1} MiB, RssAnon {:.1} MiB, RssFile {:.1} MiB",
+        "{scenario}: {when}: VmRSS {:.1} MiB, VmHWM {:.1} MiB, RssAnon {:.1} MiB, RssFile {:.1} MiB",
         serve.kib("VmRSS").unwrap_or(0.0) / 1024.0,
         serve.kib("VmHWM").unwrap_or(0.0) / 1024.0,
         serve.kib("RssAnon").unwrap_or(0.0) / 1024.0,
@@ -110,15 +121,15 @@ fn memory_rows(serve: &WeirServe, when: &str) -> Vec<Row> {
     );
     [
         mib(
-            format!("memory-serve: weir serve RSS, {when}"),
+            format!("{scenario}: weir serve RSS, {when}"),
             serve.kib("VmRSS"),
         ),
         mib(
-            format!("memory-serve: weir serve anonymous RSS, {when}"),
+            format!("{scenario}: weir serve anonymous RSS, {when}"),
             serve.kib("RssAnon"),
         ),
         mib(
-            format!("memory-serve: weir serve peak RSS (VmHWM), {when}"),
+            format!("{scenario}: weir serve peak RSS (VmHWM), {when}"),
             serve.kib("VmHWM"),
         ),
     ]
@@ -179,7 +190,7 @@ pub(crate) async fn scenario(queued: usize, clients: usize) -> Result<Vec<Row>, 
     };
     let mut rows = Vec::new();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rows.extend(memory_rows(&serve, "idle"));
+    rows.extend(memory_rows(&serve, "memory-serve", "idle"));
 
     api.post(
         "/api/v1/pools",
@@ -226,7 +237,11 @@ pub(crate) async fn scenario(queued: usize, clients: usize) -> Result<Vec<Row>, 
         }
     }
     let uploads = t.elapsed();
-    rows.extend(memory_rows(&serve, "20 plugin versions uploaded"));
+    rows.extend(memory_rows(
+        &serve,
+        "memory-serve",
+        "20 plugin versions uploaded",
+    ));
 
     // Bind and use every version.
     let mut admitted_before = Vec::new();
@@ -266,7 +281,11 @@ pub(crate) async fn scenario(queued: usize, clients: usize) -> Result<Vec<Row>, 
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rows.extend(memory_rows(&serve, "20 plugin versions bound and called"));
+    rows.extend(memory_rows(
+        &serve,
+        "memory-serve",
+        "20 plugin versions bound and called",
+    ));
     eprintln!(
         "memory-serve: 20 uploads in {:.1} s; load average {}",
         uploads.as_secs_f64(),
@@ -333,6 +352,7 @@ pub(crate) async fn scenario(queued: usize, clients: usize) -> Result<Vec<Row>, 
     tokio::time::sleep(Duration::from_secs(1)).await;
     rows.extend(memory_rows(
         &serve,
+        "memory-serve",
         &format!("{queued} queued + 20 plugin versions"),
     ));
 

@@ -703,6 +703,21 @@ async fn a_deferral_is_capped_at_a_day_and_says_so() {
         .expect("the deferral");
     assert_eq!(line["detail"]["decision"]["seconds"], 86_400, "{line}");
     assert_eq!(line["detail"]["asked_seconds"], 4_294_967_295u64, "{line}");
+    // Why it waits: deferred by the plugin's version, until its time, with
+    // the plugin's reason; not due, so no position.
+    let deferral = &run["waiting"]["holds"][0];
+    assert_eq!(deferral["kind"], "deferred", "{run}");
+    assert_eq!(deferral["plugin"], "defers");
+    assert_eq!(deferral["version"], 1);
+    assert_eq!(deferral["until"], run["scheduled_at"]);
+    assert_eq!(deferral["reason"], line["detail"]["decision"]["reason"]);
+    assert!(run["waiting"]["position"].is_null(), "{run}");
+    assert!(
+        run["waiting"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("deferred by defers@1 until ")),
+        "{run}"
+    );
     let message = line["message"].as_str().unwrap_or("");
     assert!(
         message.contains("defer 86400s (asked 4294967295s; at most 86400s)"),

@@ -19,6 +19,7 @@ use crate::auth::Principal;
 use crate::backend::LogRequest;
 use crate::domain::{Cause, Run, RunState};
 use crate::run::submit::RunSpec;
+use crate::run::waiting;
 use crate::store::{RunFilter, StoreError};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -49,7 +50,21 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let run = d.store.get_run(id, true).await?;
     check_read(&d, &principal, &run).await?;
-    Ok(Json(run_json(&run)))
+    let mut json = run_json(&run);
+    // Why it waits, from the state the scheduler decides on (read after the
+    // run: a run that moved on since has no `waiting`).
+    let now = chrono::Utc::now();
+    let waiting = match d.store.waiting_facts(id, now).await? {
+        Some(facts) => {
+            let history = run.history.as_deref().unwrap_or_default();
+            serde_json::to_value(waiting::explain(&facts, history, now)).unwrap_or(Value::Null)
+        }
+        None => Value::Null,
+    };
+    if let Some(object) = json.as_object_mut() {
+        object.insert("waiting".into(), waiting);
+    }
+    Ok(Json(json))
 }
 
 /// The team of a run's deployment (`None` for a raw job or a deleted

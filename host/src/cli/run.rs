@@ -568,6 +568,26 @@ pub(crate) fn render_run(r: &Value) -> String {
         ("ended at", full_time(r, "ended_at")),
     ]);
     let mut text = kv_block(&rows);
+    if let Some(waiting) = r.get("waiting").filter(|w| w.is_object()) {
+        text.push_str("\n\nWaiting: ");
+        text.push_str(str_of(waiting, "summary"));
+        if let Some(p) = waiting.get("position").filter(|p| p.is_object()) {
+            text.push_str(&format!(
+                "\n  position: {} in its queue, {} in its pool's release order",
+                field(p, "in_queue"),
+                field(p, "in_pool")
+            ));
+        }
+        for hold in waiting
+            .get("holds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            text.push_str("\n  - ");
+            text.push_str(str_of(hold, "text"));
+        }
+    }
     if let Some(history) = r.get("history").and_then(Value::as_array) {
         let rows = history
             .iter()

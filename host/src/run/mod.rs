@@ -2,7 +2,7 @@
 //! admit, store), `build.rs` (the one job builder), `launch.rs` (a released
 //! run's attempt: build, record the intent, execute, record the outcome),
 //! `cancel.rs` (cancels and the attempts in flight), `recover.rs` (after a
-//! restart). Release itself is the scheduler's (`scheduler.rs`, the walk in
+//! restart), `waiting.rs` (why a waiting run waits). Release itself is the scheduler's (`scheduler.rs`, the walk in
 //! `domain/release.rs`).
 
 pub(crate) mod build;
@@ -10,3 +10,4 @@ pub(crate) mod cancel;
 pub(crate) mod launch;
 pub(crate) mod recover;
 pub(crate) mod submit;
+pub(crate) mod waiting;

@@ -281,6 +281,52 @@ pub struct Occupancy {
     pub queued: u64,
 }
 
+/// What the scheduler's own state says of one waiting run, read in one
+/// snapshot: `run::waiting` turns it into the reasons the run waits.
+#[derive(Debug, Clone)]
+pub struct WaitFacts {
+    pub run: Run,
+    /// Deferred by an admission plugin until its `scheduled_at`.
+    pub deferred: bool,
+    /// Its pool; `None` if the pool is gone.
+    pub pool: Option<LimitFacts>,
+    /// Its queue; `None` if the queue is gone.
+    pub queue: Option<LimitFacts>,
+    /// Each of its tags that has a limit, in tag order.
+    pub tags: Vec<(String, LimitFacts)>,
+    /// The queues of its pool in the release walk's order (priority, then
+    /// name), each with its runs that are due and not deferred — what a
+    /// pass would read — and, for its own queue, how many of those are
+    /// ahead of it.
+    pub pool_queues: Vec<QueueLine>,
+}
+
+/// A pool, queue or tag limit as the release walk sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitFacts {
+    pub paused: bool,
+    pub limit: Option<u32>,
+    /// Slots held now.
+    pub used: u64,
+    /// Some of the runs holding them (oldest slot first), at most
+    /// [`WAIT_HOLDERS`].
+    pub holders: Vec<RunId>,
+}
+
+/// How many holders of a full limit a [`WaitFacts`] names.
+pub(crate) const WAIT_HOLDERS: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLine {
+    pub name: String,
+    pub priority: i64,
+    pub paused: bool,
+    /// Runs due and not deferred (released in this queue's order).
+    pub due: u64,
+    /// In the run's own queue: those of `due` ahead of it.
+    pub ahead: Option<u64>,
+}
+
 /// Everything `/metrics` reports, read in one go.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -378,6 +424,9 @@ pub trait Store: Send + Sync + 'static {
     async fn label_occupancy(&self, key: &str, value: &str) -> Result<Occupancy>;
     /// Runs holding slots / waiting that carry `tag`.
     async fn tag_occupancy(&self, tag: &str) -> Result<Occupancy>;
+    /// What holds a waiting run, from the state the scheduler decides on
+    /// (`now` says which runs are due); `None` if the run is not waiting.
+    async fn waiting_facts(&self, id: RunId, now: DateTime<Utc>) -> Result<Option<WaitFacts>>;
 
     // Plugins. Bytes are stored once per digest; a name gets a new version
     // when its bytes change (adding the newest bytes again is a no-op).

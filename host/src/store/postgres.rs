@@ -137,6 +137,7 @@ const DIALECT: Dialect = Dialect {
         "SELECT 1 FROM pg_advisory_xact_lock(hashtextextended('weir:plugin:' || $1, 0))",
     ),
     deferred_runs: "runs WHERE needs_admission",
+    snapshot: Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
 };
 
 impl SqlStore {

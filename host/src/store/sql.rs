@@ -25,8 +25,8 @@ use super::rows::{
     queue_from_row, run_from_row, to_json, to_u32, token_from_row,
 };
 use super::{
-    DeploymentPatch, NewRun, Occupancy, PoolPatch, QueuePatch, Released, Result, RunFilter,
-    RunPage, Store, StoreError, StoreStats, Transition,
+    DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch, Released,
+    Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition, WAIT_HOLDERS, WaitFacts,
 };
 use crate::domain::TokenRecord;
 use crate::domain::history::{self, HistoryWrite};
@@ -59,6 +59,9 @@ pub(super) struct Dialect {
     /// `FROM` and the condition that read deferred runs, in the words the
     /// database's index on them needs.
     pub deferred_runs: &'static str,
+    /// Run first in a read transaction whose statements must all see one
+    /// snapshot (SQLite's read transactions do already).
+    pub snapshot: Option<&'static str>,
 }
 
 /// A [`Store`] over SQLite or PostgreSQL.
@@ -1791,6 +1794,138 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn waiting_facts(&self, id: RunId, now: DateTime<Utc>) -> Result<Option<WaitFacts>> {
+        during("waiting_facts", Some(id.to_string()), async {
+            let mut tx = self.reader.begin().await?;
+            if let Some(snapshot) = self.dialect.snapshot {
+                sqlx::query(snapshot).execute(&mut *tx).await?;
+            }
+            let id = id.to_string();
+            let run = fetch_run(&mut *tx, &id).await?;
+            if !run.state.is_waiting() {
+                return Ok(None);
+            }
+            let row = sqlx::query("SELECT seq, needs_admission FROM runs WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let seq: i64 = row.try_get("seq")?;
+            let deferred = flag(&row, "needs_admission")?;
+
+            let pool =
+                match sqlx::query("SELECT paused, concurrency_limit FROM pools WHERE name = $1")
+                    .bind(&run.pool)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                {
+                    Some(row) => Some(
+                        limit_facts(
+                            &mut tx,
+                            flag(&row, "paused")?,
+                            opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+                            "pool",
+                            &run.pool,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+            let mut queue = None;
+            let mut pool_queues = Vec::new();
+            for row in sqlx::query(
+                "SELECT name, priority, paused, concurrency_limit FROM queues \
+                 WHERE pool = $1 ORDER BY priority, name",
+            )
+            .bind(&run.pool)
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let name: String = row.try_get("name")?;
+                let paused = flag(&row, "paused")?;
+                if name == run.queue {
+                    queue = Some(
+                        limit_facts(
+                            &mut tx,
+                            paused,
+                            opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
+                            "queue",
+                            &format!("{}/{}", run.pool, run.queue),
+                        )
+                        .await?,
+                    );
+                }
+                pool_queues.push(QueueLine {
+                    name,
+                    priority: row.try_get("priority")?,
+                    paused,
+                    due: 0,
+                    ahead: None,
+                });
+            }
+            // What a release pass would read now: due, not deferred.
+            for row in sqlx::query(&format!(
+                "SELECT queue, COUNT(*) AS n FROM runs \
+                 WHERE pool = $1 AND state IN {WAITING} AND scheduled_at <= $2 \
+                   AND NOT needs_admission GROUP BY queue"
+            ))
+            .bind(&run.pool)
+            .bind(micros(now))
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let name: String = row.try_get("queue")?;
+                if let Some(line) = pool_queues.iter_mut().find(|q| q.name == name) {
+                    line.due = count(row.try_get("n")?);
+                }
+            }
+            let ahead: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM runs \
+                 WHERE pool = $1 AND queue = $2 AND state IN {WAITING} AND scheduled_at <= $3 \
+                   AND NOT needs_admission \
+                   AND (scheduled_at < $4 OR (scheduled_at = $4 AND seq < $5))"
+            ))
+            .bind(&run.pool)
+            .bind(&run.queue)
+            .bind(micros(now))
+            .bind(micros(run.scheduled_at))
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(line) = pool_queues.iter_mut().find(|q| q.name == run.queue) {
+                line.ahead = Some(count(ahead));
+            }
+
+            let mut tags = Vec::new();
+            let mut names: Vec<&String> = run.tags.iter().collect();
+            names.sort_unstable();
+            names.dedup();
+            for tag in names {
+                let slots: Option<i64> =
+                    sqlx::query_scalar("SELECT slots FROM limits WHERE tag = $1")
+                        .bind(tag)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(slots) = slots {
+                    let limit = Some(to_u32("slots", slots)?);
+                    tags.push((
+                        tag.clone(),
+                        limit_facts(&mut tx, false, limit, "tag", tag).await?,
+                    ));
+                }
+            }
+            tx.commit().await?;
+            Ok(Some(WaitFacts {
+                run,
+                deferred,
+                pool,
+                queue,
+                tags,
+                pool_queues,
+            }))
+        })
+        .await
+    }
+
     async fn add_plugin_version(
         &self,
         name: &str,
@@ -2159,6 +2294,38 @@ impl Store for SqlStore {
         })
         .await
     }
+}
+
+/// A limit's slots as the release walk counts them (the `slots` table),
+/// with some of the runs holding them.
+async fn limit_facts(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    paused: bool,
+    limit: Option<u32>,
+    kind: &str,
+    key: &str,
+) -> Result<LimitFacts> {
+    let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = $1 AND key = $2")
+        .bind(kind)
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+    let holders = sqlx::query_scalar::<_, String>(&format!(
+        "SELECT run_id FROM slots WHERE kind = $1 AND key = $2 ORDER BY run_id LIMIT {WAIT_HOLDERS}"
+    ))
+    .bind(kind)
+    .bind(key)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|id| parse_uuid(id))
+    .collect::<Result<Vec<_>>>()?;
+    Ok(LimitFacts {
+        paused,
+        limit,
+        used: count(used),
+        holders,
+    })
 }
 
 async fn history<'e, E>(executor: E, id: &str) -> Result<Vec<HistoryEntry>>

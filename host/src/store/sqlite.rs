@@ -30,6 +30,7 @@ const DIALECT: Dialect = Dialect {
     // ones, and is usable only where the query says `needs_admission = 1`,
     // the index's own words.
     deferred_runs: "runs INDEXED BY runs_admission WHERE needs_admission = 1",
+    snapshot: None,
 };
 
 /// Set on every connection: durability, waiting on a locked file, and

@@ -1425,6 +1425,108 @@ async fn postgres_a_run_cancelled_under_a_release_gives_its_place_to_the_next() 
     );
 }
 
+/// `waiting_facts` reads what the release walk reads: the slots and their
+/// holders, paused flags, the due runs of each queue and those ahead.
+async fn waiting_facts_read_what_the_walk_reads(store: Arc<dyn Store>) {
+    let s = &*store;
+    pool(s, "p", Some(2)).await;
+    queue(s, "p", "other", 0, Some(5)).await;
+    limit(s, "gpu", 1).await;
+    let holder = submit(s, "p", "default", &["gpu"]).await;
+    assert_eq!(release(s).await, vec![holder]);
+    // Held by the full tag; then two behind it in `default`, one in `other`.
+    let a = submit(s, "p", "default", &["gpu"]).await;
+    let b = submit(s, "p", "default", &[]).await;
+    let c = submit(s, "p", "default", &[]).await;
+    let o = submit(s, "p", "other", &[]).await;
+    let mut later = new_run("p", "default", &[]);
+    later.scheduled_at = Utc::now() + Duration::hours(1);
+    let later = s.insert_run(later).await.expect("insert").0.id;
+    let deferred = submit(s, "p", "default", &[]).await;
+    s.set_admission(deferred, Some(Utc::now() + Duration::minutes(5)), &[])
+        .await
+        .expect("defer");
+
+    let now = Utc::now();
+    let facts = s
+        .waiting_facts(c, now)
+        .await
+        .expect("facts")
+        .expect("c waits");
+    assert_eq!(facts.run.id, c);
+    assert!(!facts.deferred);
+    let pool_facts = facts.pool.as_ref().expect("the pool");
+    assert_eq!(
+        (pool_facts.paused, pool_facts.limit, pool_facts.used),
+        (false, Some(2), 1)
+    );
+    assert_eq!(pool_facts.holders, vec![holder]);
+    let queue_facts = facts.queue.as_ref().expect("the queue");
+    assert_eq!((queue_facts.limit, queue_facts.used), (None, 1));
+    assert!(facts.tags.is_empty(), "c has no tags");
+    // The walk's order: `other` (priority 0) first, then `default`; due
+    // runs only (not `later`, not `deferred`), and a, b ahead of c.
+    let lines: Vec<(&str, u64, Option<u64>)> = facts
+        .pool_queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.due, q.ahead))
+        .collect();
+    assert_eq!(lines, vec![("other", 1, None), ("default", 3, Some(2))]);
+
+    let facts = s.waiting_facts(a, now).await.expect("facts").expect("a");
+    assert_eq!(facts.tags.len(), 1);
+    let (tag, gpu) = &facts.tags[0];
+    assert_eq!(tag, "gpu");
+    assert_eq!((gpu.limit, gpu.used), (Some(1), 1));
+    assert_eq!(gpu.holders, vec![holder]);
+
+    let facts = s
+        .waiting_facts(deferred, now)
+        .await
+        .expect("facts")
+        .expect("deferred waits");
+    assert!(facts.deferred);
+    let facts = s
+        .waiting_facts(later, now)
+        .await
+        .expect("facts")
+        .expect("later");
+    assert!(!facts.deferred);
+    assert!(facts.run.scheduled_at > now);
+
+    // The cause goes away: pausing shows, the holder's end frees its slots.
+    s.update_queue(
+        "p",
+        "default",
+        QueuePatch {
+            paused: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pause");
+    finish(s, holder, RunState::Running).await;
+    finish(s, holder, RunState::Completed).await;
+    let facts = s
+        .waiting_facts(a, Utc::now())
+        .await
+        .expect("facts")
+        .expect("a");
+    assert!(facts.queue.as_ref().expect("queue").paused);
+    assert_eq!(facts.tags[0].1.used, 0);
+    assert!(facts.tags[0].1.holders.is_empty());
+    assert_eq!(facts.pool.as_ref().expect("pool").used, 0);
+
+    // A run that does not wait has no facts.
+    assert!(
+        s.waiting_facts(holder, Utc::now())
+            .await
+            .expect("facts")
+            .is_none()
+    );
+    let _ = (b, o);
+}
+
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
@@ -1496,6 +1598,7 @@ on_both_stores! {
     #[tokio::test] repeated_decisions_fold_and_a_history_stays_bounded;
     #[tokio::test] a_large_release_moves_every_run_with_its_slots_history_and_counters;
     #[tokio::test] a_backlog_held_by_a_full_tag_is_passed_over_and_released_in_order;
+    #[tokio::test] waiting_facts_read_what_the_walk_reads;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }

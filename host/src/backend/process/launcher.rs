@@ -48,6 +48,10 @@ const MAX_FRAME: u32 = 16 * 1024 * 1024;
 /// How many launchers a start may try when each ends before answering.
 const START_TRIES: u32 = 3;
 
+/// A launcher answers a request with a fork; one that has not within this
+/// is stuck, and is killed so the request goes to a new one.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     id: u64,
@@ -299,6 +303,7 @@ struct Routes {
 }
 
 struct Route {
+    identity: Identity,
     generation: u64,
     hints: Arc<Notify>,
     exit: Option<oneshot::Sender<Exit>>,
@@ -356,11 +361,15 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        // Not a later supervisor that was given the same pid.
+        if routes
             .supervisors
-            .remove(&self.identity.pid);
+            .get(&self.identity.pid)
+            .is_some_and(|r| r.identity == self.identity)
+        {
+            routes.supervisors.remove(&self.identity.pid);
+        }
     }
 }
 
@@ -430,7 +439,7 @@ impl Launcher {
                 )
             })?;
         let (tx, rx) = oneshot::channel();
-        {
+        let launcher = {
             let mut current = self.current.lock().await;
             if current
                 .as_ref()
@@ -449,13 +458,36 @@ impl Launcher {
             let mut frame = Vec::with_capacity(4 + body.len());
             frame.extend_from_slice(&len.to_le_bytes());
             frame.extend_from_slice(&body);
-            let written = generation.stdin.write_all(&frame).await;
-            if written.is_err() {
-                // Ended under us: the waiter fails what it had pending.
+            if generation.stdin.write_all(&frame).await.is_err() {
+                // Ended under us (its waiter may have run already).
                 generation.ended.store(true, Ordering::Release);
+                self.routes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pending
+                    .remove(&id);
+                return Ok(Reply::LauncherGone);
+            }
+            generation.pid
+        };
+        let mut rx = rx;
+        match tokio::time::timeout(ANSWER_WITHIN, &mut rx).await {
+            Ok(reply) => Ok(reply.unwrap_or(Reply::LauncherGone)),
+            Err(_) => {
+                warn!(
+                    "the supervisors' launcher has not answered in {ANSWER_WITHIN:?}; killing it"
+                );
+                if let Some(pid) = launcher.and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: kill has no memory-safety preconditions. Its
+                    // waiter has not answered our request, so the launcher
+                    // has not been reaped (short of this very instant) and
+                    // the pid is still its own.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                // Its waiter answers every request it had.
+                Ok(rx.await.unwrap_or(Reply::LauncherGone))
             }
         }
-        Ok(rx.await.unwrap_or(Reply::LauncherGone))
     }
 
     fn spawn(&self) -> Result<Generation, String> {
@@ -572,6 +604,7 @@ fn route(routes: &Mutex<Routes>, generation: u64, line: &str) {
             routes.supervisors.insert(
                 identity.pid,
                 Route {
+                    identity,
                     generation,
                     hints: hints.clone(),
                     exit: Some(exit_tx),

@@ -1,0 +1,191 @@
+//! Why a run waits (issue #15), end to end: the real `weir` binary as
+//! server and as client, each cause built for real and read back through
+//! `weir run inspect` (the API's `waiting` object, and its words), and the
+//! explanation followed as each cause goes away.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use weir_tests::harness::{WeirProcess, eventually_blocking};
+
+fn inspect(weir: &WeirProcess, id: &str) -> Value {
+    weir.cli_json(&["run", "inspect", id])
+}
+
+fn create_run(weir: &WeirProcess, args: &[&str]) -> String {
+    let mut all = vec!["run", "create"];
+    all.extend_from_slice(args);
+    let run = weir.cli_json(&all);
+    run["id"].as_str().expect("run id").to_owned()
+}
+
+fn holds(run: &Value) -> Vec<Value> {
+    run["waiting"]["holds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn hold<'a>(holds: &'a [Value], kind: &str, scope: Option<&str>) -> Option<&'a Value> {
+    holds
+        .iter()
+        .find(|h| h["kind"] == kind && scope.is_none_or(|s| h["scope"] == s))
+}
+
+fn wait_state(weir: &WeirProcess, id: &str, states: &[&str]) -> Value {
+    eventually_blocking(
+        &format!("run {id} to reach {states:?}"),
+        Duration::from_secs(60),
+        || {
+            let run = inspect(weir, id);
+            states
+                .contains(&run["state"].as_str().unwrap_or(""))
+                .then_some(run)
+        },
+    )
+}
+
+#[test]
+fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weir = WeirProcess::start(dir.path(), None);
+    weir.cli_json(&[
+        "pool",
+        "create",
+        "w",
+        "--type",
+        "process",
+        "--concurrency-limit",
+        "1",
+    ]);
+    weir.cli_json(&["limit", "create", "gpu", "1"]);
+    weir.cli_json(&[
+        "deployment",
+        "create",
+        "sleeper",
+        "--pool",
+        "w",
+        "--job-variables",
+        r#"{"command": "sleep 60"}"#,
+    ]);
+    weir.cli_json(&[
+        "deployment",
+        "create",
+        "quick",
+        "--pool",
+        "w",
+        "--job-variables",
+        r#"{"command": "true"}"#,
+    ]);
+
+    // The holder takes the pool's one slot and the gpu tag's one slot.
+    let holder = create_run(&weir, &["sleeper", "--tag", "gpu"]);
+    let running = wait_state(&weir, &holder, &["Running"]);
+    assert!(running["waiting"].is_null(), "a running run does not wait");
+
+    // A: first in its queue, held by the full pool.
+    let a = create_run(&weir, &["quick"]);
+    let run = inspect(&weir, &a);
+    assert_eq!(run["state"], "Scheduled");
+    let w = &run["waiting"];
+    assert_eq!(w["position"]["in_queue"], 1, "{w}");
+    assert_eq!(w["position"]["in_pool"], 1, "{w}");
+    let hs = holds(&run);
+    let pool_full = hold(&hs, "limit", Some("pool")).expect("the pool's limit holds A");
+    assert_eq!(pool_full["name"], "w");
+    assert_eq!(pool_full["used"], 1);
+    assert_eq!(pool_full["limit"], 1);
+    assert_eq!(pool_full["holders"], serde_json::json!([holder]));
+    assert!(
+        hold(&hs, "turn", None).is_none(),
+        "nothing is ahead of A: {w}"
+    );
+    let summary = w["summary"].as_str().expect("summary");
+    assert!(
+        summary.contains("pool w is full (1/1 slots)") && summary.contains(&holder),
+        "{summary}"
+    );
+
+    // B: behind A.
+    let b = create_run(&weir, &["quick"]);
+    let run = inspect(&weir, &b);
+    assert_eq!(run["waiting"]["position"]["in_queue"], 2);
+    let hs = holds(&run);
+    let turn = hold(&hs, "turn", None).expect("B waits its turn");
+    assert_eq!(turn["ahead_in_queue"], 1);
+    assert_eq!(turn["ahead_in_pool"], 1);
+
+    // T: carries the full gpu tag too.
+    let t = create_run(&weir, &["quick", "--tag", "gpu"]);
+    let hs = holds(&inspect(&weir, &t));
+    let tag_full = hold(&hs, "limit", Some("tag")).expect("the gpu tag holds T");
+    assert_eq!(tag_full["name"], "gpu");
+    assert_eq!(tag_full["holders"], serde_json::json!([holder]));
+
+    // F: scheduled in an hour; not due, so no position.
+    let f = create_run(&weir, &["quick", "--in", "3600"]);
+    let run = inspect(&weir, &f);
+    assert!(run["waiting"]["position"].is_null(), "{run}");
+    let first = &holds(&run)[0];
+    assert_eq!(first["kind"], "scheduled");
+    assert_eq!(first["until"], run["scheduled_at"]);
+
+    // The words, as `weir run inspect` prints them.
+    let out = weir.cli(&["run", "inspect", &b]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Waiting: pool w is full (1/1 slots)")
+            && text.contains("position: 2 in its queue, 2 in its pool's release order")
+            && text.contains("- 1 due run(s) ahead of it in its queue"),
+        "{text}"
+    );
+
+    // A paused queue shows, and goes when resumed.
+    weir.cli_json(&["queue", "pause", "default", "--pool", "w"]);
+    let hs = holds(&inspect(&weir, &a));
+    let paused = hold(&hs, "paused", Some("queue")).expect("the paused queue holds A");
+    assert_eq!(paused["name"], "w/default");
+    weir.cli_json(&["queue", "resume", "default", "--pool", "w"]);
+    assert!(hold(&holds(&inspect(&weir, &a)), "paused", None).is_none());
+
+    // The pool's limit goes: A and B run; T is still held, by the tag only.
+    weir.cli_json(&["pool", "set-concurrency-limit", "w", "10"]);
+    wait_state(&weir, &a, &["Completed"]);
+    wait_state(&weir, &b, &["Completed"]);
+    let run = inspect(&weir, &t);
+    assert_eq!(run["state"], "Scheduled", "T waits for the gpu tag");
+    let hs = holds(&run);
+    assert!(hold(&hs, "limit", Some("pool")).is_none(), "{hs:?}");
+    assert!(hold(&hs, "limit", Some("tag")).is_some(), "{hs:?}");
+
+    // The tag's holder ends: T runs.
+    weir.cli(&["run", "cancel", &holder]);
+    wait_state(&weir, &t, &["Completed"]);
+
+    // A retry delay.
+    let r = create_run(
+        &weir,
+        &[
+            "quick",
+            "--job-variables",
+            r#"{"command": "false"}"#,
+            "--retries",
+            "1",
+            "--retry-delay",
+            "3600",
+        ],
+    );
+    let run = wait_state(&weir, &r, &["AwaitingRetry"]);
+    let first = &holds(&run)[0];
+    assert_eq!(first["kind"], "retry", "{run}");
+    assert_eq!(first["next_attempt"], 2);
+    assert_eq!(
+        first["text"]
+            .as_str()
+            .map(|t| t.starts_with("attempt 1 failed; attempt 2 starts after")),
+        Some(true),
+        "{first}"
+    );
+    assert_eq!(first["until"], run["scheduled_at"]);
+}
