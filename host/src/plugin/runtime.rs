@@ -241,21 +241,31 @@ impl PluginRuntime {
     }
 
     /// The cached component at `path`, or `None` on any problem (a miss).
+    ///
+    /// The artifact is mapped from its file, not copied into memory: its
+    /// code and data pages are then the page cache's, resident only as far
+    /// as they are used and shared by every server on the machine (a
+    /// componentize-py artifact is ~35 MB, most of it code a decision never
+    /// runs). Its checksum is in a file beside it (`checksum_path`).
     fn read_cached(&self, path: &Path) -> Option<Component> {
-        let bytes = std::fs::read(path).ok()?;
-        let (checksum, artifact) = bytes.split_at_checked(32)?;
-        if Sha256::digest(artifact).as_slice() != checksum {
+        let expected = std::fs::read(checksum_path(path)).ok()?;
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).ok()?;
+        if hasher.finalize().as_slice() != expected.as_slice() {
             tracing::warn!(path = %path.display(), "plugin cache: corrupt artifact, recompiling");
             return None;
         }
-        // SAFETY: `deserialize` trusts its input to be an artifact that
-        // wasmtime produced. This file is in a cache directory its operator
-        // owns (a server's DATA_DIR/plugin-cache, `weir plugin test`'s
-        // --cache-dir), was written by `write_cached` from `precompile_component` output,
-        // and its checksum (checked above) rules out damage since; its name
-        // carries the engine's compatibility hash, and wasmtime checks the
-        // header again. A failure is only a miss.
-        match unsafe { Component::deserialize(&self.engine, artifact) } {
+        // SAFETY: `deserialize_file` trusts the file to be an artifact that
+        // wasmtime produced, and not to change while it is mapped. This file
+        // is in a cache directory its operator owns (a server's
+        // DATA_DIR/plugin-cache, `weir plugin test`'s --cache-dir), was
+        // written by `write_cached` from `precompile_component` output and
+        // is only ever replaced whole (a rename), never written in place; its
+        // checksum (checked above) rules out damage since; its name carries
+        // the engine's compatibility hash, and wasmtime checks the header
+        // again. A failure is only a miss.
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "plugin cache: unusable artifact, recompiling");
@@ -701,19 +711,35 @@ fn compat_key(engine: &Engine) -> String {
 /// Writes `artifact` behind its sha256, through a temporary file and a
 /// rename, so a reader never sees half a file. Failure only costs a
 /// recompile next time.
+/// Where the SHA-256 of the artifact at `path` is kept: `<name>.sha256`.
+fn checksum_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("sha256")
+}
+
+/// Writes the artifact, then its checksum, each to a temporary file renamed
+/// into place: a reader sees a whole file or none, and an artifact without
+/// its checksum (a crash between the two) is a miss.
 fn write_cached(path: &Path, artifact: &[u8]) {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let tmp = path.with_extension(format!(
-        "tmp-{}-{}",
-        std::process::id(),
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut contents = Vec::with_capacity(32 + artifact.len());
-    contents.extend_from_slice(&Sha256::digest(artifact));
-    contents.extend_from_slice(artifact);
-    let written = std::fs::write(&tmp, &contents).and_then(|()| std::fs::rename(&tmp, path));
+    let write = |to: &Path, contents: &[u8]| {
+        let tmp = to.with_extension(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = std::fs::write(&tmp, contents).and_then(|()| std::fs::rename(&tmp, to));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    };
+    // The old checksum first: a reader between the two renames then finds
+    // the new artifact without a matching checksum (a miss), never an old
+    // checksum that a new artifact happens to be checked against.
+    let _ = std::fs::remove_file(checksum_path(path));
+    let written = write(path, artifact)
+        .and_then(|()| write(&checksum_path(path), Sha256::digest(artifact).as_slice()));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not write artifact");
     }
 }

@@ -494,8 +494,13 @@ async fn precompiled_artifacts_are_cached_and_a_corrupt_one_is_a_miss() {
     let artifacts: Vec<_> = std::fs::read_dir(dir.path())
         .expect("cache dir")
         .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert!(
+        artifact_checksum(&artifacts[0]).exists(),
+        "the checksum is kept beside the artifact"
+    );
     let artifact = &artifacts[0];
     let hex = first.digest().trim_start_matches("sha256:");
     let file_name = artifact.file_name().unwrap().to_string_lossy().to_string();
@@ -515,18 +520,28 @@ async fn precompiled_artifacts_are_cached_and_a_corrupt_one_is_a_miss() {
     runtime.load(&bytes).await.expect("load after repair");
     assert_eq!(runtime.cache_hits(), 2);
 
-    // Garbage and a truncated file are misses too.
+    // Garbage and a truncated file are misses too, and so is an artifact
+    // whose checksum is gone.
     for junk in [&b"not an artifact"[..], &[][..]] {
         std::fs::write(artifact, junk).expect("junk");
         runtime.load(&bytes).await.expect("load over junk");
     }
     assert_eq!(runtime.cache_hits(), 2);
+    std::fs::remove_file(artifact_checksum(artifact)).expect("remove the checksum");
+    runtime.load(&bytes).await.expect("load without a checksum");
+    assert_eq!(runtime.cache_hits(), 2);
+    runtime.load(&bytes).await.expect("load after repair");
+    assert_eq!(runtime.cache_hits(), 3);
 
     // What came from the cache works.
     let (route, _) = reloaded
         .route(r#"{"pool": "a"}"#, &ctx(), &none(), &Limits::default())
         .await;
     assert_eq!(route.expect("route").pool.as_deref(), Some("a"));
+}
+
+fn artifact_checksum(artifact: &std::path::Path) -> std::path::PathBuf {
+    artifact.with_extension("sha256")
 }
 
 #[test]
