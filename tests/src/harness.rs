@@ -193,6 +193,33 @@ impl WeirProcess {
             )
         })
     }
+
+    /// `weir run create ARGS...`; the new run's id.
+    pub fn create_run(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "create"];
+        all.extend_from_slice(args);
+        let run = self.cli_json(&all);
+        run["id"].as_str().expect("run id").to_owned()
+    }
+
+    /// `weir run inspect ID` as JSON.
+    pub fn inspect(&self, id: &str) -> Value {
+        self.cli_json(&["run", "inspect", id])
+    }
+
+    /// The run once it is in one of `states` (within a minute).
+    pub fn wait_state(&self, id: &str, states: &[&str]) -> Value {
+        eventually_blocking(
+            &format!("run {id} to reach {states:?}"),
+            Duration::from_secs(60),
+            || {
+                let run = self.inspect(id);
+                states
+                    .contains(&run["state"].as_str().unwrap_or(""))
+                    .then_some(run)
+            },
+        )
+    }
 }
 
 impl Drop for WeirProcess {

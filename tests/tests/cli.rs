@@ -16,26 +16,15 @@ fn history_time(run: &Value, state: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn inspect(weir: &WeirProcess, id: &str) -> Value {
-    weir.cli_json(&["run", "inspect", id])
-}
-
 fn wait_terminal(weir: &WeirProcess, id: &str) -> Value {
     eventually_blocking(&format!("run {id} to end"), Duration::from_secs(60), || {
-        let run = inspect(weir, id);
+        let run = weir.inspect(id);
         matches!(
             run["state"].as_str(),
             Some("Completed" | "Failed" | "Crashed" | "Cancelled")
         )
         .then_some(run)
     })
-}
-
-fn create_run(weir: &WeirProcess, args: &[&str]) -> String {
-    let mut all = vec!["run", "create"];
-    all.extend_from_slice(args);
-    let run = weir.cli_json(&all);
-    run["id"].as_str().expect("run id").to_owned()
 }
 
 #[test]
@@ -85,21 +74,18 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
     // Hold everything while the mix is submitted, low priority first.
     weir.cli_json(&["pool", "pause", "local"]);
     let low: Vec<String> = (0..3)
-        .map(|_| create_run(&weir, &["work", "--queue", "low"]))
+        .map(|_| weir.create_run(&["work", "--queue", "low"]))
         .collect();
     let mut high: Vec<String> = (0..3)
-        .map(|_| create_run(&weir, &["work", "--queue", "high"]))
+        .map(|_| weir.create_run(&["work", "--queue", "high"]))
         .collect();
-    let failing = create_run(
-        &weir,
-        &[
-            "work",
-            "--queue",
-            "high",
-            "--job-variables",
-            r#"{"command": "sh -c 'echo failing; exit 4'"}"#,
-        ],
-    );
+    let failing = weir.create_run(&[
+        "work",
+        "--queue",
+        "high",
+        "--job-variables",
+        r#"{"command": "sh -c 'echo failing; exit 4'"}"#,
+    ]);
     high.push(failing.clone());
     let queued = weir.cli_json(&["run", "ls", "--state", "Scheduled", "--pool", "local"]);
     assert_eq!(
@@ -170,12 +156,9 @@ fn pools_queues_limits_order_outcomes_logs_and_cancel() {
     );
 
     // Cancellation of a running run.
-    let long = create_run(
-        &weir,
-        &["work", "--job-variables", r#"{"command": "sleep 60"}"#],
-    );
+    let long = weir.create_run(&["work", "--job-variables", r#"{"command": "sleep 60"}"#]);
     eventually_blocking("the long run to start", Duration::from_secs(30), || {
-        (inspect(&weir, &long)["state"] == "Running").then_some(())
+        (weir.inspect(&long)["state"] == "Running").then_some(())
     });
     let out = weir.cli(&["run", "cancel", &long]);
     assert!(
@@ -235,14 +218,11 @@ fn tag_limits_hold_across_queues() {
     ]);
     let ids: Vec<String> = (0..4)
         .map(|i| {
-            create_run(
-                &weir,
-                &[
-                    "dbjob",
-                    "--queue",
-                    if i % 2 == 0 { "default" } else { "other" },
-                ],
-            )
+            weir.create_run(&[
+                "dbjob",
+                "--queue",
+                if i % 2 == 0 { "default" } else { "other" },
+            ])
         })
         .collect();
     let runs: Vec<Value> = ids.iter().map(|id| wait_terminal(&weir, id)).collect();
@@ -282,20 +262,20 @@ fn a_killed_server_recovers_its_runs_and_slots() {
         "--concurrency-limit",
         "1",
     ]);
-    let long = create_run(&weir, &["--pool", "one", "--command", "sleep 60"]);
-    let queued = create_run(&weir, &["--pool", "one", "--command", "true"]);
+    let long = weir.create_run(&["--pool", "one", "--command", "sleep 60"]);
+    let queued = weir.create_run(&["--pool", "one", "--command", "true"]);
     eventually_blocking("the long run to start", Duration::from_secs(30), || {
-        (inspect(&weir, &long)["state"] == "Running").then_some(())
+        (weir.inspect(&long)["state"] == "Running").then_some(())
     });
-    assert_eq!(inspect(&weir, &queued)["state"], "Scheduled");
+    assert_eq!(weir.inspect(&queued)["state"], "Scheduled");
 
     weir.restart(); // SIGKILL, then start on the same data directory.
 
     // The job outlived the host (its supervisor did): still Running, still
     // holding the pool's one slot, and it can be cancelled.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(inspect(&weir, &long)["state"], "Running");
-    assert_eq!(inspect(&weir, &queued)["state"], "Scheduled");
+    assert_eq!(weir.inspect(&long)["state"], "Running");
+    assert_eq!(weir.inspect(&queued)["state"], "Scheduled");
     weir.cli_json(&["run", "cancel", &long]);
     let run = wait_terminal(&weir, &long);
     assert_eq!(run["state"], "Cancelled", "{run}");
@@ -338,7 +318,7 @@ job_variables = { command = "echo hello" }
     .expect("write config");
     let data = dir.path().join("data");
     let mut weir = WeirProcess::start(&data, Some(&config));
-    let id = create_run(&weir, &["hello"]);
+    let id = weir.create_run(&["hello"]);
     assert_eq!(wait_terminal(&weir, &id)["state"], "Completed");
     // Restarting with the same file changes nothing and fails nothing.
     weir.restart();
@@ -382,7 +362,7 @@ fn a_job_starts_a_child_run_through_weir_api_url() {
         "--job-variables",
         &vars,
     ]);
-    let parent = create_run(&weir, &["parent"]);
+    let parent = weir.create_run(&["parent"]);
     let run = wait_terminal(&weir, &parent);
     assert_eq!(run["state"], "Completed", "{run}");
     let children = weir.cli_json(&["run", "ls", "--parent", &parent]);

@@ -9,30 +9,6 @@ use weir_tests::harness::{
     WeirProcess, alive, eventually_blocking, recorded_pid, signal, supervisors,
 };
 
-fn create_run(weir: &WeirProcess, args: &[&str]) -> String {
-    let mut all = vec!["run", "create"];
-    all.extend_from_slice(args);
-    let run = weir.cli_json(&all);
-    run["id"].as_str().expect("run id").to_owned()
-}
-
-fn inspect(weir: &WeirProcess, id: &str) -> Value {
-    weir.cli_json(&["run", "inspect", id])
-}
-
-fn wait_state(weir: &WeirProcess, id: &str, states: &[&str]) -> Value {
-    eventually_blocking(
-        &format!("run {id} to reach {states:?}"),
-        Duration::from_secs(60),
-        || {
-            let run = inspect(weir, id);
-            states
-                .contains(&run["state"].as_str().unwrap_or(""))
-                .then_some(run)
-        },
-    )
-}
-
 const TERMINAL: &[&str] = &["Completed", "Failed", "Crashed", "Cancelled"];
 
 fn entries(run: &Value, state: &str) -> usize {
@@ -55,16 +31,10 @@ fn jobs_outlive_a_killed_host_and_their_real_outcomes_are_recorded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut weir = WeirProcess::start(dir.path(), None);
     pool(&weir);
-    let slow = create_run(
-        &weir,
-        &["--pool", "local", "--command", "sh -c 'sleep 4; exit 7'"],
-    );
-    let quick = create_run(
-        &weir,
-        &["--pool", "local", "--command", "sh -c 'sleep 1; echo done'"],
-    );
-    wait_state(&weir, &slow, &["Running"]);
-    wait_state(&weir, &quick, &["Running"]);
+    let slow = weir.create_run(&["--pool", "local", "--command", "sh -c 'sleep 4; exit 7'"]);
+    let quick = weir.create_run(&["--pool", "local", "--command", "sh -c 'sleep 1; echo done'"]);
+    weir.wait_state(&slow, &["Running"]);
+    weir.wait_state(&quick, &["Running"]);
     let (slow_pid, quick_pid) = (job_pid(&weir, &slow), job_pid(&weir, &quick));
 
     weir.kill();
@@ -78,7 +48,7 @@ fn jobs_outlive_a_killed_host_and_their_real_outcomes_are_recorded() {
     assert!(alive(slow_pid), "the slow job ended early");
     weir.restart();
 
-    let done = wait_state(&weir, &quick, TERMINAL);
+    let done = weir.wait_state(&quick, TERMINAL);
     assert_eq!(done["state"], "Completed", "{done}");
     assert_eq!(entries(&done, "Running"), 1, "{done}");
     let logs = weir.cli(&["run", "logs", &quick]);
@@ -86,7 +56,7 @@ fn jobs_outlive_a_killed_host_and_their_real_outcomes_are_recorded() {
 
     // Still running after the restart: followed to its real end.
     assert!(alive(slow_pid), "the slow job ended with the restart");
-    let done = wait_state(&weir, &slow, TERMINAL);
+    let done = weir.wait_state(&slow, TERMINAL);
     assert_eq!(done["state"], "Failed", "{done}");
     assert_eq!(done["exit_code"], 7, "{done}");
     assert_eq!(entries(&done, "Running"), 1, "{done}");
@@ -98,14 +68,14 @@ fn a_run_is_cancelled_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut weir = WeirProcess::start(dir.path(), None);
     pool(&weir);
-    let id = create_run(&weir, &["--pool", "local", "--command", "sleep 60"]);
-    wait_state(&weir, &id, &["Running"]);
+    let id = weir.create_run(&["--pool", "local", "--command", "sleep 60"]);
+    weir.wait_state(&id, &["Running"]);
     let pid = job_pid(&weir, &id);
     weir.restart();
     assert!(alive(pid), "the job died with the host");
-    wait_state(&weir, &id, &["Running"]);
+    weir.wait_state(&id, &["Running"]);
     weir.cli_json(&["run", "cancel", &id]);
-    let done = wait_state(&weir, &id, TERMINAL);
+    let done = weir.wait_state(&id, TERMINAL);
     assert_eq!(done["state"], "Cancelled", "{done}");
     assert_eq!(
         done["state_message"], "cancelled; stopped with SIGTERM",
@@ -121,20 +91,17 @@ fn a_cancel_in_flight_when_the_host_died_is_finished_after_the_restart() {
     pool(&weir);
     // A job that takes its time to stop: the host is killed while the run
     // is Cancelling.
-    let id = create_run(
-        &weir,
-        &[
-            "--pool",
-            "local",
-            "--command",
-            "sh -c 'trap \"sleep 2; exit 0\" TERM; sleep 60 & wait'",
-        ],
-    );
-    wait_state(&weir, &id, &["Running"]);
+    let id = weir.create_run(&[
+        "--pool",
+        "local",
+        "--command",
+        "sh -c 'trap \"sleep 2; exit 0\" TERM; sleep 60 & wait'",
+    ]);
+    weir.wait_state(&id, &["Running"]);
     weir.cli_json(&["run", "cancel", &id]);
-    wait_state(&weir, &id, &["Cancelling"]);
+    weir.wait_state(&id, &["Cancelling"]);
     weir.restart();
-    let done = wait_state(&weir, &id, TERMINAL);
+    let done = weir.wait_state(&id, TERMINAL);
     assert_eq!(done["state"], "Cancelled", "{done}");
     assert_eq!(entries(&done, "Cancelled"), 1, "{done}");
 }
@@ -144,11 +111,8 @@ fn a_supervisor_killed_while_the_host_is_down_crashes_its_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut weir = WeirProcess::start(dir.path(), None);
     pool(&weir);
-    let id = create_run(
-        &weir,
-        &["--pool", "local", "--command", "sleep 60", "--retries", "1"],
-    );
-    wait_state(&weir, &id, &["Running"]);
+    let id = weir.create_run(&["--pool", "local", "--command", "sleep 60", "--retries", "1"]);
+    weir.wait_state(&id, &["Running"]);
     let job = job_pid(&weir, &id);
     let sup = recorded_pid(&weir.data_dir, &id, 1, "supervisor.pid").expect("supervisor pid");
     assert!(
@@ -166,7 +130,7 @@ fn a_supervisor_killed_while_the_host_is_down_crashes_its_attempt() {
     weir.restart();
     // Attempt 1's outcome cannot be known: Crashed, so retried as attempt 2.
     let retried = eventually_blocking("the retry", Duration::from_secs(60), || {
-        let run = inspect(&weir, &id);
+        let run = weir.inspect(&id);
         (run["attempt"] == 2 && run["state"] == "Running").then_some(run)
     });
     let waited = retried["history"]
@@ -182,6 +146,6 @@ fn a_supervisor_killed_while_the_host_is_down_crashes_its_attempt() {
         "{retried}"
     );
     weir.cli_json(&["run", "cancel", &id]);
-    let done = wait_state(&weir, &id, TERMINAL);
+    let done = weir.wait_state(&id, TERMINAL);
     assert_eq!(done["state"], "Cancelled", "{done}");
 }

@@ -3,21 +3,8 @@
 //! `weir run inspect` (the API's `waiting` object, and its words), and the
 //! explanation followed as each cause goes away.
 
-use std::time::Duration;
-
 use serde_json::Value;
-use weir_tests::harness::{WeirProcess, eventually_blocking};
-
-fn inspect(weir: &WeirProcess, id: &str) -> Value {
-    weir.cli_json(&["run", "inspect", id])
-}
-
-fn create_run(weir: &WeirProcess, args: &[&str]) -> String {
-    let mut all = vec!["run", "create"];
-    all.extend_from_slice(args);
-    let run = weir.cli_json(&all);
-    run["id"].as_str().expect("run id").to_owned()
-}
+use weir_tests::harness::WeirProcess;
 
 fn holds(run: &Value) -> Vec<Value> {
     run["waiting"]["holds"]
@@ -30,19 +17,6 @@ fn hold<'a>(holds: &'a [Value], kind: &str, scope: Option<&str>) -> Option<&'a V
     holds
         .iter()
         .find(|h| h["kind"] == kind && scope.is_none_or(|s| h["scope"] == s))
-}
-
-fn wait_state(weir: &WeirProcess, id: &str, states: &[&str]) -> Value {
-    eventually_blocking(
-        &format!("run {id} to reach {states:?}"),
-        Duration::from_secs(60),
-        || {
-            let run = inspect(weir, id);
-            states
-                .contains(&run["state"].as_str().unwrap_or(""))
-                .then_some(run)
-        },
-    )
 }
 
 #[test]
@@ -79,13 +53,13 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     ]);
 
     // The holder takes the pool's one slot and the gpu tag's one slot.
-    let holder = create_run(&weir, &["sleeper", "--tag", "gpu"]);
-    let running = wait_state(&weir, &holder, &["Running"]);
+    let holder = weir.create_run(&["sleeper", "--tag", "gpu"]);
+    let running = weir.wait_state(&holder, &["Running"]);
     assert!(running["waiting"].is_null(), "a running run does not wait");
 
     // A: first in its queue, held by the full pool.
-    let a = create_run(&weir, &["quick"]);
-    let run = inspect(&weir, &a);
+    let a = weir.create_run(&["quick"]);
+    let run = weir.inspect(&a);
     assert_eq!(run["state"], "Scheduled");
     let w = &run["waiting"];
     assert_eq!(w["position"]["in_queue"], 1, "{w}");
@@ -107,8 +81,8 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     );
 
     // B: behind A.
-    let b = create_run(&weir, &["quick"]);
-    let run = inspect(&weir, &b);
+    let b = weir.create_run(&["quick"]);
+    let run = weir.inspect(&b);
     assert_eq!(run["waiting"]["position"]["in_queue"], 2);
     let hs = holds(&run);
     let turn = hold(&hs, "turn", None).expect("B waits its turn");
@@ -116,15 +90,15 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     assert_eq!(turn["ahead_in_pool"], 1);
 
     // T: carries the full gpu tag too.
-    let t = create_run(&weir, &["quick", "--tag", "gpu"]);
-    let hs = holds(&inspect(&weir, &t));
+    let t = weir.create_run(&["quick", "--tag", "gpu"]);
+    let hs = holds(&weir.inspect(&t));
     let tag_full = hold(&hs, "limit", Some("tag")).expect("the gpu tag holds T");
     assert_eq!(tag_full["name"], "gpu");
     assert_eq!(tag_full["holders"], serde_json::json!([holder]));
 
     // F: scheduled in an hour; not due, so no position.
-    let f = create_run(&weir, &["quick", "--in", "3600"]);
-    let run = inspect(&weir, &f);
+    let f = weir.create_run(&["quick", "--in", "3600"]);
+    let run = weir.inspect(&f);
     assert!(run["waiting"]["position"].is_null(), "{run}");
     let first = &holds(&run)[0];
     assert_eq!(first["kind"], "scheduled");
@@ -143,17 +117,17 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
 
     // A paused queue shows, and goes when resumed.
     weir.cli_json(&["queue", "pause", "default", "--pool", "w"]);
-    let hs = holds(&inspect(&weir, &a));
+    let hs = holds(&weir.inspect(&a));
     let paused = hold(&hs, "paused", Some("queue")).expect("the paused queue holds A");
     assert_eq!(paused["name"], "w/default");
     weir.cli_json(&["queue", "resume", "default", "--pool", "w"]);
-    assert!(hold(&holds(&inspect(&weir, &a)), "paused", None).is_none());
+    assert!(hold(&holds(&weir.inspect(&a)), "paused", None).is_none());
 
     // The pool's limit goes: A and B run; T is still held, by the tag only.
     weir.cli_json(&["pool", "set-concurrency-limit", "w", "10"]);
-    wait_state(&weir, &a, &["Completed"]);
-    wait_state(&weir, &b, &["Completed"]);
-    let run = inspect(&weir, &t);
+    weir.wait_state(&a, &["Completed"]);
+    weir.wait_state(&b, &["Completed"]);
+    let run = weir.inspect(&t);
     assert_eq!(run["state"], "Scheduled", "T waits for the gpu tag");
     let hs = holds(&run);
     assert!(hold(&hs, "limit", Some("pool")).is_none(), "{hs:?}");
@@ -161,22 +135,19 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
 
     // The tag's holder ends: T runs.
     weir.cli(&["run", "cancel", &holder]);
-    wait_state(&weir, &t, &["Completed"]);
+    weir.wait_state(&t, &["Completed"]);
 
     // A retry delay.
-    let r = create_run(
-        &weir,
-        &[
-            "quick",
-            "--job-variables",
-            r#"{"command": "false"}"#,
-            "--retries",
-            "1",
-            "--retry-delay",
-            "3600",
-        ],
-    );
-    let run = wait_state(&weir, &r, &["AwaitingRetry"]);
+    let r = weir.create_run(&[
+        "quick",
+        "--job-variables",
+        r#"{"command": "false"}"#,
+        "--retries",
+        "1",
+        "--retry-delay",
+        "3600",
+    ]);
+    let run = weir.wait_state(&r, &["AwaitingRetry"]);
     let first = &holds(&run)[0];
     assert_eq!(first["kind"], "retry", "{run}");
     assert_eq!(first["next_attempt"], 2);
