@@ -64,6 +64,7 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     let w = &run["waiting"];
     assert_eq!(w["position"]["in_queue"], 1, "{w}");
     assert_eq!(w["position"]["in_pool"], 1, "{w}");
+    assert_eq!(w["position"]["at_least"], false, "{w}");
     let hs = holds(&run);
     let pool_full = hold(&hs, "limit", Some("pool")).expect("the pool's limit holds A");
     assert_eq!(pool_full["name"], "w");

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::{HistoryEntry, RunId, RunState};
-use crate::store::{LimitFacts, QueueLine, WaitFacts};
+use crate::store::{LimitFacts, QueueLine, WAIT_COUNT_CAP, WaitFacts};
 
 /// The `waiting` object of a waiting run (`GET /api/v1/runs/{id}`, `weir
 /// run inspect`).
@@ -43,6 +43,9 @@ pub(crate) struct Position {
     pub in_queue: u64,
     /// 1 = next in its pool's release order.
     pub in_pool: u64,
+    /// The counts behind these stop past `WAIT_COUNT_CAP` due runs per
+    /// queue: when one did, the position is at least what is said.
+    pub at_least: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,10 +86,11 @@ pub(crate) enum Hold {
         /// Runs holding its slots (at most ten, by id: oldest first).
         holders: Vec<RunId>,
     },
-    /// Due runs ahead of it.
+    /// Due runs ahead of it (at least so many, when `at_least`).
     Turn {
         ahead_in_queue: u64,
         ahead_in_pool: u64,
+        at_least: bool,
     },
 }
 
@@ -165,9 +169,13 @@ impl Hold {
             Hold::Turn {
                 ahead_in_queue,
                 ahead_in_pool,
-            } => format!(
-                "{ahead_in_queue} due run(s) ahead of it in its queue, {ahead_in_pool} in its pool's release order"
-            ),
+                at_least,
+            } => {
+                let more = if *at_least { "at least " } else { "" };
+                format!(
+                    "{more}{ahead_in_queue} due run(s) ahead of it in its queue, {more}{ahead_in_pool} in its pool's release order"
+                )
+            }
         }
     }
 }
@@ -233,6 +241,7 @@ pub(crate) fn explain(facts: &WaitFacts, history: &[HistoryEntry], now: DateTime
         holds.push(Hold::Turn {
             ahead_in_queue: p.in_queue - 1,
             ahead_in_pool: p.in_pool - 1,
+            at_least: p.at_least,
         });
     }
     let summary = match holds.first() {
@@ -280,6 +289,8 @@ fn position(queues: &[QueueLine], own: &str) -> Option<Position> {
     let mine = queues.iter().position(|q| q.name == own)?;
     let line = &queues[mine];
     let ahead = line.ahead?;
+    let capped = |n: u64| n > WAIT_COUNT_CAP;
+    let mut at_least = capped(ahead);
     let mut in_pool = ahead;
     for (i, q) in queues.iter().enumerate() {
         if i == mine || q.paused {
@@ -287,16 +298,19 @@ fn position(queues: &[QueueLine], own: &str) -> Option<Position> {
         }
         if q.priority < line.priority {
             in_pool += q.due;
+            at_least |= capped(q.due);
         } else if q.priority == line.priority {
             // Rounds before ours: `ahead` full rounds, plus this round's
             // turn if the queue comes first in it.
             let rounds = ahead + u64::from(i < mine);
             in_pool += q.due.min(rounds);
+            at_least |= capped(q.due) && q.due < rounds;
         }
     }
     Some(Position {
         in_queue: ahead + 1,
         in_pool: in_pool + 1,
+        at_least,
     })
 }
 
@@ -358,9 +372,19 @@ mod tests {
             position(&queues, "b"),
             Some(Position {
                 in_queue: 1,
-                in_pool: 6
+                in_pool: 6,
+                at_least: false
             })
         );
+        // A count past the cap makes the position a lower bound.
+        let deep = vec![
+            line("a", 1, WAIT_COUNT_CAP + 1, None),
+            line("b", 2, 3, Some(0)),
+        ];
+        let p = position(&deep, "b").expect("a position");
+        assert!(p.at_least);
+        assert_eq!(p.in_pool, WAIT_COUNT_CAP + 2);
+        assert!(!position(&queues, "b").expect("a position").at_least);
     }
 
     #[test]

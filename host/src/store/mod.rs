@@ -316,14 +316,21 @@ pub struct LimitFacts {
 /// How many holders of a full limit a [`WaitFacts`] names.
 pub(crate) const WAIT_HOLDERS: usize = 10;
 
+/// How far a [`WaitFacts`] counts due runs: a count above it reads
+/// `WAIT_COUNT_CAP + 1` ("more than"), so reading why a run waits costs at
+/// most this many index entries per queue however deep the queue.
+pub(crate) const WAIT_COUNT_CAP: u64 = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLine {
     pub name: String,
     pub priority: i64,
     pub paused: bool,
-    /// Runs due and not deferred (released in this queue's order).
+    /// Runs due and not deferred (released in this queue's order), counted
+    /// up to [`WAIT_COUNT_CAP`] + 1.
     pub due: u64,
-    /// In the run's own queue: those of `due` ahead of it.
+    /// In the run's own queue: those of `due` ahead of it, counted the same
+    /// way.
     pub ahead: Option<u64>,
 }
 

@@ -26,7 +26,8 @@ use super::rows::{
 };
 use super::{
     DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch, Released,
-    Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition, WAIT_HOLDERS, WaitFacts,
+    Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition, WAIT_COUNT_CAP,
+    WAIT_HOLDERS, WaitFacts,
 };
 use crate::domain::TokenRecord;
 use crate::domain::history::{self, HistoryWrite};
@@ -1862,33 +1863,35 @@ impl Store for SqlStore {
                     ahead: None,
                 });
             }
-            // What a release pass would read now: due, not deferred.
-            for row in sqlx::query(&format!(
-                "SELECT queue, COUNT(*) AS n FROM runs \
-                 WHERE pool = $1 AND state IN {WAITING} AND scheduled_at <= $2 \
-                   AND NOT needs_admission GROUP BY queue"
-            ))
-            .bind(&run.pool)
-            .bind(micros(now))
-            .fetch_all(&mut *tx)
-            .await?
-            {
-                let name: String = row.try_get("queue")?;
-                if let Some(line) = pool_queues.iter_mut().find(|q| q.name == name) {
-                    line.due = count(row.try_get("n")?);
-                }
+            // What a release pass would read now: due, not deferred; each
+            // count stops past the cap, so a deep queue costs no more.
+            let cap = i64::try_from(WAIT_COUNT_CAP + 1).unwrap_or(i64::MAX);
+            for line in &mut pool_queues {
+                let due: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM runs \
+                     WHERE pool = $1 AND queue = $2 AND state IN {WAITING} AND scheduled_at <= $3 \
+                       AND NOT needs_admission LIMIT $4) AS due"
+                ))
+                .bind(&run.pool)
+                .bind(&line.name)
+                .bind(micros(now))
+                .bind(cap)
+                .fetch_one(&mut *tx)
+                .await?;
+                line.due = count(due);
             }
             let ahead: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM runs \
+                "SELECT COUNT(*) FROM (SELECT 1 FROM runs \
                  WHERE pool = $1 AND queue = $2 AND state IN {WAITING} AND scheduled_at <= $3 \
                    AND NOT needs_admission \
-                   AND (scheduled_at < $4 OR (scheduled_at = $4 AND seq < $5))"
+                   AND (scheduled_at < $4 OR (scheduled_at = $4 AND seq < $5)) LIMIT $6) AS ahead"
             ))
             .bind(&run.pool)
             .bind(&run.queue)
             .bind(micros(now))
             .bind(micros(run.scheduled_at))
             .bind(seq)
+            .bind(cap)
             .fetch_one(&mut *tx)
             .await?;
             if let Some(line) = pool_queues.iter_mut().find(|q| q.name == run.queue) {
