@@ -318,8 +318,9 @@ pub(crate) const WAIT_HOLDERS: usize = 10;
 
 /// How far a [`WaitFacts`] counts due runs: a count above it reads
 /// `WAIT_COUNT_CAP + 1` ("more than"), so reading why a run waits costs at
-/// most this many index entries per queue however deep the queue.
-pub(crate) const WAIT_COUNT_CAP: u64 = 10_000;
+/// most this many index entries per queue however deep the queue (what
+/// it costs `GET /api/v1/runs/{id}`: BENCHMARKS.md, "Why a run waits").
+pub(crate) const WAIT_COUNT_CAP: u64 = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLine {
