@@ -6,8 +6,36 @@
 use serde_json::Value;
 use weir_tests::harness::WeirProcess;
 
+/// The run's `waiting`, checked against the `Waiting` schema of the
+/// OpenAPI document the server publishes (null is checked to be null only
+/// where the run does not wait).
+fn checked(run: &Value) -> &Value {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let doc: Value = serde_json::from_str(include_str!("../../host/src/api/openapi.json"))
+            .expect("openapi.json is JSON");
+        let schema = doc["components"]["schemas"]["Waiting"].clone();
+        assert!(schema.is_object(), "openapi.json has a Waiting schema");
+        jsonschema::validator_for(&schema).expect("the Waiting schema compiles")
+    });
+    let waiting = &run["waiting"];
+    if run["state"] == "Scheduled" || run["state"] == "Late" || run["state"] == "AwaitingRetry" {
+        let errors: Vec<String> = validator
+            .iter_errors(waiting)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{waiting} does not match the schema: {errors:?}"
+        );
+    } else {
+        assert!(waiting.is_null(), "a run that does not wait: {run}");
+    }
+    waiting
+}
+
 fn holds(run: &Value) -> Vec<Value> {
-    run["waiting"]["holds"]
+    checked(run)["holds"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -55,13 +83,13 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     // The holder takes the pool's one slot and the gpu tag's one slot.
     let holder = weir.create_run(&["sleeper", "--tag", "gpu"]);
     let running = weir.wait_state(&holder, &["Running"]);
-    assert!(running["waiting"].is_null(), "a running run does not wait");
+    assert!(checked(&running).is_null(), "a running run does not wait");
 
     // A: first in its queue, held by the full pool.
     let a = weir.create_run(&["quick"]);
     let run = weir.inspect(&a);
     assert_eq!(run["state"], "Scheduled");
-    let w = &run["waiting"];
+    let w = checked(&run);
     assert_eq!(w["position"]["in_queue"], 1, "{w}");
     assert_eq!(w["position"]["in_pool"], 1, "{w}");
     assert_eq!(w["position"]["at_least"], false, "{w}");
