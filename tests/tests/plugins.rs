@@ -718,6 +718,10 @@ async fn a_deferral_is_capped_at_a_day_and_says_so() {
             .is_some_and(|s| s.starts_with("deferred by defers@1 until ")),
         "{run}"
     );
+    // Its pool counts it as deferred.
+    let pool = api.ok("GET", "/api/v1/pools/local", None).await;
+    assert_eq!(pool["waiting"]["deferred"], 1, "{pool}");
+    assert_eq!(pool["queued_runs"], 1, "{pool}");
     let message = line["message"].as_str().unwrap_or("");
     assert!(
         message.contains("defer 86400s (asked 4294967295s; at most 86400s)"),

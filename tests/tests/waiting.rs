@@ -47,6 +47,52 @@ fn hold<'a>(holds: &'a [Value], kind: &str, scope: Option<&str>) -> Option<&'a V
         .find(|h| h["kind"] == kind && scope.is_none_or(|s| h["scope"] == s))
 }
 
+/// Pool w's and its queue default's waiting runs by reason, as `weir pool
+/// ls` and `weir queue ls` read them; each is checked to sum to the queued
+/// count, and the two to agree (w has one queue).
+fn waiting_counts(weir: &WeirProcess) -> Value {
+    let first = |list: Value| -> Value {
+        let items = list.get("items").cloned().unwrap_or(list);
+        items
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|i| i["name"] == "w" || i["name"] == "default")
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no w/default in {items}"))
+    };
+    let pool = first(weir.cli_json(&["pool", "ls"]));
+    let queue = first(weir.cli_json(&["queue", "ls", "--pool", "w"]));
+    assert_eq!(pool["waiting"], queue["waiting"], "{pool} {queue}");
+    let sum: u64 = queue["waiting"]
+        .as_object()
+        .map(|o| o.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    assert_eq!(Some(sum), queue["queued_runs"].as_u64(), "{queue}");
+    queue["waiting"].clone()
+}
+
+/// The non-zero counts of `waiting_counts`.
+fn nonzero(waiting: &Value) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = waiting
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_u64().filter(|n| *n > 0).map(|n| (k.clone(), n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn counts(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+    out.sort();
+    out
+}
+
 #[test]
 fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -133,6 +179,16 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     assert_eq!(first["kind"], "scheduled");
     assert_eq!(first["until"], run["scheduled_at"]);
 
+    // The queue's and the pool's counts by reason: A, B and T held by the
+    // full pool, F by its time.
+    assert_eq!(
+        nonzero(&waiting_counts(&weir)),
+        counts(&[("limit", 3), ("scheduled", 1)])
+    );
+    let out = weir.cli(&["queue", "ls", "--pool", "w"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 limit, 1 scheduled"), "{text}");
+
     // The words, as `weir run inspect` prints them.
     let out = weir.cli(&["run", "inspect", &b]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -149,6 +205,10 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     let hs = holds(&weir.inspect(&a));
     let paused = hold(&hs, "paused", Some("queue")).expect("the paused queue holds A");
     assert_eq!(paused["name"], "w/default");
+    assert_eq!(
+        nonzero(&waiting_counts(&weir)),
+        counts(&[("paused", 3), ("scheduled", 1)])
+    );
     weir.cli_json(&["queue", "resume", "default", "--pool", "w"]);
     assert!(hold(&holds(&weir.inspect(&a)), "paused", None).is_none());
 
@@ -161,6 +221,10 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
     let hs = holds(&run);
     assert!(hold(&hs, "limit", Some("pool")).is_none(), "{hs:?}");
     assert!(hold(&hs, "limit", Some("tag")).is_some(), "{hs:?}");
+    assert_eq!(
+        nonzero(&waiting_counts(&weir)),
+        counts(&[("limit", 1), ("scheduled", 1)])
+    );
 
     // The tag's holder ends: T runs.
     weir.cli(&["run", "cancel", &holder]);
@@ -188,4 +252,8 @@ fn every_waiting_run_says_why_and_the_reason_follows_its_cause() {
         "{first}"
     );
     assert_eq!(first["until"], run["scheduled_at"]);
+    assert_eq!(
+        nonzero(&waiting_counts(&weir)),
+        counts(&[("retry", 1), ("scheduled", 1)])
+    );
 }

@@ -1,5 +1,7 @@
 //! Pools, queues, tag limits and deployments.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,6 +16,7 @@ use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
     RenderSpec,
 };
+use crate::run::waiting::WaitingCounts;
 use crate::template::BaseJobTemplate;
 
 type Reply = Result<Json<Value>, ApiError>;
@@ -23,19 +26,68 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// Waiting runs by what holds them, per (pool, queue) of `pool` or of
+/// every pool, read in one snapshot.
+async fn waiting_by_queue(
+    d: &AppState,
+    pool: Option<&str>,
+) -> Result<BTreeMap<(String, String), WaitingCounts>, ApiError> {
+    let now = chrono::Utc::now();
+    Ok(d.store
+        .queue_waiting(pool, now)
+        .await?
+        .iter()
+        .map(|q| ((q.pool.clone(), q.queue.clone()), WaitingCounts::of(q)))
+        .collect())
+}
+
+fn pool_waiting(waiting: &BTreeMap<(String, String), WaitingCounts>, pool: &str) -> WaitingCounts {
+    let mut sum = WaitingCounts::default();
+    for ((p, _), counts) in waiting {
+        if p == pool {
+            sum.add(counts);
+        }
+    }
+    sum
+}
+
 async fn pool_json(d: &AppState, pool: &Pool) -> Result<Value, ApiError> {
+    let waiting = waiting_by_queue(d, Some(&pool.name)).await?;
+    pool_json_with(d, pool, pool_waiting(&waiting, &pool.name)).await
+}
+
+async fn pool_json_with(
+    d: &AppState,
+    pool: &Pool,
+    waiting: WaitingCounts,
+) -> Result<Value, ApiError> {
     let occ = d.store.pool_occupancy(&pool.name).await?;
     let mut v = to_value(pool);
     v["active_runs"] = json!(occ.active);
     v["queued_runs"] = json!(occ.queued);
+    v["waiting"] = to_value(&waiting);
     Ok(v)
 }
 
 async fn queue_json(d: &AppState, queue: &Queue) -> Result<Value, ApiError> {
+    let waiting = waiting_by_queue(d, Some(&queue.pool)).await?;
+    queue_json_with(d, queue, &waiting).await
+}
+
+async fn queue_json_with(
+    d: &AppState,
+    queue: &Queue,
+    waiting: &BTreeMap<(String, String), WaitingCounts>,
+) -> Result<Value, ApiError> {
     let occ = d.store.queue_occupancy(&queue.pool, &queue.name).await?;
     let mut v = to_value(queue);
     v["active_runs"] = json!(occ.active);
     v["queued_runs"] = json!(occ.queued);
+    let counts = waiting
+        .get(&(queue.pool.clone(), queue.name.clone()))
+        .copied()
+        .unwrap_or_default();
+    v["waiting"] = to_value(&counts);
     Ok(v)
 }
 
@@ -60,9 +112,11 @@ pub(super) async fn default_template(Path(kind): Path<String>) -> Reply {
 // -- pools -------------------------------------------------------------------
 
 pub(super) async fn list_pools(State(d): State<AppState>) -> Reply {
+    let waiting = waiting_by_queue(&d, None).await?;
     let mut items = Vec::new();
     for p in d.store.list_pools().await? {
-        items.push(pool_json(&d, &p).await?);
+        let counts = pool_waiting(&waiting, &p.name);
+        items.push(pool_json_with(&d, &p, counts).await?);
     }
     Ok(Json(json!({ "items": items })))
 }
@@ -121,9 +175,11 @@ pub(super) async fn resume_pool(State(d): State<AppState>, Path(name): Path<Stri
 // -- queues ------------------------------------------------------------------
 
 pub(super) async fn list_queues(State(d): State<AppState>, Path(pool): Path<String>) -> Reply {
+    let queues = d.store.list_queues(&pool).await?;
+    let waiting = waiting_by_queue(&d, Some(&pool)).await?;
     let mut items = Vec::new();
-    for q in d.store.list_queues(&pool).await? {
-        items.push(queue_json(&d, &q).await?);
+    for q in queues {
+        items.push(queue_json_with(&d, &q, &waiting).await?);
     }
     Ok(Json(json!({ "items": items })))
 }

@@ -54,7 +54,12 @@ pub(super) async fn get(
     // Why it waits, from the state the scheduler decides on (read after the
     // run: a run that moved on since has no `waiting`).
     let now = chrono::Utc::now();
-    let waiting = match d.store.waiting_facts(id, now).await? {
+    let facts = if run.state.is_waiting() {
+        d.store.waiting_facts(id, now).await?
+    } else {
+        None
+    };
+    let waiting = match facts {
         Some(facts) => {
             let history = run.history.as_deref().unwrap_or_default();
             serde_json::to_value(waiting::explain(&facts, history, now)).unwrap_or(Value::Null)

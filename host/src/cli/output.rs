@@ -123,6 +123,35 @@ pub(crate) fn fmt_value(value: &Value) -> String {
 }
 
 /// A concurrency limit: a number, or "none" when null.
+/// A pool's or queue's `waiting` counts in words, most actionable first,
+/// e.g. `3 limit, 1 deferred`; `-` when nothing waits.
+pub(crate) fn waiting_text(obj: &Value) -> String {
+    const REASONS: [&str; 7] = [
+        "turn",
+        "limit",
+        "paused",
+        "deferred",
+        "retry",
+        "scheduled",
+        "unsorted",
+    ];
+    let Some(waiting) = obj.get("waiting") else {
+        return "-".to_string();
+    };
+    let parts: Vec<String> = REASONS
+        .iter()
+        .filter_map(|reason| {
+            let n = waiting.get(*reason).and_then(Value::as_u64)?;
+            (n > 0).then(|| format!("{n} {reason}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
 pub(crate) fn limit_text(obj: &Value, key: &str) -> String {
     match obj.get(key) {
         None | Some(Value::Null) => "none".to_string(),

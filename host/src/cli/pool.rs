@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::input::read_json_file;
 use super::output::{
-    emit, field, full_time, kv_block, limit_text, pretty, short_time, str_of, table,
+    emit, field, full_time, kv_block, limit_text, pretty, short_time, str_of, table, waiting_text,
 };
 use super::{CliError, Ctx};
 
@@ -324,6 +324,7 @@ pub(crate) fn render_pools(pools: &[Value]) -> String {
                 limit_text(p, "concurrency_limit"),
                 field(p, "active_runs"),
                 field(p, "queued_runs"),
+                waiting_text(p),
                 short_time(p, "created_at"),
                 field(p, "description"),
             ]
@@ -337,6 +338,7 @@ pub(crate) fn render_pools(pools: &[Value]) -> String {
             "limit",
             "active",
             "queued",
+            "waiting on",
             "created",
             "description",
         ],
@@ -361,6 +363,7 @@ fn render_pool(p: &Value) -> String {
         ("concurrency limit", limit_text(p, "concurrency_limit")),
         ("active runs", field(p, "active_runs")),
         ("queued runs", field(p, "queued_runs")),
+        ("waiting on", waiting_text(p)),
         ("description", field(p, "description")),
         ("created at", full_time(p, "created_at")),
         ("updated at", full_time(p, "updated_at")),

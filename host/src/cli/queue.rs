@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use super::output::{
-    emit, field, full_time, items, kv_block, limit_text, short_time, str_of, table,
+    emit, field, full_time, items, kv_block, limit_text, short_time, str_of, table, waiting_text,
 };
 use super::pool::status_text;
 use super::{CliError, Ctx};
@@ -221,6 +221,7 @@ pub(crate) fn render_queues(queues: &[Value]) -> String {
                 limit_text(q, "concurrency_limit"),
                 field(q, "active_runs"),
                 field(q, "queued_runs"),
+                waiting_text(q),
                 short_time(q, "created_at"),
                 field(q, "description"),
             ]
@@ -235,6 +236,7 @@ pub(crate) fn render_queues(queues: &[Value]) -> String {
             "limit",
             "active",
             "queued",
+            "waiting on",
             "created",
             "description",
         ],
@@ -251,6 +253,7 @@ fn render_queue(q: &Value) -> String {
         ("concurrency limit", limit_text(q, "concurrency_limit")),
         ("active runs", field(q, "active_runs")),
         ("queued runs", field(q, "queued_runs")),
+        ("waiting on", waiting_text(q)),
         ("description", field(q, "description")),
         ("created at", full_time(q, "created_at")),
     ])

@@ -14,7 +14,7 @@ use super::client::{Client, api_error};
 use super::deployment::{DeploymentCommand, render_deployments, render_job_configuration};
 use super::input::{RetryArgs, parse_job_variables, parse_param, parse_params};
 use super::limit::{LimitCommand, render_limits};
-use super::output::{kv_block, table};
+use super::output::{kv_block, table, waiting_text};
 use super::pool::{PoolCommand, PoolTypeArg, render_pools};
 use super::queue::{QueueCommand, render_queues};
 use super::run::{
@@ -878,14 +878,21 @@ fn run_table() {
 #[test]
 fn other_tables() {
     let pools = render_pools(&[json!({"name": "p", "type": "process", "paused": true,
-        "concurrency_limit": null, "active_runs": 1, "queued_runs": 2, "description": ""})]);
+        "concurrency_limit": null, "active_runs": 1, "queued_runs": 2, "description": "",
+        "waiting": {"turn": 0, "limit": 0, "paused": 2, "deferred": 0, "retry": 0,
+            "scheduled": 0, "unsorted": 0}})]);
     let row: Vec<&str> = pools
         .lines()
         .nth(1)
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    assert_eq!(row, ["p", "process", "paused", "none", "1", "2", "-", "-"]);
+    assert_eq!(
+        row,
+        [
+            "p", "process", "paused", "none", "1", "2", "2", "paused", "-", "-"
+        ]
+    );
 
     let queues = render_queues(&[json!({"pool": "p", "name": "q", "priority": 1,
         "paused": false, "concurrency_limit": 3, "active_runs": 0, "queued_runs": 0})]);
@@ -895,7 +902,15 @@ fn other_tables() {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    assert_eq!(row, ["p", "q", "1", "ready", "3", "0", "0", "-", "-"]);
+    assert_eq!(row, ["p", "q", "1", "ready", "3", "0", "0", "-", "-", "-"]);
+
+    let waiting = json!({"waiting": {"turn": 1, "limit": 3, "paused": 0, "deferred": 2,
+        "retry": 0, "scheduled": 5, "unsorted": 0}});
+    assert_eq!(
+        waiting_text(&waiting),
+        "1 turn, 3 limit, 2 deferred, 5 scheduled"
+    );
+    assert_eq!(waiting_text(&json!({})), "-");
 
     let limits = render_limits(&[json!({"tag": "db", "limit": 2, "active_slots": 1})]);
     assert!(limits.starts_with("TAG"));

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::{HistoryEntry, RunId, RunState};
-use crate::store::{LimitFacts, QueueLine, WAIT_COUNT_CAP, WaitFacts};
+use crate::store::{LimitFacts, QueueLine, QueueWaiting, WAIT_COUNT_CAP, WaitFacts};
 
 /// The `waiting` object of a waiting run (`GET /api/v1/runs/{id}`, `weir
 /// run inspect`).
@@ -261,6 +261,64 @@ pub(crate) fn explain(facts: &WaitFacts, history: &[HistoryEntry], now: DateTime
     }
 }
 
+/// A queue's or pool's waiting runs counted by what holds them (the
+/// `waiting` of `GET /api/v1/pools`, `.../queues`; `weir pool ls`, `weir
+/// queue ls`), each run under the first hold [`explain`] would name for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct WaitingCounts {
+    /// Scheduled or Late for a later time.
+    pub scheduled: u64,
+    /// Waiting out a retry delay.
+    pub retry: u64,
+    /// Deferred by an admission plugin.
+    pub deferred: u64,
+    /// Due, in a paused pool or queue.
+    pub paused: u64,
+    /// Due, held by a full pool, queue or tag limit.
+    pub limit: u64,
+    /// Due and free to go: released at the scheduler's next pass, in
+    /// release order.
+    pub turn: u64,
+    /// Waiting runs past the first `WAIT_COUNT_CAP` of a queue in release
+    /// order: counted in its total, not sorted by reason (so reading the
+    /// counts costs at most that many runs per queue).
+    pub unsorted: u64,
+}
+
+impl WaitingCounts {
+    /// One queue's counts.
+    pub(crate) fn of(q: &QueueWaiting) -> Self {
+        let scan = &q.scanned;
+        let due = scan.due + scan.tag_full;
+        let (paused, limit, turn) = if q.pool_paused || q.queue_paused {
+            (due, 0, 0)
+        } else if q.pool_full || q.queue_full {
+            (0, due, 0)
+        } else {
+            (0, scan.tag_full, scan.due)
+        };
+        Self {
+            scheduled: scan.scheduled,
+            retry: scan.retry,
+            deferred: scan.deferred,
+            paused,
+            limit,
+            turn,
+            unsorted: q.queued.saturating_sub(scan.total()),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.scheduled += other.scheduled;
+        self.retry += other.retry;
+        self.deferred += other.deferred;
+        self.paused += other.paused;
+        self.limit += other.limit;
+        self.turn += other.turn;
+        self.unsorted += other.unsorted;
+    }
+}
+
 fn limit_holds(holds: &mut Vec<Hold>, scope: Scope, name: &str, facts: &LimitFacts) {
     if facts.paused {
         holds.push(Hold::Paused {
@@ -346,6 +404,50 @@ mod tests {
             due,
             ahead,
         }
+    }
+
+    #[test]
+    fn queue_counts_name_each_run_under_its_first_hold() {
+        let scan = crate::store::WaitScan {
+            scheduled: 4,
+            retry: 1,
+            deferred: 2,
+            tag_full: 3,
+            due: 5,
+        };
+        let open = QueueWaiting {
+            pool: "p".into(),
+            queue: "q".into(),
+            queued: 15,
+            scanned: scan,
+            ..QueueWaiting::default()
+        };
+        let counts = WaitingCounts::of(&open);
+        assert_eq!((counts.scheduled, counts.retry, counts.deferred), (4, 1, 2));
+        assert_eq!((counts.paused, counts.limit, counts.turn), (0, 3, 5));
+        assert_eq!(counts.unsorted, 0);
+        // A full queue holds every due run; a pause comes before it.
+        let full = QueueWaiting {
+            queue_full: true,
+            ..open.clone()
+        };
+        let counts = WaitingCounts::of(&full);
+        assert_eq!((counts.paused, counts.limit, counts.turn), (0, 8, 0));
+        let paused = QueueWaiting {
+            pool_paused: true,
+            ..full
+        };
+        let counts = WaitingCounts::of(&paused);
+        assert_eq!((counts.paused, counts.limit, counts.turn), (8, 0, 0));
+        // Past the scan: counted, not sorted.
+        let deep = QueueWaiting {
+            queued: 15 + 2_000,
+            ..open
+        };
+        let mut sum = WaitingCounts::of(&deep);
+        assert_eq!(sum.unsorted, 2_000);
+        sum.add(&WaitingCounts::of(&deep));
+        assert_eq!((sum.unsorted, sum.turn), (4_000, 10));
     }
 
     #[test]

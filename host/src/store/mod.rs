@@ -335,6 +335,46 @@ pub struct QueueLine {
     pub ahead: Option<u64>,
 }
 
+/// One queue's waiting runs as the release walk would see them now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueWaiting {
+    pub pool: String,
+    pub queue: String,
+    pub pool_paused: bool,
+    pub queue_paused: bool,
+    /// The pool's / queue's limit has no free slot.
+    pub pool_full: bool,
+    pub queue_full: bool,
+    /// All its waiting runs (the counters' figure: exact).
+    pub queued: u64,
+    /// Its first [`WAIT_COUNT_CAP`] waiting runs in release order (when
+    /// due, then age), by what they wait on; `queued` less their sum were
+    /// not looked at.
+    pub scanned: WaitScan,
+}
+
+/// Waiting runs sorted by what the scheduler needs before it may release
+/// them (see [`QueueWaiting::scanned`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitScan {
+    /// Scheduled or Late for a time still ahead.
+    pub scheduled: u64,
+    /// AwaitingRetry until a time still ahead.
+    pub retry: u64,
+    /// Deferred by an admission plugin (judged again when due).
+    pub deferred: u64,
+    /// Due, and carrying a tag whose limit is full.
+    pub tag_full: u64,
+    /// Due, and held by nothing of its own.
+    pub due: u64,
+}
+
+impl WaitScan {
+    pub fn total(&self) -> u64 {
+        self.scheduled + self.retry + self.deferred + self.tag_full + self.due
+    }
+}
+
 /// Everything `/metrics` reports, read in one go.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -435,6 +475,14 @@ pub trait Store: Send + Sync + 'static {
     /// What holds a waiting run, from the state the scheduler decides on
     /// (`now` says which runs are due); `None` if the run is not waiting.
     async fn waiting_facts(&self, id: RunId, now: DateTime<Utc>) -> Result<Option<WaitFacts>>;
+    /// The waiting runs of each queue (of `pool`, or of every pool) by what
+    /// they wait on, read in one snapshot; `run::waiting::counts` names the
+    /// reasons.
+    async fn queue_waiting(
+        &self,
+        pool: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueWaiting>>;
 
     // Plugins. Bytes are stored once per digest; a name gets a new version
     // when its bytes change (adding the newest bytes again is a no-op).

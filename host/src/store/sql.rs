@@ -25,9 +25,9 @@ use super::rows::{
     queue_from_row, run_from_row, to_json, to_u32, token_from_row,
 };
 use super::{
-    DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch, Released,
-    Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition, WAIT_COUNT_CAP,
-    WAIT_HOLDERS, WaitFacts,
+    DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch, QueueWaiting,
+    Released, Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition,
+    WAIT_COUNT_CAP, WAIT_HOLDERS, WaitFacts, WaitScan,
 };
 use crate::domain::TokenRecord;
 use crate::domain::history::{self, HistoryWrite};
@@ -1929,6 +1929,117 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn queue_waiting(
+        &self,
+        pool: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueWaiting>> {
+        during("queue_waiting", pool.map(str::to_owned), async {
+            let mut tx = self.reader.begin().await?;
+            if let Some(snapshot) = self.dialect.snapshot {
+                sqlx::query(snapshot).execute(&mut *tx).await?;
+            }
+            // Tags whose limit has no free slot: a due run carrying one
+            // waits on it (few rows: one per tag limit).
+            let full_tags: Vec<String> = sqlx::query_scalar(
+                "SELECT l.tag FROM limits l WHERE l.slots <= \
+                 (SELECT COUNT(*) FROM slots s WHERE s.kind = 'tag' AND s.key = l.tag) \
+                 ORDER BY l.tag",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let tag_full = if full_tags.is_empty() {
+                "FALSE".to_owned()
+            } else {
+                let params: Vec<String> = (0..full_tags.len())
+                    .map(|i| format!("${}", i + 4))
+                    .collect();
+                format!(
+                    "EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag IN ({}))",
+                    params.join(", ")
+                )
+            };
+            let scan = format!(
+                "SELECT state, needs_admission, scheduled_at, {tag_full} AS tag_full FROM runs r \
+                 WHERE pool = $1 AND queue = $2 AND state IN {WAITING} \
+                 ORDER BY scheduled_at, seq LIMIT $3"
+            );
+            let mut select = String::from(
+                "SELECT q.pool, q.name, q.paused, q.concurrency_limit, p.paused AS pool_paused, \
+                 p.concurrency_limit AS pool_limit FROM queues q JOIN pools p ON p.name = q.pool",
+            );
+            if pool.is_some() {
+                select.push_str(" WHERE q.pool = $1");
+            }
+            select.push_str(" ORDER BY q.pool, q.priority, q.name");
+            let mut query = sqlx::query(&select);
+            if let Some(pool) = pool {
+                query = query.bind(pool);
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            let cap = i64::try_from(WAIT_COUNT_CAP).unwrap_or(i64::MAX);
+            let now = micros(now);
+            let mut pool_used: HashMap<String, u64> = HashMap::new();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let pool: String = row.try_get("pool")?;
+                let queue: String = row.try_get("name")?;
+                let used = match pool_used.get(&pool) {
+                    Some(used) => *used,
+                    None => {
+                        let used = slots_used(&mut tx, "pool", &pool).await?;
+                        pool_used.insert(pool.clone(), used);
+                        used
+                    }
+                };
+                let pool_limit = opt_u32("concurrency_limit", row.try_get("pool_limit")?)?;
+                let queue_limit = opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?;
+                let queue_used = match queue_limit {
+                    Some(_) => slots_used(&mut tx, "queue", &format!("{pool}/{queue}")).await?,
+                    None => 0,
+                };
+                let queued = counters::occupancy(&mut *tx, "queue", &pool, &queue)
+                    .await?
+                    .queued;
+                let mut scanned = WaitScan::default();
+                let mut query = sqlx::query(&scan).bind(&pool).bind(&queue).bind(cap);
+                for tag in &full_tags {
+                    query = query.bind(tag);
+                }
+                for run in query.fetch_all(&mut *tx).await? {
+                    let state = RunState::parse(&run.try_get::<String, _>("state")?)
+                        .ok_or_else(|| StoreError::Corrupt("unknown run state".into()))?;
+                    let due = run.try_get::<i64, _>("scheduled_at")? <= now;
+                    let slot = if flag(&run, "needs_admission")? {
+                        &mut scanned.deferred
+                    } else if !due && state == RunState::AwaitingRetry {
+                        &mut scanned.retry
+                    } else if !due {
+                        &mut scanned.scheduled
+                    } else if flag(&run, "tag_full")? {
+                        &mut scanned.tag_full
+                    } else {
+                        &mut scanned.due
+                    };
+                    *slot += 1;
+                }
+                out.push(QueueWaiting {
+                    pool_paused: flag(&row, "pool_paused")?,
+                    queue_paused: flag(&row, "paused")?,
+                    pool_full: pool_limit.is_some_and(|l| used >= u64::from(l)),
+                    queue_full: queue_limit.is_some_and(|l| queue_used >= u64::from(l)),
+                    pool,
+                    queue,
+                    queued,
+                    scanned,
+                });
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn add_plugin_version(
         &self,
         name: &str,
@@ -2301,6 +2412,20 @@ impl Store for SqlStore {
 
 /// A limit's slots as the release walk counts them (the `slots` table),
 /// with some of the runs holding them.
+/// Slots of one pool, queue or tag held now.
+async fn slots_used(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    kind: &str,
+    key: &str,
+) -> Result<u64> {
+    let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = $1 AND key = $2")
+        .bind(kind)
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(count(used))
+}
+
 async fn limit_facts(
     tx: &mut sqlx::Transaction<'static, Any>,
     paused: bool,
@@ -2308,11 +2433,7 @@ async fn limit_facts(
     kind: &str,
     key: &str,
 ) -> Result<LimitFacts> {
-    let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM slots WHERE kind = $1 AND key = $2")
-        .bind(kind)
-        .bind(key)
-        .fetch_one(&mut **tx)
-        .await?;
+    let used = slots_used(tx, kind, key).await?;
     let holders = sqlx::query_scalar::<_, String>(&format!(
         "SELECT run_id FROM slots WHERE kind = $1 AND key = $2 ORDER BY run_id LIMIT {WAIT_HOLDERS}"
     ))
@@ -2326,7 +2447,7 @@ async fn limit_facts(
     Ok(LimitFacts {
         paused,
         limit,
-        used: count(used),
+        used,
         holders,
     })
 }

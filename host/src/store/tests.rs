@@ -1494,6 +1494,41 @@ async fn waiting_facts_read_what_the_walk_reads(store: Arc<dyn Store>) {
     assert!(!facts.deferred);
     assert!(facts.run.scheduled_at > now);
 
+    // The same runs counted by what holds them, per queue in walk order.
+    let queues = s
+        .queue_waiting(Some("p"), now)
+        .await
+        .expect("queue_waiting");
+    let names: Vec<&str> = queues.iter().map(|q| q.queue.as_str()).collect();
+    assert_eq!(names, ["other", "default"]);
+    let default = &queues[1];
+    assert_eq!(
+        (
+            default.pool_paused,
+            default.queue_paused,
+            default.pool_full,
+            default.queue_full
+        ),
+        (false, false, false, false)
+    );
+    assert_eq!(default.queued, 5);
+    assert_eq!(
+        default.scanned,
+        WaitScan {
+            scheduled: 1,
+            retry: 0,
+            deferred: 1,
+            tag_full: 1,
+            due: 2,
+        }
+    );
+    assert_eq!((queues[0].queued, queues[0].scanned.due), (1, 1));
+    assert_eq!(
+        s.queue_waiting(None, now).await.expect("every pool"),
+        queues,
+        "p is the only pool"
+    );
+
     // The cause goes away: pausing shows, the holder's end frees its slots.
     s.update_queue(
         "p",
@@ -1516,6 +1551,22 @@ async fn waiting_facts_read_what_the_walk_reads(store: Arc<dyn Store>) {
     assert_eq!(facts.tags[0].1.used, 0);
     assert!(facts.tags[0].1.holders.is_empty());
     assert_eq!(facts.pool.as_ref().expect("pool").used, 0);
+    let queues = s
+        .queue_waiting(Some("p"), Utc::now())
+        .await
+        .expect("queue_waiting");
+    let default = &queues[1];
+    assert!(default.queue_paused && !default.pool_full);
+    assert_eq!(
+        default.scanned,
+        WaitScan {
+            scheduled: 1,
+            retry: 0,
+            deferred: 1,
+            tag_full: 0,
+            due: 3,
+        }
+    );
 
     // A run that does not wait has no facts.
     assert!(

@@ -288,7 +288,6 @@ pub(super) struct Launcher {
 /// One launcher process.
 struct Generation {
     id: u64,
-    #[cfg_attr(not(test), allow(dead_code))]
     pid: Option<u32>,
     stdin: ChildStdin,
     ended: Arc<std::sync::atomic::AtomicBool>,
@@ -438,7 +437,7 @@ impl Launcher {
                     body.len()
                 )
             })?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let launcher = {
             let mut current = self.current.lock().await;
             if current
@@ -470,7 +469,6 @@ impl Launcher {
             }
             generation.pid
         };
-        let mut rx = rx;
         match tokio::time::timeout(ANSWER_WITHIN, &mut rx).await {
             Ok(reply) => Ok(reply.unwrap_or(Reply::LauncherGone)),
             Err(_) => {
