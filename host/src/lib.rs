@@ -16,6 +16,7 @@ mod auth;
 mod backend;
 mod cli;
 mod config;
+mod dashboard;
 mod dispatcher;
 mod domain;
 mod metrics;

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 #[cfg(test)]
 mod fuzz;
+mod overview;
 mod plugins;
 mod request_id;
 mod resources;
@@ -37,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/whoami"),
+    ("get", "/api/v1/summary"),
     ("get", "/api/v1/base-job-templates/{type}"),
     ("get", "/api/v1/pools"),
     ("post", "/api/v1/pools"),
@@ -68,8 +71,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs/{id}"),
     ("post", "/api/v1/runs/{id}/cancel"),
     ("get", "/api/v1/runs/{id}/logs"),
+    ("get", "/api/v1/runs/events"),
     ("get", "/api/v1/plugins"),
     ("get", "/api/v1/plugins/{name}"),
+    ("get", "/api/v1/plugins/{name}/decisions"),
     ("post", "/api/v1/plugins/{name}"),
     ("delete", "/api/v1/plugins/{name}"),
     ("get", "/api/v1/pools/{pool}/bindings"),
@@ -92,6 +97,8 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
     use resources::*;
     let api = Router::new()
         .route("/openapi.json", get(openapi))
+        .route("/whoami", get(overview::whoami))
+        .route("/summary", get(overview::summary))
         .route("/base-job-templates/{type}", get(default_template))
         .route("/pools", get(list_pools).post(create_pool))
         .route(
@@ -127,6 +134,7 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/logs", get(runs::logs))
+        .route("/runs/events", get(overview::run_events))
         .route("/plugins", get(plugins::list))
         .route(
             "/plugins/{name}",
@@ -137,6 +145,7 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
                     crate::registry::MAX_PLUGIN_BYTES + 1024,
                 )),
         )
+        .route("/plugins/{name}/decisions", get(plugins::decisions))
         .route(
             "/pools/{pool}/bindings",
             get(plugins::list_pool_bindings).post(plugins::bind_pool),
@@ -162,6 +171,11 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
             auth,
             auth::authenticate,
         ))
+        .layer(axum::Extension(Arc::new(overview::Throughput::default())))
+        .layer(axum::Extension(Arc::new(overview::LiveFeed::default())))
+        // The dashboard's pages and assets: no data in them, so no token
+        // (the page asks for one and sends it with each API call).
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

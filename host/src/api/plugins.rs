@@ -3,14 +3,22 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, QueryPairs};
+use super::runs::check_read;
+use crate::auth::Principal;
 use crate::registry::BindingSpec;
+
+/// How many of the newest history records `/decisions` looks through.
+const DECISIONS_SCAN: u64 = 5_000;
+/// Decisions listed by `/decisions` at most (and by default).
+const DECISIONS_MAX: u32 = 200;
+const DECISIONS_DEFAULT: u32 = 50;
 
 type Reply = Result<Json<Value>, ApiError>;
 
@@ -66,6 +74,112 @@ pub(super) async fn get(State(d): State<AppState>, Path(name): Path<String>) -> 
         }
     }
     Ok(Json(body))
+}
+
+/// The plugin's recent decisions, newest first, among the last
+/// [`DECISIONS_SCAN`] history records, with counts by outcome and failures
+/// by kind; only those of runs the caller may read.
+pub(super) async fn decisions(
+    State(d): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    QueryPairs(pairs): QueryPairs,
+) -> Reply {
+    let mut limit = DECISIONS_DEFAULT;
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=DECISIONS_MAX).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            Some("limit"),
+                            format!("{value:?} is not a number between 1 and {DECISIONS_MAX}"),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    Some(other),
+                    format!("unknown query parameter {other:?}; use limit"),
+                ));
+            }
+        }
+    }
+    if d.store.plugin_versions(&name).await?.is_empty() {
+        return Err(ApiError::not_found(format!("plugin {name:?} not found")));
+    }
+    let mut items = Vec::new();
+    let mut outcomes = serde_json::Map::new();
+    let mut failures = serde_json::Map::new();
+    for (run_id, entry) in d
+        .store
+        .recent_decisions(&name, DECISIONS_SCAN, limit)
+        .await?
+    {
+        if !principal_may_read(&d, &principal, run_id).await? {
+            continue;
+        }
+        let detail = entry.detail.unwrap_or(Value::Null);
+        let error_kind = detail["error"]["kind"].as_str().map(str::to_owned);
+        let outcome = match (&error_kind, detail["decision"]["decision"].as_str()) {
+            (Some(_), _) => "error".to_owned(),
+            (None, Some(decision)) => decision.to_owned(),
+            (None, None) if detail.get("patch").is_some() => "patch".to_owned(),
+            (None, None) => "other".to_owned(),
+        };
+        bump(&mut outcomes, &outcome);
+        if let Some(kind) = &error_kind {
+            bump(&mut failures, kind);
+        }
+        items.push(json!({
+            "run_id": run_id,
+            "at": entry.at,
+            "state": entry.state,
+            "world": detail["world"],
+            "version": detail["version"],
+            "digest": detail["digest"],
+            "outcome": outcome,
+            "error_kind": error_kind,
+            "elapsed_ms": detail["elapsed_ms"],
+            "message": entry.message,
+        }));
+    }
+    Ok(Json(json!({
+        "items": items,
+        "outcomes": outcomes,
+        "failures_by_kind": failures,
+        "scanned": DECISIONS_SCAN,
+    })))
+}
+
+fn bump(counts: &mut serde_json::Map<String, Value>, key: &str) {
+    let n = counts.get(key).and_then(Value::as_u64).unwrap_or(0);
+    counts.insert(key.to_owned(), json!(n + 1));
+}
+
+async fn principal_may_read(
+    d: &AppState,
+    principal: &Principal,
+    run: crate::domain::RunId,
+) -> Result<bool, ApiError> {
+    if *principal == Principal::Anyone {
+        return Ok(true);
+    }
+    let run = match d.store.get_run(run, false).await {
+        Ok(run) => run,
+        Err(crate::store::StoreError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    match check_read(d, principal, &run).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::FORBIDDEN => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub(super) async fn delete(

@@ -88,7 +88,11 @@ async fn team_of(d: &AppState, run: &Run) -> Result<Option<String>, ApiError> {
 /// A submitter asking for a run outside its team and pools gets the same
 /// 404 as for a run that does not exist (it learns nothing about other
 /// teams' runs); a run token asking for another run gets 403 with why.
-async fn check_read(d: &AppState, principal: &Principal, run: &Run) -> Result<(), ApiError> {
+pub(super) async fn check_read(
+    d: &AppState,
+    principal: &Principal,
+    run: &Run,
+) -> Result<(), ApiError> {
     if *principal == Principal::Anyone {
         return Ok(());
     }

@@ -335,6 +335,14 @@ pub struct QueueLine {
     pub ahead: Option<u64>,
 }
 
+/// See [`Store::activity`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub runs_by_state: BTreeMap<String, u64>,
+    /// The newest `run_history` record's number (0: none).
+    pub history_seq: i64,
+}
+
 /// One queue's waiting runs as the release walk would see them now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueWaiting {
@@ -475,6 +483,19 @@ pub trait Store: Send + Sync + 'static {
     /// What holds a waiting run, from the state the scheduler decides on
     /// (`now` says which runs are due); `None` if the run is not waiting.
     async fn waiting_facts(&self, id: RunId, now: DateTime<Utc>) -> Result<Option<WaitFacts>>;
+    /// Runs by state (the counters: one row per state) and the newest
+    /// history record's number, read together: what changes whenever any
+    /// run does (the dashboard's live updates and its overview).
+    async fn activity(&self) -> Result<Activity>;
+    /// The newest history records (newest first, at most `limit`) among the
+    /// last `scan` recorded, whose cause is a decision of plugin `plugin`
+    /// (`{world}:{plugin}`), with their runs.
+    async fn recent_decisions(
+        &self,
+        plugin: &str,
+        scan: u64,
+        limit: u32,
+    ) -> Result<Vec<(RunId, HistoryEntry)>>;
     /// The waiting runs of each queue (of `pool`, or of every pool) by what
     /// they wait on, read in one snapshot; `run::waiting::counts` names the
     /// reasons.

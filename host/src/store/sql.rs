@@ -25,8 +25,8 @@ use super::rows::{
     queue_from_row, run_from_row, to_json, to_u32, token_from_row,
 };
 use super::{
-    DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch, QueueWaiting,
-    Released, Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition,
+    Activity, DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch,
+    QueueWaiting, Released, Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition,
     WAIT_COUNT_CAP, WAIT_HOLDERS, WaitFacts, WaitScan,
 };
 use crate::domain::TokenRecord;
@@ -1925,6 +1925,66 @@ impl Store for SqlStore {
                 tags,
                 pool_queues,
             }))
+        })
+        .await
+    }
+
+    async fn activity(&self) -> Result<Activity> {
+        during("activity", None, async {
+            let mut tx = self.reader.begin().await?;
+            if let Some(snapshot) = self.dialect.snapshot {
+                sqlx::query(snapshot).execute(&mut *tx).await?;
+            }
+            let mut activity = Activity::default();
+            for row in sqlx::query("SELECT state, n FROM run_counts")
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                activity
+                    .runs_by_state
+                    .insert(row.try_get("state")?, count(row.try_get("n")?));
+            }
+            activity.history_seq =
+                sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM run_history")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+            tx.commit().await?;
+            Ok(activity)
+        })
+        .await
+    }
+
+    async fn recent_decisions(
+        &self,
+        plugin: &str,
+        scan: u64,
+        limit: u32,
+    ) -> Result<Vec<(RunId, HistoryEntry)>> {
+        during("recent_decisions", Some(plugin.to_owned()), async {
+            let newest = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM run_history")
+                .fetch_one(&self.reader)
+                .await?
+                .unwrap_or(0);
+            let from = newest.saturating_sub(i64::try_from(scan).unwrap_or(i64::MAX));
+            // Plugin names are DNS labels: no LIKE wildcards in them.
+            let rows = sqlx::query(
+                "SELECT run_id, state, at, message, cause, detail FROM run_history \
+                 WHERE seq > $1 AND cause LIKE $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(from)
+            .bind(format!("%:{plugin}"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        parse_uuid(&row.try_get::<String, _>("run_id")?)?,
+                        history_from_row(row)?,
+                    ))
+                })
+                .collect()
         })
         .await
     }
