@@ -35,6 +35,7 @@
 //! throughput) and, with `--json`, writes the results for comparisons between
 //! commits. Nothing here is a test.
 
+mod dashboard;
 mod growth;
 mod kubernetes;
 mod load;
@@ -631,7 +632,7 @@ fn number<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &
 }
 
 const USAGE: &str = "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-     [memory-serve] [memory-guests] [growth] [kubernetes] [load] [--iterations N] [--runs N] [--queued N] \
+     [memory-serve] [memory-guests] [growth] [kubernetes] [load] [dashboard] [--iterations N] [--runs N] [--queued N] \
      [--depths N,N,...] [--sample N] [--no-serve] [--jobs N] [--json FILE]\n       \
      weir-bench plot RESULTS.json... [--out-dir DIR]";
 
@@ -641,6 +642,8 @@ async fn main() {
     let mut json_out: Option<PathBuf> = None;
     let mut iterations = 2000usize;
     let mut runs = 10_000usize;
+    // `dashboard` defaults to 100,000 runs; `--runs` sets it too.
+    let mut dashboard_runs: Option<usize> = None;
     let mut jobs = 500usize;
     let mut queued = 100_000usize;
     let mut depths = vec![1_000usize, 10_000, 100_000, 1_000_000];
@@ -659,7 +662,10 @@ async fn main() {
         match a.as_str() {
             "--json" => json_out = args.next().map(PathBuf::from),
             "--iterations" => iterations = number(&mut args, "--iterations"),
-            "--runs" => runs = number(&mut args, "--runs"),
+            "--runs" => {
+                runs = number(&mut args, "--runs");
+                dashboard_runs = Some(runs);
+            }
             "--queued" => queued = number(&mut args, "--queued"),
             "--sample" => sample = number(&mut args, "--sample"),
             "--no-serve" => with_serve = false,
@@ -706,9 +712,10 @@ async fn main() {
             "memory-guests" => memory_guests::scenario().await,
             "growth" => growth::scenario(&depths, sample, with_serve).await,
             "load" => load::scenario(runs, 64).await,
+            "dashboard" => dashboard::scenario(dashboard_runs.unwrap_or(100_000)).await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
-                 pickup, memory, memory-serve, memory-guests, growth, kubernetes, load"
+                 pickup, memory, memory-serve, memory-guests, growth, kubernetes, load, dashboard"
             )),
         };
         let after = loadavg();

@@ -11,14 +11,14 @@ use weir::{ServeOptions, Server};
 
 use crate::Row;
 
-struct Bench {
+pub(crate) struct Bench {
     server: Server,
-    base: String,
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Bench {
-    async fn start() -> Result<Self, String> {
+    pub(crate) async fn start() -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
         let mut options =
@@ -39,7 +39,7 @@ impl Bench {
         })
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
         let resp = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .json(&body)
@@ -55,7 +55,7 @@ impl Bench {
     }
 
     /// A process pool and a deployment running `true`.
-    async fn setup(&self, limit: Option<u32>, paused: bool) -> Result<(), String> {
+    pub(crate) async fn setup(&self, limit: Option<u32>, paused: bool) -> Result<(), String> {
         self.post(
             "/api/v1/pools",
             json!({"name": "bench", "type": "process", "concurrency_limit": limit, "paused": paused}),
@@ -77,7 +77,7 @@ impl Bench {
         Ok(())
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.server.shutdown();
         let _ = self.server.wait().await;
     }
