@@ -1,7 +1,7 @@
-//! The TOML configuration file: server settings, and pools, queues, limits
-//! and deployments applied idempotently at start (create what is missing,
-//! bring what exists in line), so a set-up can live in git. Unknown keys
-//! are errors.
+//! The TOML configuration file: server settings, and pools, queues, limits,
+//! deployments, plugins and their bindings applied idempotently at start
+//! (create what is missing, bring what exists in line), so a set-up — its
+//! policies included — can live in git. Unknown keys are errors.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::dispatcher::{DispatchError, Dispatcher};
-use crate::domain::{PoolType, RetryPolicy};
+use crate::domain::{OnError, PluginBinding, PoolType, RetryPolicy};
+use crate::registry::BindingSpec;
 use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
 };
@@ -27,6 +28,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{what}: {source}")]
     Apply { what: String, source: DispatchError },
+    /// A plugin or binding the registry refused.
+    #[error("{what}: {message}")]
+    Plugin { what: String, message: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +49,15 @@ pub struct Config {
     pub limits: Vec<LimitSpec>,
     #[serde(default)]
     pub deployments: Vec<DeploymentConfig>,
+    /// Plugin components, each kept as the newest version of its name.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// Admission and mutator plugins bound to pools.
+    #[serde(default)]
+    pub bindings: Vec<BindingConfig>,
+    /// Router plugins in the global chain (no `pool`).
+    #[serde(default)]
+    pub routers: Vec<BindingConfig>,
     /// Where the file was read from; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -157,6 +170,34 @@ pub struct DeploymentConfig {
     pub retries: RetryPolicy,
     /// The team whose submitter tokens may run it.
     pub team: Option<String>,
+}
+
+/// `[[plugins]]`: a component file (relative to the config file) kept as
+/// the newest version of `name`; with `digest`, a file whose SHA-256 differs
+/// is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// `sha256:<64 hex digits>`.
+    pub digest: Option<String>,
+}
+
+/// `[[bindings]]` (with `pool`) and `[[routers]]` (without): the fields of
+/// `weir pool bind` / `weir router bind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingConfig {
+    pub pool: Option<String>,
+    pub plugin: String,
+    /// Pin a version; absent: follow the newest.
+    pub version: Option<u32>,
+    pub config: Option<toml::Value>,
+    pub order: Option<i32>,
+    pub on_error: Option<OnError>,
+    pub deadline_ms: Option<u32>,
+    pub memory_mb: Option<u32>,
 }
 
 impl Config {
@@ -386,8 +427,151 @@ impl Config {
                 Err(e) => return Err(apply_err(what)(e.into())),
             }
         }
+        self.apply_plugins(dispatcher).await?;
+        for (i, b) in self.bindings.iter().enumerate() {
+            let what = format!("bindings[{i}] ({})", b.plugin);
+            let Some(pool) = &b.pool else {
+                return Err(self.parse_error(format!(
+                    "{what}: a binding needs the pool it binds to (a router goes in [[routers]])"
+                )));
+            };
+            self.apply_binding(dispatcher, Some(pool), b, what).await?;
+        }
+        for (i, b) in self.routers.iter().enumerate() {
+            let what = format!("routers[{i}] ({})", b.plugin);
+            if b.pool.is_some() {
+                return Err(self.parse_error(format!(
+                    "{what}: a router binds to no pool (admission and mutator plugins go in \
+                     [[bindings]])"
+                )));
+            }
+            self.apply_binding(dispatcher, None, b, what).await?;
+        }
         Ok(())
     }
+
+    fn parse_error(&self, message: String) -> ConfigError {
+        ConfigError::Parse {
+            path: self.base_dir.clone(),
+            message,
+        }
+    }
+
+    /// Each `[[plugins]]` file, checked against its digest, added as the
+    /// newest version of its name (a no-op when it already is).
+    async fn apply_plugins(&self, dispatcher: &Dispatcher) -> Result<(), ConfigError> {
+        use sha2::{Digest, Sha256};
+        for p in &self.plugins {
+            let what = format!("plugins.{}", p.name);
+            let path = self.base_dir.join(&p.path);
+            let bytes = std::fs::read(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let actual = format!("sha256:{:x}", Sha256::digest(&bytes));
+            if let Some(expected) = &p.digest {
+                let well_formed = expected.strip_prefix("sha256:").is_some_and(|hex| {
+                    hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+                });
+                if !well_formed {
+                    return Err(ConfigError::Parse {
+                        path,
+                        message: format!(
+                            "{what}.digest: {expected:?} is not sha256: and 64 lowercase hex digits"
+                        ),
+                    });
+                }
+                if *expected != actual {
+                    return Err(ConfigError::Parse {
+                        path,
+                        message: format!(
+                            "{what}: the file's digest is {actual}, not {expected} as the \
+                             config file says; refusing it"
+                        ),
+                    });
+                }
+            }
+            dispatcher
+                .pipeline
+                .registry()
+                .add(&p.name, &bytes)
+                .await
+                .map_err(|e| ConfigError::Plugin {
+                    what: format!("{what} ({})", path.display()),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// One binding: kept when the stored one says the same, else replaced.
+    async fn apply_binding(
+        &self,
+        dispatcher: &Dispatcher,
+        pool: Option<&str>,
+        b: &BindingConfig,
+        what: String,
+    ) -> Result<(), ConfigError> {
+        let config = match &b.config {
+            Some(c) => serde_json::to_value(c)
+                .map_err(|e| self.parse_error(format!("{what}.config: {e}")))?,
+            None => Value::Object(Map::new()),
+        };
+        let store = &dispatcher.store;
+        let existing = store
+            .list_bindings(pool)
+            .await
+            .map_err(|e| ConfigError::Apply {
+                what: what.clone(),
+                source: e.into(),
+            })?
+            .into_iter()
+            .find(|e| e.plugin == b.plugin);
+        let spec = BindingSpec {
+            plugin: b.plugin.clone(),
+            version: b.version,
+            config: Some(config),
+            // Unsaid: where it is now (a new one goes last).
+            order: b.order.or(existing.as_ref().map(|e| e.order)),
+            on_error: b.on_error,
+            deadline_ms: b.deadline_ms,
+            memory_mb: b.memory_mb,
+        };
+        if let Some(existing) = existing {
+            if same_binding(&existing, &spec) {
+                return Ok(());
+            }
+            store
+                .delete_binding(pool, &b.plugin)
+                .await
+                .map_err(|e| ConfigError::Apply {
+                    what: what.clone(),
+                    source: e.into(),
+                })?;
+        }
+        dispatcher
+            .pipeline
+            .registry()
+            .bind(pool, spec)
+            .await
+            .map_err(|e| ConfigError::Plugin {
+                what,
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+/// Whether a stored binding already is what `spec` asks for (unsaid limits:
+/// the registry's defaults).
+fn same_binding(existing: &PluginBinding, spec: &BindingSpec) -> bool {
+    use crate::registry::{DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_MB};
+    existing.pinned_version == spec.version
+        && Some(&existing.config) == spec.config.as_ref()
+        && spec.order.is_none_or(|o| o == existing.order)
+        && existing.on_error == spec.on_error.unwrap_or_default()
+        && existing.deadline_ms == spec.deadline_ms.unwrap_or(DEFAULT_DEADLINE_MS)
+        && existing.memory_mb == spec.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)
 }
 
 #[cfg(test)]
@@ -436,6 +620,41 @@ mod tests {
         assert_eq!(c.deployments[0].job_variables["env"]["A"], "b");
         assert_eq!(c.deployments[0].retries.max, 2);
         assert_eq!(c.server.late_after_seconds, Some(5));
+    }
+
+    #[test]
+    fn plugins_bindings_and_routers_parse() {
+        let c = Config::parse(
+            r#"
+            [[plugins]]
+            name = "gate"
+            path = "plugins/gate.wasm"
+            digest = "sha256:00"
+            [[bindings]]
+            pool = "local"
+            plugin = "gate"
+            version = 2
+            config = { prefixes = ["ghcr.io/acme/"] }
+            on_error = "fail-open"
+            deadline_ms = 100
+            [[routers]]
+            plugin = "route"
+            order = 5
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.plugins[0].path, PathBuf::from("plugins/gate.wasm"));
+        assert_eq!(c.bindings[0].pool.as_deref(), Some("local"));
+        assert_eq!(c.bindings[0].version, Some(2));
+        assert_eq!(c.bindings[0].on_error, Some(OnError::FailOpen));
+        assert_eq!(c.routers[0].order, Some(5));
+        let err = Config::parse("[[bindings]]\npool = \"p\"\nplugin = \"g\"\nmod = 1\n")
+            .expect_err("unknown binding key");
+        assert!(err.contains("mod"), "{err}");
+        let err =
+            Config::parse("[[bindings]]\npool = \"p\"\nplugin = \"g\"\non_error = \"maybe\"\n")
+                .expect_err("bad on_error");
+        assert!(err.contains("maybe"), "{err}");
     }
 
     #[test]
