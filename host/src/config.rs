@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::dispatcher::{DispatchError, Dispatcher};
-use crate::domain::{OnError, PluginBinding, PoolType, RetryPolicy};
+use crate::domain::{BindingMode, OnError, PluginBinding, PoolType, RetryPolicy};
 use crate::registry::BindingSpec;
 use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
@@ -198,6 +198,8 @@ pub struct BindingConfig {
     pub on_error: Option<OnError>,
     pub deadline_ms: Option<u32>,
     pub memory_mb: Option<u32>,
+    /// `enforce` (default) or `shadow`.
+    pub mode: Option<BindingMode>,
 }
 
 impl Config {
@@ -526,7 +528,7 @@ impl Config {
                 source: e.into(),
             })?
             .into_iter()
-            .find(|e| e.plugin == b.plugin);
+            .find(|e| e.plugin == b.plugin && e.mode == b.mode.unwrap_or_default());
         let spec = BindingSpec {
             plugin: b.plugin.clone(),
             version: b.version,
@@ -536,13 +538,14 @@ impl Config {
             on_error: b.on_error,
             deadline_ms: b.deadline_ms,
             memory_mb: b.memory_mb,
+            mode: b.mode,
         };
         if let Some(existing) = existing {
             if same_binding(&existing, &spec) {
                 return Ok(());
             }
             store
-                .delete_binding(pool, &b.plugin)
+                .delete_binding(pool, &b.plugin, Some(existing.mode))
                 .await
                 .map_err(|e| ConfigError::Apply {
                     what: what.clone(),
@@ -552,7 +555,7 @@ impl Config {
         dispatcher
             .pipeline
             .registry()
-            .bind(pool, spec)
+            .bind_exactly(pool, spec)
             .await
             .map_err(|e| ConfigError::Plugin {
                 what,

@@ -33,8 +33,18 @@ struct SlotLabel {
     key: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabel {
+    plugin: String,
+    world: String,
+    decision: String,
+    /// `yes`, `no`, or `none` (nothing enforced to compare with).
+    agrees: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    shadow_decisions: Family<ShadowLabel, Counter>,
     runs_created: Counter,
     transitions: Family<StateLabel, Counter>,
     scheduling_latency: Histogram,
@@ -58,6 +68,13 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("weir");
         let runs_created = Counter::default();
+        let shadow_decisions = Family::<ShadowLabel, Counter>::default();
+        registry.register(
+            "plugin_shadow_decisions",
+            "Decisions of plugins bound in shadow mode, by plugin, world, decision and \
+             agreement with what was enforced",
+            shadow_decisions.clone(),
+        );
         let transitions = Family::<StateLabel, Counter>::default();
         // 100 µs … ~100 s.
         let scheduling_latency = Histogram::new(
@@ -120,6 +137,7 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(registry),
+            shadow_decisions,
             runs_created,
             transitions,
             scheduling_latency,
@@ -136,6 +154,23 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// One decision of a shadow binding.
+    pub fn shadow_decided(&self, plugin: &str, world: &str, decision: &str, agrees: Option<bool>) {
+        self.shadow_decisions
+            .get_or_create(&ShadowLabel {
+                plugin: plugin.to_owned(),
+                world: world.to_owned(),
+                decision: decision.to_owned(),
+                agrees: match agrees {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "none",
+                }
+                .to_owned(),
+            })
+            .inc();
     }
 
     pub fn run_created(&self) {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::{
-    OnError, PluginBinding, PluginVersion, ValidationError, World, validate_dns_label,
+    BindingMode, OnError, PluginBinding, PluginVersion, ValidationError, World, validate_dns_label,
 };
 use crate::plugin::{Limits, LoadError, LoadedPlugin, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -64,6 +64,11 @@ pub struct BindingSpec {
     pub deadline_ms: Option<u32>,
     #[serde(default)]
     pub memory_mb: Option<u32>,
+    /// `enforce` (default) or `shadow`. Binding in `enforce` a plugin that
+    /// has a shadow binding here promotes the shadow: its version pin,
+    /// config and limits (unless given) replace the plugin's bindings here.
+    #[serde(default)]
+    pub mode: Option<BindingMode>,
 }
 
 pub struct Registry {
@@ -219,9 +224,56 @@ impl Registry {
         pool: Option<&str>,
         spec: BindingSpec,
     ) -> Result<PluginBinding, RegistryError> {
+        self.bind_as(pool, spec, true).await
+    }
+
+    /// Like [`Registry::bind`], never promoting a shadow binding: the
+    /// config file's bindings are exactly what it says.
+    pub async fn bind_exactly(
+        &self,
+        pool: Option<&str>,
+        spec: BindingSpec,
+    ) -> Result<PluginBinding, RegistryError> {
+        self.bind_as(pool, spec, false).await
+    }
+
+    async fn bind_as(
+        &self,
+        pool: Option<&str>,
+        mut spec: BindingSpec,
+        may_promote: bool,
+    ) -> Result<PluginBinding, RegistryError> {
         if let Some(p) = pool {
             self.store.get_pool(p).await?;
         }
+        let mode = spec.mode.unwrap_or_default();
+        let here: Vec<PluginBinding> = self
+            .store
+            .list_bindings(pool)
+            .await?
+            .into_iter()
+            .filter(|b| b.plugin == spec.plugin)
+            .collect();
+        let shadow = here.iter().find(|b| b.mode == BindingMode::Shadow).cloned();
+        let promoted = match (mode, shadow) {
+            (BindingMode::Enforce, Some(shadow)) if may_promote => {
+                let enforced_order = here
+                    .iter()
+                    .find(|b| b.mode == BindingMode::Enforce)
+                    .map(|b| b.order);
+                spec = BindingSpec {
+                    version: spec.version.or(shadow.pinned_version),
+                    config: spec.config.or(Some(shadow.config.clone())),
+                    order: spec.order.or(enforced_order).or(Some(shadow.order)),
+                    on_error: spec.on_error.or(Some(shadow.on_error)),
+                    deadline_ms: spec.deadline_ms.or(Some(shadow.deadline_ms)),
+                    memory_mb: spec.memory_mb.or(Some(shadow.memory_mb)),
+                    ..spec
+                };
+                true
+            }
+            _ => false,
+        };
         let versions = match self.store.plugin_versions(&spec.plugin).await {
             Err(StoreError::NotFound { .. }) => {
                 return Err(ValidationError::new(
@@ -308,6 +360,7 @@ impl Registry {
             deadline_ms,
             memory_mb,
             created_at: Utc::now(),
+            mode,
         };
         let plugin = self
             .load_digest(&version.digest)
@@ -322,6 +375,9 @@ impl Registry {
                 binding: None,
                 message: e.to_string(),
             });
+        }
+        if promoted {
+            return Ok(self.store.replace_bindings(&binding).await?);
         }
         Ok(self.store.create_binding(&binding).await?)
     }

@@ -331,7 +331,8 @@ impl Server {
         };
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
-        let pipeline = Arc::new(Pipeline::new(registry, store.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = Arc::new(Pipeline::new(registry, store.clone(), metrics.clone()));
         let backends = Backends::default()
             .with(
                 PoolType::Process,
@@ -362,7 +363,7 @@ impl Server {
                     clusters: options.kubernetes.named.keys().cloned().collect(),
                     run_tokens: run_tokens.clone(),
                 },
-                Arc::new(Metrics::new()),
+                metrics,
                 backends.clone(),
             )
             .with_replicas(bus),

@@ -6,6 +6,7 @@
 //! prints `SKIPPED:` and returns; with it, a driver or browser that does not
 //! start fails the test.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +25,16 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// Kills the driver's process group: the driver and the browser it
+    /// started, so no Chromium outlives its test.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            // SAFETY: killpg has no memory effects; the group is the
+            // driver's own (process_group(0) at spawn).
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -47,6 +57,7 @@ pub async fn start(test: &str) -> Option<Browser> {
     let port = free_port();
     let child = Command::new(&driver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

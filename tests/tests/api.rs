@@ -922,6 +922,17 @@ async fn every_documented_route_is_served() {
             .replace("{pool}", "nope")
             .replace("{tag}", "nope")
             .replace("{id}", &uuid::Uuid::now_v7().to_string());
+        if *path == "/api/v1/runs/events" {
+            // A stream that does not end: its head is the answer.
+            let resp = api
+                .http
+                .get(api.url(&concrete))
+                .send()
+                .await
+                .expect("events");
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            continue;
+        }
         let (status, body) = api
             .send(&method.to_uppercase(), &concrete, Some(json!({})))
             .await;

@@ -50,6 +50,12 @@ config = {{ prefixes = [{prefixes}] }}
 pool = "local"
 plugin = "add-label"
 on_error = "fail-open"
+
+[[bindings]]
+pool = "local"
+plugin = "approved-registries"
+mode = "shadow"
+config = {{ prefixes = ["ghcr.io/"] }}
 "#,
         gate = gate.display(),
         label = label.display(),
@@ -120,6 +126,11 @@ fn plugins_and_bindings_in_the_config_file_bring_up_the_same_decisions() {
         "prefixes match text ending in /: {seen:?}"
     );
     let bound = bindings(&a);
+    let modes: Vec<&str> = bound["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|b| b["mode"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(modes, ["enforce", "enforce", "shadow"], "{bound}");
 
     // A fresh data directory from the same file: the same decisions.
     let second = tempfile::tempdir().expect("tempdir");

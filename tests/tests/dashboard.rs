@@ -64,6 +64,8 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
         weir.cli_json(&["plugin", "add", plugin, path.to_str().expect("path")]);
         weir.cli_json(&["pool", "bind", "w", plugin]);
     }
+    // The same mutator in shadow too: its decisions show as such.
+    weir.cli_json(&["pool", "bind", "w", "add-label", "--mode", "shadow"]);
     weir.cli_json(&[
         "deployment",
         "create",
@@ -147,6 +149,14 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
         })
         .await;
     assert!(diff.contains("/env/ADDED"), "{diff}");
+    let shadow = browser
+        .wait_text(
+            "#decisions tr[data-plugin='add-label'][data-mode='shadow'][data-agrees='true']",
+            LIVE,
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(shadow.contains("shadow · agrees"), "{shadow}");
     browser
         .wait_text("#logs", LIVE, |t| t.contains("hello from weir"))
         .await;
@@ -184,7 +194,16 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
         admit.contains("sha256:") || admit.contains("admission"),
         "{admit}"
     );
-    browser.wait_for("#plugin-add-label", LIVE).await;
+    let shadowed = browser
+        .wait_text("#plugin-add-label .shadow-outcomes", LIVE, |t| {
+            !t.is_empty()
+        })
+        .await;
+    assert!(
+        shadowed.contains("In shadow: 2 patch")
+            && shadowed.contains("disagreed with what was enforced: 0"),
+        "{shadowed}"
+    );
     browser.screenshot(shots.as_deref(), "plugins").await;
 
     // The pool's page and the overview.

@@ -1056,3 +1056,262 @@ async fn the_example_policies_decide_the_same_in_rust_python_and_javascript() {
     );
     api.server.shutdown();
 }
+
+/// A component file's bytes with a custom section appended: the same code,
+/// another digest, so the registry stores it as a new version.
+fn another_version_of(file: &str) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(component(file)).expect("component");
+    let name = b"weir-test-version";
+    let payload = b"2";
+    // Custom section: id 0, size (LEB128, < 128 here), name length, name,
+    // payload.
+    let size = 1 + name.len() + payload.len();
+    bytes.push(0);
+    bytes.push(u8::try_from(size).expect("small"));
+    bytes.push(u8::try_from(name.len()).expect("small"));
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let dir = std::env::temp_dir().join(format!("weir-shadow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(format!("{file}-v2.wasm"));
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+/// Shadow bindings (issue #16 item 3): version 2 of `approved-registries`,
+/// bound in shadow with a stricter config beside version 1 enforcing, judges
+/// 200 live runs: every run completes as version 1 decides, and version 2's
+/// would-be rejections are recorded — exactly for the runs it would reject —
+/// as disagreements, in history, in the decisions endpoint and in the
+/// metrics. A shadow mutator's patch never reaches the job, and a shadow
+/// that panics never fails a run. Then `--mode enforce` promotes version 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_bindings_judge_live_runs_and_change_none() {
+    let api = start().await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(
+            json!({"name": "local", "type": "process", "base_job_template": {
+            "job_configuration": {"command": "{{ command }}", "env": {"IMAGE": "{{ image }}"}},
+            "variables": {"type": "object", "required": ["command"], "properties": {
+                "command": {"type": "string"},
+                "image": {"type": "string", "default": "none"}}}}}),
+        ),
+    )
+    .await;
+    api.ok(
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"name": "job", "pool": "local",
+                    "job_variables": {"command": "sh -c 'echo added=$ADDED'"}})),
+    )
+    .await;
+    let v1 = add(&api, "approved-registries", "approved-registries").await;
+    let (status, v2) = api
+        .upload(
+            "approved-registries",
+            &another_version_of("approved-registries"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    assert_eq!(
+        (v1["version"].as_u64(), v2["version"].as_u64()),
+        (Some(1), Some(2))
+    );
+    api.ok(
+        "POST",
+        "/api/v1/pools/local/bindings",
+        Some(json!({"plugin": "approved-registries", "version": 1,
+                    "config": {"prefixes": ["ghcr.io/acme/", "docker.io/library/"]}})),
+    )
+    .await;
+    let shadow = api
+        .ok(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(
+                json!({"plugin": "approved-registries", "version": 2, "mode": "shadow",
+                        "config": {"prefixes": ["ghcr.io/acme/"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(shadow["mode"], "shadow");
+    // A second shadow of the plugin is a conflict.
+    let (status, _) = api
+        .send(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "approved-registries", "mode": "shadow",
+                        "config": {"prefixes": ["x/"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Shadow mutators: add-label (no enforced counterpart) and one that
+    // panics.
+    for (name, file) in [("add-label", "add-label"), ("panics", "panics")] {
+        add(&api, name, file).await;
+        api.ok(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": name, "mode": "shadow"})),
+        )
+        .await;
+    }
+
+    let mut ids = Vec::new();
+    let mut stricter_rejects = std::collections::BTreeSet::new();
+    for i in 0..200 {
+        let image = if i % 3 == 0 {
+            "docker.io/library/python:3"
+        } else {
+            "ghcr.io/acme/etl:1"
+        };
+        let run = api
+            .ok(
+                "POST",
+                "/api/v1/runs",
+                Some(json!({"deployment": "job", "job_variables": {"image": image}})),
+            )
+            .await;
+        let id = run["id"].as_str().expect("id").to_owned();
+        if i % 3 == 0 {
+            stricter_rejects.insert(id.clone());
+        }
+        ids.push(id);
+    }
+    let mut seen_rejects = std::collections::BTreeSet::new();
+    for id in &ids {
+        let run = api
+            .wait_state(id, &["Completed", "Failed", "Crashed"])
+            .await;
+        assert_eq!(run["state"], "Completed", "version 1 decides: {run}");
+        let lines = plugin_entries(&run, "approved-registries");
+        let shadow: Vec<&&Value> = lines
+            .iter()
+            .filter(|l| l["detail"]["mode"] == "shadow")
+            .collect();
+        assert_eq!(shadow.len(), 1, "{run}");
+        let line = shadow[0];
+        assert_eq!(line["detail"]["version"], 2);
+        assert_eq!(line["detail"]["enforced"]["decision"], "admit");
+        match line["detail"]["decision"]["decision"].as_str() {
+            Some("reject") => {
+                assert_eq!(line["detail"]["agrees"], false, "{line}");
+                assert!(
+                    line["message"].as_str().is_some_and(|m| m
+                        .starts_with("shadow admission approved-registries@2: reject")
+                        && m.contains("differs from the enforced admit")),
+                    "{line}"
+                );
+                seen_rejects.insert(id.clone());
+            }
+            Some("admit") => assert_eq!(line["detail"]["agrees"], true, "{line}"),
+            other => panic!("{other:?}: {line}"),
+        }
+        // The shadow mutators: recorded, never applied, never failing.
+        let label = plugin_entries(&run, "add-label");
+        assert_eq!(label.len(), 1, "{run}");
+        assert_eq!(label[0]["detail"]["mode"], "shadow");
+        assert_eq!(label[0]["detail"]["patch"][0]["path"], "/env/ADDED");
+        assert!(
+            label[0]["detail"]["agrees"].is_null(),
+            "nothing to compare with"
+        );
+        let panicked = plugin_entries(&run, "panics");
+        assert_eq!(panicked[0]["detail"]["error"]["kind"], "trap", "{run}");
+    }
+    assert_eq!(
+        seen_rejects, stricter_rejects,
+        "exactly the runs v2 would reject"
+    );
+    let (_, log) = api
+        .send("GET", &format!("/api/v1/runs/{}/logs", ids[0]), None)
+        .await;
+    assert_eq!(
+        log.as_str().map(str::trim),
+        Some("added="),
+        "the shadow's patch is not applied"
+    );
+
+    // The decisions endpoint and the metrics count the disagreements.
+    let decisions = api
+        .ok(
+            "GET",
+            "/api/v1/plugins/approved-registries/decisions?limit=200",
+            None,
+        )
+        .await;
+    assert_eq!(
+        decisions["shadow_disagreements"].as_u64(),
+        Some(stricter_rejects.len() as u64),
+        "{}",
+        decisions["shadow_outcomes"]
+    );
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    let disagreed = format!(
+        "weir_plugin_shadow_decisions_total{{plugin=\"approved-registries\",world=\"admission\",decision=\"reject\",agrees=\"no\"}} {}",
+        stricter_rejects.len()
+    );
+    assert!(text.contains(&disagreed), "{disagreed} not in /metrics");
+
+    // Promoted: version 2 with its stricter config now decides.
+    let promoted = api
+        .ok(
+            "POST",
+            "/api/v1/pools/local/bindings",
+            Some(json!({"plugin": "approved-registries", "mode": "enforce"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            promoted["pinned_version"].as_u64(),
+            promoted["mode"].as_str()
+        ),
+        (Some(2), Some("enforce"))
+    );
+    let list = api.ok("GET", "/api/v1/pools/local/bindings", None).await;
+    let gates: Vec<&Value> = list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|b| b["plugin"] == "approved-registries")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(gates.len(), 1, "{list}");
+    let refused = api
+        .run_to_end(json!({"deployment": "job",
+                           "job_variables": {"image": "docker.io/library/python:3"}}))
+        .await;
+    assert_eq!(refused["state"], "Failed", "{refused}");
+    // Unbinding one mode leaves the other.
+    api.ok(
+        "DELETE",
+        "/api/v1/pools/local/bindings/add-label?mode=shadow",
+        None,
+    )
+    .await;
+    let (status, _) = api
+        .send(
+            "DELETE",
+            "/api/v1/pools/local/bindings/add-label?mode=shadow",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, e) = api
+        .send(
+            "DELETE",
+            "/api/v1/pools/local/bindings/panics?mode=both",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+}

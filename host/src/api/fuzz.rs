@@ -141,7 +141,8 @@ impl Api {
             );
             let runtime = PluginRuntime::new(None, 4).expect("plugin runtime");
             let registry = Arc::new(Registry::new(runtime, store.clone()));
-            let pipeline = Arc::new(Pipeline::new(registry, store.clone()));
+            let metrics = Arc::new(Metrics::new());
+            let pipeline = Arc::new(Pipeline::new(registry, store.clone(), metrics.clone()));
             let backends = Backends::default().with(
                 PoolType::Process,
                 Arc::new(ProcessBackend::new(
@@ -159,7 +160,7 @@ impl Api {
                     clusters: Vec::new(),
                     run_tokens: None,
                 },
-                Arc::new(Metrics::new()),
+                metrics,
                 backends,
             ));
             super::router(dispatcher)

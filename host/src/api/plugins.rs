@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, QueryPairs};
 use super::runs::check_read;
 use crate::auth::Principal;
+use crate::domain::BindingMode;
 use crate::registry::BindingSpec;
 
 /// How many of the newest history records `/decisions` looks through.
@@ -76,9 +77,11 @@ pub(super) async fn get(State(d): State<AppState>, Path(name): Path<String>) -> 
     Ok(Json(body))
 }
 
-/// The plugin's recent decisions, newest first, among the last
-/// [`DECISIONS_SCAN`] history records, with counts by outcome and failures
-/// by kind; only those of runs the caller may read.
+/// The plugin's recent decisions (at most `limit`), newest first, among the
+/// last [`DECISIONS_SCAN`] history records, with counts over all of those
+/// by outcome (enforced and
+/// shadow apart), the shadow decisions that disagreed with what was
+/// enforced, and failures by kind; only those of runs the caller may read.
 pub(super) async fn decisions(
     State(d): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -114,12 +117,26 @@ pub(super) async fn decisions(
     let mut items = Vec::new();
     let mut outcomes = serde_json::Map::new();
     let mut failures = serde_json::Map::new();
+    let mut shadows = serde_json::Map::new();
+    let mut disagreements = 0u64;
+    // Counted over every decision within the scan; listed up to `limit`.
+    let every = u32::try_from(DECISIONS_SCAN).unwrap_or(u32::MAX);
+    let mut readable: std::collections::HashMap<crate::domain::RunId, bool> =
+        std::collections::HashMap::new();
     for (run_id, entry) in d
         .store
-        .recent_decisions(&name, DECISIONS_SCAN, limit)
+        .recent_decisions(&name, DECISIONS_SCAN, every)
         .await?
     {
-        if !principal_may_read(&d, &principal, run_id).await? {
+        let may = match readable.get(&run_id) {
+            Some(may) => *may,
+            None => {
+                let may = principal_may_read(&d, &principal, run_id).await?;
+                readable.insert(run_id, may);
+                may
+            }
+        };
+        if !may {
             continue;
         }
         let detail = entry.detail.unwrap_or(Value::Null);
@@ -130,9 +147,21 @@ pub(super) async fn decisions(
             (None, None) if detail.get("patch").is_some() => "patch".to_owned(),
             (None, None) => "other".to_owned(),
         };
-        bump(&mut outcomes, &outcome);
+        let shadow = detail["mode"] == "shadow";
+        let agrees = detail.get("agrees").and_then(Value::as_bool);
+        if shadow {
+            bump(&mut shadows, &outcome);
+            if agrees == Some(false) {
+                disagreements += 1;
+            }
+        } else {
+            bump(&mut outcomes, &outcome);
+        }
         if let Some(kind) = &error_kind {
             bump(&mut failures, kind);
+        }
+        if items.len() >= limit as usize {
+            continue;
         }
         items.push(json!({
             "run_id": run_id,
@@ -142,6 +171,8 @@ pub(super) async fn decisions(
             "version": detail["version"],
             "digest": detail["digest"],
             "outcome": outcome,
+            "mode": if shadow { "shadow" } else { "enforce" },
+            "agrees": agrees,
             "error_kind": error_kind,
             "elapsed_ms": detail["elapsed_ms"],
             "message": entry.message,
@@ -150,6 +181,8 @@ pub(super) async fn decisions(
     Ok(Json(json!({
         "items": items,
         "outcomes": outcomes,
+        "shadow_outcomes": shadows,
+        "shadow_disagreements": disagreements,
         "failures_by_kind": failures,
         "scanned": DECISIONS_SCAN,
     })))
@@ -209,11 +242,37 @@ pub(super) async fn bind_pool(
     Ok((StatusCode::CREATED, Json(to_value(&b))))
 }
 
+/// `?mode=enforce|shadow`: which of the plugin's bindings (absent: both).
+fn mode_of(pairs: &[(String, String)]) -> Result<Option<BindingMode>, ApiError> {
+    let mut mode = None;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "mode" => {
+                mode = Some(BindingMode::parse(value).ok_or_else(|| {
+                    ApiError::bad_request(
+                        Some("mode"),
+                        format!("{value:?} is not a binding mode; use enforce or shadow"),
+                    )
+                })?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    Some(other),
+                    format!("unknown query parameter {other:?}; use mode"),
+                ));
+            }
+        }
+    }
+    Ok(mode)
+}
+
 pub(super) async fn unbind_pool(
     State(d): State<AppState>,
     Path((pool, plugin)): Path<(String, String)>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<StatusCode, ApiError> {
-    d.store.delete_binding(Some(&pool), &plugin).await?;
+    let mode = mode_of(&pairs)?;
+    d.store.delete_binding(Some(&pool), &plugin, mode).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,7 +291,9 @@ pub(super) async fn bind_router(
 pub(super) async fn unbind_router(
     State(d): State<AppState>,
     Path(plugin): Path<String>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<StatusCode, ApiError> {
-    d.store.delete_binding(None, &plugin).await?;
+    let mode = mode_of(&pairs)?;
+    d.store.delete_binding(None, &plugin, mode).await?;
     Ok(StatusCode::NO_CONTENT)
 }

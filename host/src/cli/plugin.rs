@@ -102,7 +102,12 @@ pub enum RouterCommand {
         options: BindOptions,
     },
     /// Remove a router plugin from the chain
-    Unbind { plugin: String },
+    Unbind {
+        plugin: String,
+        /// Only its binding in this mode [default: both]
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+    },
     /// List the router chain in order
     #[command(visible_alias = "list")]
     Ls,
@@ -112,6 +117,38 @@ pub enum RouterCommand {
 pub enum OnErrorArg {
     FailClosed,
     FailOpen,
+}
+
+/// `--mode`: whether a binding's decisions count.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Its decisions count
+    Enforce,
+    /// It judges live runs, its decisions are recorded, it never changes a run
+    Shadow,
+}
+
+impl ModeArg {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ModeArg::Enforce => "enforce",
+            ModeArg::Shadow => "shadow",
+        }
+    }
+}
+
+/// A DELETE of a binding, of one mode or (`None`) of both.
+pub(crate) async fn unbind(
+    c: &super::client::Client,
+    segments: &[&str],
+    mode: Option<ModeArg>,
+) -> Result<(), CliError> {
+    let mut url = c.url(segments);
+    if let Some(m) = mode {
+        url.query_pairs_mut().append_pair("mode", m.as_str());
+    }
+    c.send(reqwest::Method::DELETE, url, None).await?;
+    Ok(())
 }
 
 /// Options of a binding, shared by `pool bind` and `router bind`.
@@ -132,6 +169,11 @@ pub struct BindOptions {
     /// Memory limit per decision, 1 to 64 [default: 64]
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u32>,
+    /// shadow: judge live runs and record the decisions, never change a run;
+    /// enforce on a plugin bound in shadow promotes that binding
+    /// [default: enforce]
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
 }
 
 /// `PLUGIN[@VERSION]`.
@@ -183,6 +225,9 @@ pub(crate) fn binding_body(plugin: &str, options: &BindOptions) -> Result<Value,
     if let Some(m) = options.memory_mb {
         body["memory_mb"] = json!(m);
     }
+    if let Some(m) = options.mode {
+        body["mode"] = json!(m.as_str());
+    }
     Ok(body)
 }
 
@@ -192,7 +237,7 @@ pub(crate) fn render_bindings(items: &[Value]) -> String {
     }
     table(
         &[
-            "ORDER", "PLUGIN", "VERSION", "ON ERROR", "DEADLINE", "MEMORY", "CONFIG",
+            "ORDER", "PLUGIN", "VERSION", "MODE", "ON ERROR", "DEADLINE", "MEMORY", "CONFIG",
         ],
         items
             .iter()
@@ -204,6 +249,7 @@ pub(crate) fn render_bindings(items: &[Value]) -> String {
                         Some(Value::Number(n)) => n.to_string(),
                         _ => "newest".into(),
                     },
+                    str_of(b, "mode").to_owned(),
                     str_of(b, "on_error").to_owned(),
                     format!("{} ms", field(b, "deadline_ms")),
                     format!("{} MiB", field(b, "memory_mb")),
@@ -360,8 +406,8 @@ pub(crate) async fn execute_router(
                 )
             })?;
         }
-        RouterCommand::Unbind { plugin } => {
-            c.delete(&["routers", &plugin]).await?;
+        RouterCommand::Unbind { plugin, mode } => {
+            unbind(c, &["routers", &plugin], mode).await?;
             ctx.done(&format!("Unbound router {plugin}"))?;
         }
         RouterCommand::Ls => {
@@ -521,13 +567,14 @@ mod tests {
                 on_error: Some(OnErrorArg::FailOpen),
                 deadline_ms: Some(20),
                 memory_mb: None,
+                mode: Some(ModeArg::Shadow),
             },
         )
         .unwrap_or_default();
         assert_eq!(
             body,
             json!({"plugin": "gpu", "version": 2, "config": {"k": 1}, "order": 5,
-                   "on_error": "fail-open", "deadline_ms": 20})
+                   "on_error": "fail-open", "deadline_ms": 20, "mode": "shadow"})
         );
         let err = binding_body(
             "p",
@@ -537,6 +584,7 @@ mod tests {
                 on_error: None,
                 deadline_ms: None,
                 memory_mb: None,
+                mode: None,
             },
         )
         .expect_err("bad JSON");

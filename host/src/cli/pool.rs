@@ -139,6 +139,9 @@ pub enum PoolCommand {
         pool: String,
         /// Plugin name
         plugin: String,
+        /// Only its binding in this mode [default: both]
+        #[arg(long, value_enum)]
+        mode: Option<super::plugin::ModeArg>,
     },
     /// List the pool's plugin bindings in order
     Bindings {
@@ -290,8 +293,8 @@ pub(crate) async fn execute(ctx: &Ctx, command: PoolCommand) -> Result<ExitCode,
                 )
             })?;
         }
-        PoolCommand::Unbind { pool, plugin } => {
-            c.delete(&["pools", &pool, "bindings", &plugin]).await?;
+        PoolCommand::Unbind { pool, plugin, mode } => {
+            super::plugin::unbind(c, &["pools", &pool, "bindings", &plugin], mode).await?;
             ctx.done(&format!("Unbound {plugin} from pool {pool}"))?;
         }
         PoolCommand::Bindings { pool } => {

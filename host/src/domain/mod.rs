@@ -19,7 +19,7 @@ mod token;
 pub use deployment::{Deployment, RetryPolicy};
 pub use limit::ConcurrencyLimit;
 pub(crate) use name::{MAX_TAGS, validate_dns_label, validate_tag};
-pub(crate) use plugin::{OnError, PluginBinding, PluginVersion, World};
+pub(crate) use plugin::{BindingMode, OnError, PluginBinding, PluginVersion, World};
 pub use pool::{Pool, PoolType};
 pub(crate) use queue::DEFAULT_QUEUE;
 #[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)

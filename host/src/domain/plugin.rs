@@ -73,6 +73,35 @@ impl OnError {
     }
 }
 
+/// Whether a binding's decisions count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingMode {
+    /// Its decision counts (routes, admits, patches the job).
+    #[default]
+    Enforce,
+    /// It judges live runs and its decision is recorded beside the
+    /// enforced one's, but it never changes a run, and its failures never
+    /// fail one.
+    Shadow,
+}
+
+impl BindingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingMode::Enforce => "enforce",
+            BindingMode::Shadow => "shadow",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(BindingMode::Enforce),
+            "shadow" => Some(BindingMode::Shadow),
+            _ => None,
+        }
+    }
+}
+
 /// A plugin bound to a pool (admission, mutator) or to the global router
 /// chain (`pool` is `None`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,4 +117,5 @@ pub struct PluginBinding {
     pub deadline_ms: u32,
     pub memory_mb: u32,
     pub created_at: DateTime<Utc>,
+    pub mode: BindingMode,
 }

@@ -49,4 +49,4 @@ pub use types::{
     Admission, Counts, Description, FixedStats, Limits, Lookup, Mutated, Refusal, RunContext,
     Scope, Stats,
 };
-pub(crate) use types::{MAX_DEFER_SECONDS, World};
+pub(crate) use types::{MAX_DEFER_SECONDS, Route, World};

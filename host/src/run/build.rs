@@ -157,6 +157,8 @@ impl JobBuilder<'_> {
                 &ctx,
                 job,
                 RunState::Pending,
+                // Shadow mutators judge released runs only, not previews.
+                matches!(purpose, Purpose::Release(_)),
                 history,
             )
             .await

@@ -2,7 +2,7 @@
 //! caller's scope → the job builder's check → admission → store as
 //! Scheduled (or Failed, with why) → wake the scheduler. A deferred run is
 //! judged again when due ([`Dispatcher::readmit`]). The plugin stages live
-//! in `pipeline.rs`.
+//! in `pipeline/`.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

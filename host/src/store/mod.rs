@@ -22,8 +22,8 @@ use crate::domain::BaseJobTemplate;
 use crate::domain::TokenRecord;
 use crate::domain::document;
 use crate::domain::{
-    ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding, PluginVersion,
-    Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
+    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding,
+    PluginVersion, Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
 
 pub use postgres::DatabaseUrl;
@@ -526,7 +526,16 @@ pub trait Store: Send + Sync + 'static {
     /// `None`: the global router chain. Ordered by `order`, then creation.
     async fn list_bindings(&self, pool: Option<&str>) -> Result<Vec<PluginBinding>>;
     async fn bindings_of_plugin(&self, plugin: &str) -> Result<Vec<PluginBinding>>;
-    async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()>;
+    /// Deletes the plugin's binding in `mode` (`None`: in either mode).
+    async fn delete_binding(
+        &self,
+        pool: Option<&str>,
+        plugin: &str,
+        mode: Option<BindingMode>,
+    ) -> Result<()>;
+    /// Promotes: every binding of the plugin to the pool (or router chain)
+    /// is replaced by `binding`, in one transaction.
+    async fn replace_bindings(&self, binding: &PluginBinding) -> Result<PluginBinding>;
 
     // Submission intents (crash safety between the store and a backend).
     /// Records where an attempt is about to be submitted, before the

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::{Result, StoreError};
 use crate::domain::BaseJobTemplate;
 use crate::domain::{
-    ConcurrencyLimit, Deployment, HistoryEntry, OnError, PluginBinding, PluginVersion, Pool,
-    PoolType, Queue, RetryPolicy, Run, RunState, World,
+    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, OnError, PluginBinding, PluginVersion,
+    Pool, PoolType, Queue, RetryPolicy, Run, RunState, World,
 };
 use crate::domain::{Role, TokenRecord};
 
@@ -194,6 +194,7 @@ pub(super) fn plugin_version_from_row(row: &AnyRow) -> Result<PluginVersion> {
 pub(super) fn binding_from_row(row: &AnyRow) -> Result<PluginBinding> {
     let pool: String = row.try_get("pool")?;
     let on_error: String = row.try_get("on_error")?;
+    let mode: String = row.try_get("mode")?;
     Ok(PluginBinding {
         id: row.try_get("id")?,
         pool: if pool.is_empty() { None } else { Some(pool) },
@@ -207,6 +208,8 @@ pub(super) fn binding_from_row(row: &AnyRow) -> Result<PluginBinding> {
         deadline_ms: to_u32("deadline_ms", row.try_get("deadline_ms")?)?,
         memory_mb: to_u32("memory_mb", row.try_get("memory_mb")?)?,
         created_at: from_micros(row.try_get("created_at")?)?,
+        mode: BindingMode::parse(&mode)
+            .ok_or_else(|| StoreError::Corrupt(format!("binding mode {mode:?}")))?,
     })
 }
 

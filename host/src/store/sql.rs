@@ -33,8 +33,8 @@ use crate::domain::TokenRecord;
 use crate::domain::history::{self, HistoryWrite};
 use crate::domain::release::{self, Limits, QueueState, ReleaseSource};
 use crate::domain::{
-    ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, PluginBinding, PluginVersion, Pool,
-    Queue, Run, RunId, RunState, World,
+    BindingMode, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, PluginBinding,
+    PluginVersion, Pool, Queue, Run, RunId, RunState, World,
 };
 
 const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
@@ -2256,39 +2256,22 @@ impl Store for SqlStore {
     async fn create_binding(&self, b: &PluginBinding) -> Result<PluginBinding> {
         during("create_binding", Some(b.plugin.clone()), async {
             let mut tx = self.begin().await?;
-            let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
-                "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
-                 on_error, deadline_ms, memory_mb, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-            )
-            .bind(b.pool.as_deref().unwrap_or(""))
-            .bind(&b.plugin)
-            .bind(b.pinned_version.map(i64::from))
-            .bind(to_json(&b.config)?)
-            .bind(i64::from(b.order))
-            .bind(b.on_error.as_str())
-            .bind(i64::from(b.deadline_ms))
-            .bind(i64::from(b.memory_mb))
-            .bind(micros(b.created_at))
-            .fetch_one(&mut *tx)
-            .await;
-            let id = match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::conflict(
-                        Some("plugin"),
-                        format!(
-                            "plugin {:?} is already bound {}",
-                            b.plugin,
-                            match &b.pool {
-                                Some(p) => format!("to pool {p:?}"),
-                                None => "as a router".into(),
-                            }
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-                Ok(id) => id,
-            };
+            let id = insert_binding(&mut tx, b).await?;
+            tx.commit().await?;
+            Ok(PluginBinding { id, ..b.clone() })
+        })
+        .await
+    }
+
+    async fn replace_bindings(&self, b: &PluginBinding) -> Result<PluginBinding> {
+        during("replace_bindings", Some(b.plugin.clone()), async {
+            let mut tx = self.begin().await?;
+            sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
+                .bind(b.pool.as_deref().unwrap_or(""))
+                .bind(&b.plugin)
+                .execute(&mut *tx)
+                .await?;
+            let id = insert_binding(&mut tx, b).await?;
             tx.commit().await?;
             Ok(PluginBinding { id, ..b.clone() })
         })
@@ -2319,20 +2302,32 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn delete_binding(&self, pool: Option<&str>, plugin: &str) -> Result<()> {
+    async fn delete_binding(
+        &self,
+        pool: Option<&str>,
+        plugin: &str,
+        mode: Option<BindingMode>,
+    ) -> Result<()> {
         during("delete_binding", Some(plugin.to_string()), async {
             let mut tx = self.begin().await?;
-            let done = sqlx::query("DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2")
-                .bind(pool.unwrap_or(""))
-                .bind(plugin)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(
+                "DELETE FROM plugin_bindings WHERE pool = $1 AND plugin = $2 \
+                 AND ($3 = '' OR mode = $3)",
+            )
+            .bind(pool.unwrap_or(""))
+            .bind(plugin)
+            .bind(mode.map(BindingMode::as_str).unwrap_or(""))
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() == 0 {
+                let mode = mode
+                    .map(|m| format!(" ({})", m.as_str()))
+                    .unwrap_or_default();
                 return Err(StoreError::not_found(
                     "binding",
                     match pool {
-                        Some(p) => format!("{plugin} on pool {p}"),
-                        None => format!("router {plugin}"),
+                        Some(p) => format!("{plugin} on pool {p}{mode}"),
+                        None => format!("router {plugin}{mode}"),
                     },
                 ));
             }
@@ -2472,6 +2467,44 @@ impl Store for SqlStore {
 
 /// A limit's slots as the release walk counts them (the `slots` table),
 /// with some of the runs holding them.
+/// Inserts a binding; a second binding of a plugin to one pool (or the
+/// router chain) in one mode is a conflict.
+async fn insert_binding(tx: &mut WriteTx, b: &PluginBinding) -> Result<i64> {
+    let inserted: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
+        "INSERT INTO plugin_bindings (pool, plugin, pinned_version, config, position, \
+         on_error, deadline_ms, memory_mb, created_at, mode) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(b.pool.as_deref().unwrap_or(""))
+    .bind(&b.plugin)
+    .bind(b.pinned_version.map(i64::from))
+    .bind(to_json(&b.config)?)
+    .bind(i64::from(b.order))
+    .bind(b.on_error.as_str())
+    .bind(i64::from(b.deadline_ms))
+    .bind(i64::from(b.memory_mb))
+    .bind(micros(b.created_at))
+    .bind(b.mode.as_str())
+    .fetch_one(&mut **tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(StoreError::conflict(
+            Some("plugin"),
+            format!(
+                "plugin {:?} is already bound {} in {} mode",
+                b.plugin,
+                match &b.pool {
+                    Some(p) => format!("to pool {p:?}"),
+                    None => "as a router".into(),
+                },
+                b.mode.as_str()
+            ),
+        )),
+        Err(e) => Err(e.into()),
+        Ok(id) => Ok(id),
+    }
+}
+
 /// Slots of one pool, queue or tag held now.
 async fn slots_used(
     tx: &mut sqlx::Transaction<'static, Any>,

@@ -1228,30 +1228,80 @@ async fn every_resource_reads_back_and_deferred_runs_come_due(store: Arc<dyn Sto
     assert_eq!(v2.version, 2);
     assert_eq!(s.plugin_bytes("sha256:b").await.expect("bytes"), b"two");
     assert_eq!(s.plugin_versions("quota").await.expect("versions").len(), 2);
-    let bound = s
-        .create_binding(&PluginBinding {
-            id: 0,
-            pool: Some("p".into()),
-            plugin: "quota".into(),
-            pinned_version: Some(1),
-            config: serde_json::json!({"max": 3}),
-            order: 0,
-            on_error: OnError::FailClosed,
-            deadline_ms: 50,
-            memory_mb: 16,
-            created_at: now,
-        })
-        .await
-        .expect("bind");
+    let enforced = PluginBinding {
+        id: 0,
+        pool: Some("p".into()),
+        plugin: "quota".into(),
+        pinned_version: Some(1),
+        config: serde_json::json!({"max": 3}),
+        order: 0,
+        on_error: OnError::FailClosed,
+        deadline_ms: 50,
+        memory_mb: 16,
+        created_at: now,
+        mode: BindingMode::Enforce,
+    };
+    let bound = s.create_binding(&enforced).await.expect("bind");
     assert!(bound.id > 0);
     let listed = s.list_bindings(Some("p")).await.expect("bindings");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].config, serde_json::json!({"max": 3}));
+    assert_eq!(listed[0].mode, BindingMode::Enforce);
+    // Once per mode: v2 in shadow beside v1 enforcing; a second shadow is
+    // a conflict.
+    let shadow = PluginBinding {
+        pinned_version: Some(2),
+        config: serde_json::json!({"max": 1}),
+        order: 5,
+        mode: BindingMode::Shadow,
+        ..enforced.clone()
+    };
+    s.create_binding(&shadow).await.expect("bind in shadow");
+    assert!(matches!(
+        s.create_binding(&shadow).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let modes: Vec<BindingMode> = s
+        .list_bindings(Some("p"))
+        .await
+        .expect("bindings")
+        .iter()
+        .map(|b| b.mode)
+        .collect();
+    assert_eq!(modes, [BindingMode::Enforce, BindingMode::Shadow]);
+    // Promotion: both replaced by one enforcing binding, in one go.
+    let promoted = s
+        .replace_bindings(&PluginBinding {
+            mode: BindingMode::Enforce,
+            ..shadow.clone()
+        })
+        .await
+        .expect("promote");
+    let listed = s.list_bindings(Some("p")).await.expect("bindings");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, promoted.id);
+    assert_eq!(
+        (listed[0].pinned_version, listed[0].mode),
+        (Some(2), BindingMode::Enforce)
+    );
+    s.create_binding(&shadow).await.expect("a shadow again");
     assert!(matches!(
         s.delete_plugin("quota").await,
         Err(StoreError::Conflict { .. })
     ));
-    s.delete_binding(Some("p"), "quota").await.expect("unbind");
+    // Unbinding one mode leaves the other.
+    s.delete_binding(Some("p"), "quota", Some(BindingMode::Shadow))
+        .await
+        .expect("unbind the shadow");
+    assert!(matches!(
+        s.delete_binding(Some("p"), "quota", Some(BindingMode::Shadow))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.list_bindings(Some("p")).await.expect("bindings").len(), 1);
+    s.delete_binding(Some("p"), "quota", None)
+        .await
+        .expect("unbind");
     s.delete_plugin("quota").await.expect("delete plugin");
     assert!(s.list_plugins().await.expect("plugins").is_empty());
 }

@@ -371,11 +371,13 @@ function runsTable(items) {
 
 function bindingsTable(items) {
   const world = items.some((b) => b.world);
-  return table(["Pool", "Plugin", world && "World", "Version", "On error", "Order", "Config"].filter(Boolean),
-    items.map((b) => h("tr", { "data-plugin": b.plugin },
+  return table(["Pool", "Plugin", world && "World", "Version", "Mode", "On error", "Order", "Config"].filter(Boolean),
+    items.map((b) => h("tr", { "data-plugin": b.plugin, "data-mode": b.mode ?? "enforce" },
       td(b.pool ? h("a", { href: `/pools/${enc(b.pool)}` }, b.pool) : "router"),
       td(pluginLink(b.plugin)), world && td(dash(b.world)),
-      td(b.version ?? b.pinned_version ?? "newest"), td(dash(b.on_error)), num(b.position ?? b.order),
+      td(b.version ?? b.pinned_version ?? "newest"),
+      td(b.mode === "shadow" ? h("span", { class: "shadow" }, "shadow") : "enforce"),
+      td(dash(b.on_error)), num(b.position ?? b.order),
       h("td", { class: "wrap" }, b.config === undefined ? "-" : h("code", {}, JSON.stringify(b.config))))),
     {}, "No bindings.");
 }
@@ -397,8 +399,13 @@ function decisionRow({ detail: d }) {
   else if (!what && Array.isArray(d.patch)) what = "patch";
   else if (!what && d.world === "router" && d.decision) what = `route → ${[dec.pool, dec.queue].filter(Boolean).join(" / ") || "unchanged"}`;
   const why = dec.reason ?? dec.message ?? d.error?.message ?? (dec.add_tags?.length ? `tags +${dec.add_tags.join(" +")}` : null);
-  return h("tr", { "data-plugin": d.plugin },
-    td(pluginLink(d.plugin, d.version != null ? `${d.plugin}@${d.version}` : d.plugin)),
+  // A shadow binding's decision changed nothing; say so, and whether it
+  // agreed with what was enforced.
+  const shadow = d.mode === "shadow" && h("span", { class: d.agrees === false ? "shadow differs" : "shadow" },
+    d.agrees === false ? "shadow · differs" : d.agrees === true ? "shadow · agrees" : "shadow");
+  return h("tr", { "data-plugin": d.plugin, "data-mode": d.mode ?? "enforce",
+    "data-agrees": d.agrees == null ? null : String(d.agrees) },
+    td(pluginLink(d.plugin, d.version != null ? `${d.plugin}@${d.version}` : d.plugin), shadow ? [" ", shadow] : null),
     td(digest(d.digest)), td(dash(d.world)), td(dash(what)), h("td", { class: "wrap" }, dash(why)),
     num(ms(d.elapsed_ms)), td(Array.isArray(d.patch) && d.patch.length ? diff(d.patch) : "-"));
 }
@@ -665,10 +672,13 @@ async function pluginSection(p, sec, signal) {
   part(x, (x) => [
     h("p", { class: "outcomes" }, `Outcomes: ${count(x.outcomes) || "none"}`,
       x.scanned != null ? ` (among the last ${x.scanned} history records)` : ""),
+    count(x.shadow_outcomes) && h("p", { class: "shadow-outcomes" },
+      `In shadow: ${count(x.shadow_outcomes)}; disagreed with what was enforced: ${x.shadow_disagreements ?? 0}`),
     count(x.failures_by_kind) && h("p", { class: "failures" }, `Failures: ${count(x.failures_by_kind)}`),
     table(["Time", "Run", "Version", "Outcome", "Took"], (x.items ?? []).slice(0, 10).map((i) =>
-      h("tr", { "data-outcome": i.outcome }, td(when(i.at)), td(runLink(i.run_id)), num(i.version),
-        h("td", { title: i.message || null }, i.outcome, i.error_kind ? `: ${i.error_kind}` : ""), num(ms(i.elapsed_ms)))),
+      h("tr", { "data-outcome": i.outcome, "data-mode": i.mode ?? "enforce" }, td(when(i.at)), td(runLink(i.run_id)), num(i.version),
+        h("td", { title: i.message || null }, i.outcome, i.error_kind ? `: ${i.error_kind}` : "",
+          i.mode === "shadow" ? ` (shadow${i.agrees === false ? ", differs" : ""})` : ""), num(ms(i.elapsed_ms)))),
     {}, "No decisions recorded."),
   ])]);
 }

@@ -3,6 +3,10 @@
 //! (the scheduler waits for slots) → render → mutators (the pool's bindings,
 //! in order) → backend. Every plugin outcome becomes a history line with the
 //! plugin's name, version, digest, decision or patch, and time taken.
+//! Bindings in shadow mode (`shadow.rs`) judge the same runs after the
+//! enforced ones of their stage, and only add lines.
+
+mod shadow;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +15,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use crate::domain::{HistoryEntry, OnError, PluginBinding, PluginVersion, PoolType, RunState};
+use crate::domain::{
+    BindingMode, HistoryEntry, OnError, PluginBinding, PluginVersion, PoolType, RunState,
+};
+use crate::metrics::Metrics;
 use crate::plugin::{
     Admission, CallError, Counts, Lookup, MAX_DEFER_SECONDS, Mutated, RunContext, Scope,
 };
@@ -34,6 +41,27 @@ pub enum AdmissionVerdict {
 pub struct Pipeline {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdmissionVerdict {
+    /// The verdict as a shadow admission decision is compared with it.
+    fn as_decision(&self) -> Value {
+        match self {
+            AdmissionVerdict::Admit => json!({"decision": "admit"}),
+            AdmissionVerdict::Reject(r) => json!({"decision": "reject", "reason": r.message}),
+            AdmissionVerdict::Defer { seconds, reason } => {
+                json!({"decision": "defer", "seconds": seconds, "reason": reason})
+            }
+        }
+    }
+}
+
+/// A stage's bindings: those enforced, in order, and those in shadow.
+fn split(bindings: Vec<PluginBinding>) -> (Vec<PluginBinding>, Vec<PluginBinding>) {
+    bindings
+        .into_iter()
+        .partition(|b| b.mode == BindingMode::Enforce)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -138,6 +166,35 @@ impl Lookup for StoreLookup {
     }
 }
 
+/// A router's decision as recorded.
+fn route_json(route: &crate::plugin::Route) -> Value {
+    json!({"pool": route.pool, "queue": route.queue, "add_tags": route.add_tags})
+}
+
+/// An admission decision as a shadow records it.
+fn admission_json(a: &Admission) -> Value {
+    match a {
+        Admission::Admit => json!({"decision": "admit"}),
+        Admission::Reject {
+            reason,
+            code,
+            details,
+        } => {
+            let mut v = json!({"decision": "reject", "reason": reason});
+            if let Some(code) = code {
+                v["code"] = json!(code);
+            }
+            if let Some(details) = details {
+                v["details"] = details.clone();
+            }
+            v
+        }
+        Admission::Defer { seconds, reason } => {
+            json!({"decision": "defer", "seconds": (*seconds).clamp(1, MAX_DEFER_SECONDS), "reason": reason})
+        }
+    }
+}
+
 /// A plugin's structured refusal as history detail.
 fn refusal_json(r: &crate::plugin::Refusal) -> Value {
     let mut v = json!({"message": r.message});
@@ -231,8 +288,40 @@ fn settle(f: Failure, history: &mut Vec<HistoryEntry>) -> Result<(), Refusal> {
 }
 
 impl Pipeline {
-    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>) -> Self {
-        Self { registry, store }
+    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            registry,
+            store,
+            metrics,
+        }
+    }
+
+    /// Records one shadow decision: its history line and its count.
+    #[allow(clippy::too_many_arguments)]
+    fn shadow_decided(
+        &self,
+        b: &PluginBinding,
+        version: Option<&PluginVersion>,
+        world: &str,
+        state: RunState,
+        elapsed: Duration,
+        outcome: Result<Value, (String, String)>,
+        enforced: Option<&Value>,
+        history: &mut Vec<HistoryEntry>,
+    ) {
+        let agreement = match (&outcome, enforced) {
+            (Ok(v), Some(e)) => Some(shadow::agrees(world, v, e)),
+            _ => None,
+        };
+        self.metrics.shadow_decided(
+            &b.plugin,
+            world,
+            &shadow::decision_label(&outcome),
+            agreement,
+        );
+        history.push(shadow::line(
+            b, version, world, state, elapsed, &outcome, enforced, agreement,
+        ));
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -253,7 +342,17 @@ impl Pipeline {
         })?;
         let state = RunState::Scheduled;
         let lookup = StoreLookup::shared(&self.store);
+        let (bindings, shadows) = split(bindings);
+        let mut seen = Vec::new();
         for b in &bindings {
+            if !shadows.is_empty() {
+                seen.push(shadow::Seen {
+                    order: b.order,
+                    plugin: b.plugin.clone(),
+                    input: ctx.clone(),
+                    outcome: None,
+                });
+            }
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -267,6 +366,9 @@ impl Pipeline {
                 .await;
             match result {
                 Ok(route) => {
+                    if let Some(s) = seen.last_mut() {
+                        s.outcome = Some(route_json(&route));
+                    }
                     let mut changes = Vec::new();
                     if let Some(p) = &route.pool {
                         ctx.pool = p.clone();
@@ -289,10 +391,7 @@ impl Pipeline {
                         changes.push(format!("tags +{}", route.add_tags.join(" +")));
                     }
                     let mut d = detail(b, Some(&version), "router", elapsed);
-                    d.insert(
-                        "decision".into(),
-                        json!({"pool": route.pool, "queue": route.queue, "add_tags": route.add_tags}),
-                    );
+                    d.insert("decision".into(), route_json(&route));
                     history.push(entry(
                         state,
                         format!(
@@ -316,6 +415,31 @@ impl Pipeline {
                 },
             }
         }
+        for b in &shadows {
+            let (input, enforced) = shadow::input_for(&seen, b, ctx);
+            let (version, outcome, elapsed) = match self.registry.resolve(b).await {
+                Err(e) => (None, Err(("host".to_owned(), e)), Duration::ZERO),
+                Ok((version, plugin)) => {
+                    let (result, elapsed) = plugin
+                        .route(&config_text(&b.config), input, &lookup, &limits_of(b))
+                        .await;
+                    let outcome = result
+                        .map(|route| route_json(&route))
+                        .map_err(|e| (e.kind().to_owned(), e.to_string()));
+                    (Some(version), outcome, elapsed)
+                }
+            };
+            self.shadow_decided(
+                b,
+                version.as_ref(),
+                "router",
+                state,
+                elapsed,
+                outcome,
+                enforced,
+                history,
+            );
+        }
         Ok(())
     }
 
@@ -337,7 +461,53 @@ impl Pipeline {
             }
         };
         let lookup = StoreLookup::shared(&self.store);
-        for b in &bindings {
+        let (bindings, shadows) = split(bindings);
+        let verdict = self
+            .admit_enforced(ctx, state, &bindings, &lookup, history)
+            .await;
+        if shadows.is_empty() {
+            return verdict;
+        }
+        let enforced = verdict.as_decision();
+        for b in &shadows {
+            let (version, outcome, elapsed) = match self.registry.resolve(b).await {
+                Err(e) => (None, Err(("host".to_owned(), e)), Duration::ZERO),
+                Ok((version, _)) if version.world != crate::domain::World::Admission => continue,
+                Ok((version, plugin)) => {
+                    let (result, elapsed) = plugin
+                        .admit(&config_text(&b.config), ctx, &lookup, &limits_of(b))
+                        .await;
+                    let outcome = result
+                        .map(|a| admission_json(&a))
+                        .map_err(|e| (e.kind().to_owned(), e.to_string()));
+                    (Some(version), outcome, elapsed)
+                }
+            };
+            self.shadow_decided(
+                b,
+                version.as_ref(),
+                "admission",
+                state,
+                elapsed,
+                outcome,
+                Some(&enforced),
+                history,
+            );
+        }
+        verdict
+    }
+
+    /// The enforced admission bindings, in order: the first reject or
+    /// defer decides.
+    async fn admit_enforced(
+        &self,
+        ctx: &RunContext,
+        state: RunState,
+        bindings: &[PluginBinding],
+        lookup: &Arc<dyn Lookup>,
+        history: &mut Vec<HistoryEntry>,
+    ) -> AdmissionVerdict {
+        for b in bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -352,7 +522,7 @@ impl Pipeline {
                 continue;
             }
             let (result, elapsed) = plugin
-                .admit(&config_text(&b.config), ctx, &lookup, &limits_of(b))
+                .admit(&config_text(&b.config), ctx, lookup, &limits_of(b))
                 .await;
             let label = format!("{}@{}", b.plugin, version.version);
             let mut d = detail(b, Some(&version), "admission", elapsed);
@@ -420,6 +590,7 @@ impl Pipeline {
 
     /// Stage 4: the pool's mutators patch the rendered job, in order.
     /// `record` is false for previews (`deployment render`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn mutate(
         &self,
         pool: &str,
@@ -427,6 +598,7 @@ impl Pipeline {
         ctx: &RunContext,
         mut job: Value,
         state: RunState,
+        with_shadows: bool,
         history: &mut Vec<HistoryEntry>,
     ) -> Result<Value, Refusal> {
         let bindings = self
@@ -439,6 +611,8 @@ impl Pipeline {
             })?;
         let forbidden = forbidden_paths(pool_type);
         let lookup = StoreLookup::shared(&self.store);
+        let (bindings, shadows) = split(bindings);
+        let mut seen = Vec::new();
         for b in &bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
@@ -450,6 +624,14 @@ impl Pipeline {
             };
             if version.world != crate::domain::World::Mutator {
                 continue;
+            }
+            if !shadows.is_empty() {
+                seen.push(shadow::Seen {
+                    order: b.order,
+                    plugin: b.plugin.clone(),
+                    input: job.clone(),
+                    outcome: None,
+                });
             }
             let (result, elapsed) = plugin
                 .mutate(
@@ -479,6 +661,9 @@ impl Pipeline {
                     job: patched,
                     patch: ops,
                 }) => {
+                    if let Some(s) = seen.last_mut() {
+                        s.outcome = Some(json!({"patch": ops}));
+                    }
                     let n = ops.as_array().map(Vec::len).unwrap_or(0);
                     let mut d = detail(b, Some(&version), "mutator", elapsed);
                     d.insert("patch".into(), ops);
@@ -500,6 +685,48 @@ impl Pipeline {
                     Failure::Refuse(r) => return Err(r),
                 },
             }
+        }
+        if !with_shadows {
+            return Ok(job);
+        }
+        for b in &shadows {
+            let (input, enforced) = shadow::input_for(&seen, b, &job);
+            let (version, outcome, elapsed) = match self.registry.resolve(b).await {
+                Err(e) => (None, Err(("host".to_owned(), e)), Duration::ZERO),
+                Ok((version, _)) if version.world != crate::domain::World::Mutator => continue,
+                Ok((version, plugin)) => {
+                    let (result, elapsed) = plugin
+                        .mutate(
+                            &config_text(&b.config),
+                            ctx,
+                            input,
+                            &forbidden,
+                            &lookup,
+                            &limits_of(b),
+                        )
+                        .await;
+                    let outcome = match result {
+                        Ok(Mutated::Job { patch, .. }) => Ok(json!({"patch": patch})),
+                        Ok(Mutated::Reject(refusal)) => {
+                            let mut decision = refusal_json(&refusal);
+                            decision["decision"] = json!("reject");
+                            Ok(decision)
+                        }
+                        Err(e) => Err((e.kind().to_owned(), e.to_string())),
+                    };
+                    (Some(version), outcome, elapsed)
+                }
+            };
+            self.shadow_decided(
+                b,
+                version.as_ref(),
+                "mutator",
+                state,
+                elapsed,
+                outcome,
+                enforced,
+                history,
+            );
         }
         Ok(job)
     }
