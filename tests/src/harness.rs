@@ -432,6 +432,24 @@ pub fn plugin_entries<'a>(run: &'a Value, plugin: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
+/// `weir token create ARGS` on a server's data directory; the token.
+pub fn create_token(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(weir_bin())
+        .args(["-o", "json", "token", "create", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("weir token create");
+    assert!(
+        out.status.success(),
+        "weir token create {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+    v["token"].as_str().expect("token").to_owned()
+}
+
 /// A file `tests/plugins/guests/build.sh` made (the Python and JavaScript
 /// components, `toolchains.env`; `.ci/run` runs it and sets `WEIR_GUESTS`):
 /// `None`, said on stderr as SKIPPED, without the variable; a panic if it is

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use weir_tests::harness::{WeirProcess, eventually, free_port, weir_bin};
+use weir_tests::harness::{WeirProcess, create_token, eventually, free_port, weir_bin};
 
 struct Caller {
     http: reqwest::Client,
@@ -67,24 +67,6 @@ impl Caller {
             "{method} {path}: {detail:?} lacks {words:?}"
         );
     }
-}
-
-/// `weir token create` on the server's data directory; returns the token.
-fn create_token(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(weir_bin())
-        .args(["-o", "json", "token", "create", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("weir token create");
-    assert!(
-        out.status.success(),
-        "weir token create {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
-    v["token"].as_str().expect("token").to_owned()
 }
 
 fn token_id(data_dir: &Path, token: &str) -> String {

@@ -18,7 +18,7 @@ use fantoccini::Locator;
 use fantoccini::key::Key;
 use reqwest::StatusCode;
 use weir_tests::browser::{self, Browser};
-use weir_tests::harness::{WeirProcess, component, free_port};
+use weir_tests::harness::{WeirProcess, component, create_token, free_port};
 
 const LIVE: Duration = Duration::from_secs(30);
 
@@ -252,25 +252,6 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
     browser.screenshot(shots.as_deref(), "runs-narrow").await;
 }
 
-/// `weir token create` on the server's data directory.
-fn token(weir: &WeirProcess, args: &[&str]) -> String {
-    let mut all = vec!["-o", "json", "token", "create", "--data-dir"];
-    let data = weir.data_dir.to_str().expect("data dir").to_owned();
-    all.push(&data);
-    all.extend_from_slice(args);
-    let out = std::process::Command::new(weir_tests::harness::weir_bin())
-        .args(&all)
-        .output()
-        .expect("weir token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token JSON");
-    v["token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_signs_in_and_sees_only_its_runs_and_no_cancel_button() {
     let Some(browser) = browser::start("dashboard::a_submitter_signs_in").await else {
@@ -279,8 +260,8 @@ async fn a_submitter_signs_in_and_sees_only_its_runs_and_no_cancel_button() {
     let dir = tempfile::tempdir().expect("tempdir");
     let weir = WeirProcess::start_with_args(dir.path(), None, free_port(), &["--auth", "on"]);
     let base = weir.url.clone();
-    let admin = token(&weir, &["--role", "admin"]);
-    let submitter = token(&weir, &["--role", "submitter", "--team", "a"]);
+    let admin = create_token(&weir.data_dir, &["--role", "admin"]);
+    let submitter = create_token(&weir.data_dir, &["--role", "submitter", "--team", "a"]);
     let as_admin = |args: &[&str]| {
         let mut all = vec!["--token", admin.as_str()];
         all.extend_from_slice(args);
@@ -368,14 +349,43 @@ async fn a_submitter_signs_in_and_sees_only_its_runs_and_no_cancel_button() {
     }
 }
 
+/// `event: runs` frames read off `/api/v1/runs/events`.
+struct RunEvents<S> {
+    body: std::pin::Pin<Box<S>>,
+    seen: String,
+}
+
+impl<S, B> RunEvents<S>
+where
+    S: futures::Stream<Item = reqwest::Result<B>>,
+    B: AsRef<[u8]>,
+{
+    /// The next `event: runs` frame, within [`LIVE`]; `what` names the wait.
+    async fn next_runs_event(&mut self, what: &str) -> String {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.seen.find("\n\n") {
+                let frame: String = self.seen.drain(..end + 2).collect();
+                if frame.contains("event: runs") {
+                    return frame;
+                }
+            }
+            let chunk = tokio::time::timeout(LIVE, self.body.next())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: nothing within {LIVE:?}"))
+                .expect("the stream is open")
+                .expect("a chunk");
+            self.seen.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+        }
+    }
+}
+
 /// Without a browser: the shell and its assets (embedded, same-origin
 /// only, revalidated by ETag), and the endpoints the pages read — the
 /// summary's counts, the live events that follow a run, a plugin's
 /// decisions — with their errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_and_their_endpoints_answer() {
-    use futures::StreamExt;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let weir = WeirProcess::start(dir.path(), None);
     let base = weir.url.clone();
@@ -458,42 +468,19 @@ async fn the_pages_and_their_endpoints_answer() {
             .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
-    let mut body = events.bytes_stream();
-    let mut seen = String::new();
-    let next_event = |seen: &mut String| -> Option<String> {
-        let end = seen.find("\n\n")?;
-        let frame: String = seen.drain(..end + 2).collect();
-        Some(frame)
+    let mut stream = RunEvents {
+        body: Box::pin(events.bytes_stream()),
+        seen: String::new(),
     };
-    let mut frames = Vec::new();
-    while frames.is_empty() {
-        let chunk = tokio::time::timeout(LIVE, body.next())
-            .await
-            .expect("the first event comes at once")
-            .expect("the stream is open")
-            .expect("a chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(frame) = next_event(&mut seen) {
-            if frame.contains("event: runs") {
-                frames.push(frame);
-            }
-        }
-    }
+    let first = stream
+        .next_runs_event("the first event comes at once")
+        .await;
     weir.cli_json(&["pool", "create", "w", "--type", "process"]);
     let id = weir.create_run(&["--pool", "w", "--command", "true"]);
-    while frames.len() < 2 {
-        let chunk = tokio::time::timeout(LIVE, body.next())
-            .await
-            .expect("an event follows the new run")
-            .expect("the stream is open")
-            .expect("a chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(frame) = next_event(&mut seen) {
-            if frame.contains("event: runs") {
-                frames.push(frame);
-            }
-        }
-    }
+    let frames = [
+        first,
+        stream.next_runs_event("an event follows the new run").await,
+    ];
     assert_ne!(frames[0], frames[1], "the mark moved");
     weir.wait_state(&id, &["Completed"]);
 
