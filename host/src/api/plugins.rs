@@ -120,14 +120,9 @@ pub(super) async fn decisions(
     let mut shadows = serde_json::Map::new();
     let mut disagreements = 0u64;
     // Counted over every decision within the scan; listed up to `limit`.
-    let every = u32::try_from(DECISIONS_SCAN).unwrap_or(u32::MAX);
     let mut readable: std::collections::HashMap<crate::domain::RunId, bool> =
         std::collections::HashMap::new();
-    for (run_id, entry) in d
-        .store
-        .recent_decisions(&name, DECISIONS_SCAN, every)
-        .await?
-    {
+    for (run_id, entry) in d.store.recent_decisions(&name, DECISIONS_SCAN).await? {
         let may = match readable.get(&run_id) {
             Some(may) => *may,
             None => {

@@ -487,15 +487,11 @@ pub trait Store: Send + Sync + 'static {
     /// history record's number, read together: what changes whenever any
     /// run does (the dashboard's live updates and its overview).
     async fn activity(&self) -> Result<Activity>;
-    /// The newest history records (newest first, at most `limit`) among the
-    /// last `scan` recorded, whose cause is a decision of plugin `plugin`
-    /// (`{world}:{plugin}`), with their runs.
-    async fn recent_decisions(
-        &self,
-        plugin: &str,
-        scan: u64,
-        limit: u32,
-    ) -> Result<Vec<(RunId, HistoryEntry)>>;
+    /// Every history record among the last `scan` recorded whose cause is a
+    /// decision of plugin `plugin` (`{world}:{plugin}`), newest first, with
+    /// its run.
+    async fn recent_decisions(&self, plugin: &str, scan: u64)
+    -> Result<Vec<(RunId, HistoryEntry)>>;
     /// The waiting runs of each queue (of `pool`, or of every pool) by what
     /// they wait on, read in one snapshot; `run::waiting::counts` names the
     /// reasons.

@@ -1635,15 +1635,10 @@ impl Store for SqlStore {
 
     async fn stats(&self) -> Result<StoreStats> {
         during("stats", None, async {
-            let mut stats = StoreStats::default();
-            for row in sqlx::query("SELECT state, n FROM run_counts")
-                .fetch_all(&self.reader)
-                .await?
-            {
-                stats
-                    .runs_by_state
-                    .insert(row.try_get("state")?, count(row.try_get("n")?));
-            }
+            let mut stats = StoreStats {
+                runs_by_state: runs_by_state(&self.reader).await?,
+                ..StoreStats::default()
+            };
             for row in sqlx::query("SELECT pool, name FROM queues")
                 .fetch_all(&self.reader)
                 .await?
@@ -1935,15 +1930,10 @@ impl Store for SqlStore {
             if let Some(snapshot) = self.dialect.snapshot {
                 sqlx::query(snapshot).execute(&mut *tx).await?;
             }
-            let mut activity = Activity::default();
-            for row in sqlx::query("SELECT state, n FROM run_counts")
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                activity
-                    .runs_by_state
-                    .insert(row.try_get("state")?, count(row.try_get("n")?));
-            }
+            let mut activity = Activity {
+                runs_by_state: runs_by_state(&mut *tx).await?,
+                ..Activity::default()
+            };
             activity.history_seq =
                 sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM run_history")
                     .fetch_one(&mut *tx)
@@ -1959,7 +1949,6 @@ impl Store for SqlStore {
         &self,
         plugin: &str,
         scan: u64,
-        limit: u32,
     ) -> Result<Vec<(RunId, HistoryEntry)>> {
         during("recent_decisions", Some(plugin.to_owned()), async {
             let newest = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM run_history")
@@ -1970,11 +1959,10 @@ impl Store for SqlStore {
             // Plugin names are DNS labels: no LIKE wildcards in them.
             let rows = sqlx::query(
                 "SELECT run_id, state, at, message, cause, detail FROM run_history \
-                 WHERE seq > $1 AND cause LIKE $2 ORDER BY seq DESC LIMIT $3",
+                 WHERE seq > $1 AND cause LIKE $2 ORDER BY seq DESC",
             )
             .bind(from)
             .bind(format!("%:{plugin}"))
-            .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
             rows.iter()
@@ -2503,6 +2491,21 @@ async fn insert_binding(tx: &mut WriteTx, b: &PluginBinding) -> Result<i64> {
         Err(e) => Err(e.into()),
         Ok(id) => Ok(id),
     }
+}
+
+/// Runs by state, from the counters (one row per state).
+async fn runs_by_state<'e, E>(executor: E) -> Result<std::collections::BTreeMap<String, u64>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let mut out = std::collections::BTreeMap::new();
+    for row in sqlx::query("SELECT state, n FROM run_counts")
+        .fetch_all(executor)
+        .await?
+    {
+        out.insert(row.try_get("state")?, count(row.try_get("n")?));
+    }
+    Ok(out)
 }
 
 /// Slots of one pool, queue or tag held now.
