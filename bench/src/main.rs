@@ -36,6 +36,7 @@
 //! commits. Nothing here is a test.
 
 mod dashboard;
+mod decisions;
 mod growth;
 mod kubernetes;
 mod load;
@@ -713,9 +714,11 @@ async fn main() {
             "growth" => growth::scenario(&depths, sample, with_serve).await,
             "load" => load::scenario(runs, 64).await,
             "dashboard" => dashboard::scenario(dashboard_runs.unwrap_or(100_000)).await,
+            "decision-inputs" => decisions::scenario(5_000).await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
-                 pickup, memory, memory-serve, memory-guests, growth, kubernetes, load, dashboard"
+                 pickup, memory, memory-serve, memory-guests, growth, kubernetes, load, dashboard, \
+                 decision-inputs"
             )),
         };
         let after = loadavg();

@@ -19,11 +19,17 @@ pub(crate) struct Bench {
 
 impl Bench {
     pub(crate) async fn start() -> Result<Self, String> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed its options.
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
         let mut options =
             ServeOptions::resolve(None, Some(dir.path().to_owned()), Some(listen), None)
                 .map_err(|e| e.to_string())?;
+        adjust(&mut options);
         // Process runs are supervised by `weir supervise`: the `weir` binary
         // built next to this one (`cargo build --release -p weir`).
         options.process.supervisor = std::env::current_exe()
@@ -77,6 +83,11 @@ impl Bench {
         Ok(())
     }
 
+    /// The server's store.
+    pub(crate) fn store(&self) -> std::sync::Arc<dyn weir::Store> {
+        self.server.store()
+    }
+
     pub(crate) async fn stop(self) {
         self.server.shutdown();
         let _ = self.server.wait().await;
@@ -85,7 +96,7 @@ impl Bench {
 
 /// `total` requests from `clients` tasks with one `reqwest::Client` each;
 /// returns each request's latency and the wall time.
-async fn hammer(
+pub(crate) async fn hammer(
     base: &str,
     clients: usize,
     total: usize,

@@ -83,6 +83,45 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Plugin decisions whose inputs are kept for replay, newest first
+    /// (default 100000; 0 records none).
+    pub decision_inputs_keep: Option<u64>,
+    /// Recorded inputs older than this many days are swept (default 30).
+    pub decision_inputs_keep_days: Option<u32>,
+}
+
+/// Most decision inputs `decision_inputs_keep` may ask to keep.
+const MAX_DECISION_INPUTS: u64 = 100_000_000;
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), String> {
+        if self
+            .decision_inputs_keep
+            .is_some_and(|n| n > MAX_DECISION_INPUTS)
+        {
+            return Err(format!(
+                "server.decision_inputs_keep: at most {MAX_DECISION_INPUTS}"
+            ));
+        }
+        if self
+            .decision_inputs_keep_days
+            .is_some_and(|d| !(1..=3650).contains(&d))
+        {
+            return Err("server.decision_inputs_keep_days: must be between 1 and 3650".into());
+        }
+        Ok(())
+    }
+
+    /// How long plugin decisions' inputs are kept.
+    pub(crate) fn retention(&self) -> crate::pipeline::Retention {
+        let default = crate::pipeline::Retention::default();
+        crate::pipeline::Retention {
+            keep: self.decision_inputs_keep.unwrap_or(default.keep),
+            keep_for: self
+                .decision_inputs_keep_days
+                .map_or(default.keep_for, |d| chrono::Duration::days(i64::from(d))),
+        }
+    }
 }
 
 /// `[kubernetes]`: the default connection (used by kubernetes pools that
@@ -220,7 +259,9 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.server.check()?;
+        Ok(config)
     }
 
     fn template_of(&self, pool: &PoolConfig) -> Result<Option<Value>, ConfigError> {

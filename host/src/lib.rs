@@ -60,7 +60,10 @@ pub use plugin::{
 /// `weir serve`: its options and the server.
 pub use server::{Database, ServeOptions, Server, init_tracing, serve};
 /// The store, for benchmarks and tests that drive it without a server.
-pub use store::{DatabaseUrl, NewRun, PoolPatch, SqlStore, Store, StoreError, Transition};
+pub use store::{
+    Blob, DatabaseUrl, DecisionQuery, DecisionRecord, DecisionsSize, NewRun, PoolPatch, SqlStore,
+    Store, StoreError, StoredDecision, Transition,
+};
 /// HTTPS: the certificate and key files.
 pub use tls::TlsFiles;
 

@@ -45,6 +45,8 @@ struct ShadowLabel {
 pub struct Metrics {
     registry: Mutex<Registry>,
     shadow_decisions: Family<ShadowLabel, Counter>,
+    inputs_recorded: Counter,
+    inputs_dropped: Counter,
     runs_created: Counter,
     transitions: Family<StateLabel, Counter>,
     scheduling_latency: Histogram,
@@ -74,6 +76,19 @@ impl Metrics {
             "Decisions of plugins bound in shadow mode, by plugin, world, decision and \
              agreement with what was enforced",
             shadow_decisions.clone(),
+        );
+        let inputs_recorded = Counter::default();
+        let inputs_dropped = Counter::default();
+        registry.register(
+            "decision_inputs_recorded",
+            "Plugin decisions whose inputs were recorded for replay",
+            inputs_recorded.clone(),
+        );
+        registry.register(
+            "decision_inputs_dropped",
+            "Plugin decisions whose inputs were not recorded: the recorder was behind \
+             (its queue full) or its write failed",
+            inputs_dropped.clone(),
         );
         let transitions = Family::<StateLabel, Counter>::default();
         // 100 µs … ~100 s.
@@ -138,6 +153,8 @@ impl Metrics {
         Self {
             registry: Mutex::new(registry),
             shadow_decisions,
+            inputs_recorded,
+            inputs_dropped,
             runs_created,
             transitions,
             scheduling_latency,
@@ -154,6 +171,15 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Decisions whose inputs were recorded (`true`) or dropped.
+    pub fn decision_inputs(&self, recorded: bool, n: u64) {
+        if recorded {
+            self.inputs_recorded.inc_by(n);
+        } else {
+            self.inputs_dropped.inc_by(n);
+        }
     }
 
     /// One decision of a shadow binding.

@@ -188,6 +188,43 @@ impl Registry {
         Ok((version, plugin))
     }
 
+    /// Version `version` of `name`, loaded (from the cache or the store).
+    pub async fn version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<(PluginVersion, LoadedPlugin), RegistryError> {
+        let found = self
+            .store
+            .plugin_versions(name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "plugin version",
+                name: format!("{name}@{version}"),
+            })?;
+        let plugin = self
+            .load_digest(&found.digest)
+            .await
+            .map_err(|e| ValidationError::new("version", e))?;
+        Ok((found, plugin))
+    }
+
+    /// Loads a component that is not stored (a replay's `--file`), bounded
+    /// as an upload is.
+    pub async fn load_unstored(&self, bytes: &[u8]) -> Result<LoadedPlugin, RegistryError> {
+        if bytes.is_empty() {
+            return Err(ValidationError::new("wasm", "the upload is empty").into());
+        }
+        if bytes.len() > MAX_PLUGIN_BYTES {
+            return Err(
+                ValidationError::new("wasm", format!("at most {MAX_PLUGIN_BYTES} bytes")).into(),
+            );
+        }
+        Ok(self.runtime.load(bytes).await?)
+    }
+
     /// What the plugin version with this digest says about itself (0.2.0
     /// on; `Ok(None)` for 0.1.0), under the default limits.
     pub async fn describe(

@@ -22,7 +22,7 @@ use crate::domain::PoolType;
 use crate::run::launch::Launcher;
 
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Recorder};
 use crate::plugin::{LoadError, PluginRuntime};
 use crate::registry::Registry;
 use crate::replica::{self, Bus, Election, ReplicaError, Signal};
@@ -332,7 +332,16 @@ impl Server {
         let runtime = PluginRuntime::new(Some(options.data_dir.join("plugin-cache")), 64)?;
         let registry = Arc::new(Registry::new(runtime, store.clone()));
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Arc::new(Pipeline::new(registry, store.clone(), metrics.clone()));
+        let shutdown = CancellationToken::new();
+        let recorder = Recorder::start(
+            store.clone(),
+            options.config.server.retention(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let pipeline = Arc::new(
+            Pipeline::new(registry, store.clone(), metrics.clone()).with_recorder(recorder),
+        );
         let backends = Backends::default()
             .with(
                 PoolType::Process,
@@ -368,8 +377,9 @@ impl Server {
             )
             .with_replicas(bus),
         );
-        apply_config(&options.config, &dispatcher, election.is_replicated()).await?;
-        let shutdown = CancellationToken::new();
+        apply_config(&options.config, &dispatcher, election.is_replicated())
+            .await
+            .inspect_err(|_| shutdown.cancel())?;
         // Idle until this replica leads: only the leader launches.
         let launcher = Launcher::new(dispatcher.clone(), shutdown.clone()).ok_or_else(|| {
             ServeError::Serve(std::io::Error::other("a dispatcher has one launcher"))

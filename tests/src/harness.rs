@@ -467,3 +467,24 @@ pub fn guest(file: &str) -> Option<PathBuf> {
     );
     Some(path)
 }
+
+/// A component file's bytes with a custom section appended: the same code,
+/// another digest, so the registry stores it as a new version.
+pub fn another_version_of(file: &str) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(component(file)).expect("component");
+    let name = b"weir-test-version";
+    let payload = b"2";
+    // Custom section: id 0, size (LEB128, < 128 here), name length, name,
+    // payload.
+    let size = 1 + name.len() + payload.len();
+    bytes.push(0);
+    bytes.push(u8::try_from(size).expect("small"));
+    bytes.push(u8::try_from(name.len()).expect("small"));
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let dir = std::env::temp_dir().join(format!("weir-v2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(format!("{file}-v2.wasm"));
+    std::fs::write(&path, bytes).expect("write");
+    path
+}

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use weir_tests::api::{Api, start};
-use weir_tests::harness::{component, guest, plugin_entries};
+use weir_tests::harness::{another_version_of, component, guest, plugin_entries};
 
 async fn add(api: &Api, name: &str, file: &str) -> Value {
     let (status, v) = api.upload(name, &component(file)).await;
@@ -1055,27 +1055,6 @@ async fn the_example_policies_decide_the_same_in_rust_python_and_javascript() {
         "three of the six cases place the run on GPU nodes"
     );
     api.server.shutdown();
-}
-
-/// A component file's bytes with a custom section appended: the same code,
-/// another digest, so the registry stores it as a new version.
-fn another_version_of(file: &str) -> std::path::PathBuf {
-    let mut bytes = std::fs::read(component(file)).expect("component");
-    let name = b"weir-test-version";
-    let payload = b"2";
-    // Custom section: id 0, size (LEB128, < 128 here), name length, name,
-    // payload.
-    let size = 1 + name.len() + payload.len();
-    bytes.push(0);
-    bytes.push(u8::try_from(size).expect("small"));
-    bytes.push(u8::try_from(name.len()).expect("small"));
-    bytes.extend_from_slice(name);
-    bytes.extend_from_slice(payload);
-    let dir = std::env::temp_dir().join(format!("weir-shadow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(format!("{file}-v2.wasm"));
-    std::fs::write(&path, bytes).expect("write");
-    path
 }
 
 /// Shadow bindings (issue #16 item 3): version 2 of `approved-registries`,

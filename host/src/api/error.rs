@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::auth::AuthError;
 use crate::dispatcher::DispatchError;
 use crate::domain::ValidationError;
+use crate::pipeline::ReplayError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -143,6 +144,16 @@ impl From<RegistryError> for ApiError {
             RegistryError::Load(l) => ApiError::invalid("wasm", l.to_string()),
             e @ RegistryError::Config { .. } => ApiError::invalid("config", e.to_string()),
             RegistryError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Invalid(v) => v.into(),
+            ReplayError::Registry(r) => r.into(),
+            ReplayError::Store(s) => s.into(),
         }
     }
 }

@@ -75,6 +75,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/plugins"),
     ("get", "/api/v1/plugins/{name}"),
     ("get", "/api/v1/plugins/{name}/decisions"),
+    ("post", "/api/v1/plugins/{name}/replay"),
     ("post", "/api/v1/plugins/{name}"),
     ("delete", "/api/v1/plugins/{name}"),
     ("get", "/api/v1/pools/{pool}/bindings"),
@@ -146,6 +147,12 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
                 )),
         )
         .route("/plugins/{name}/decisions", get(plugins::decisions))
+        .route(
+            "/plugins/{name}/replay",
+            post(plugins::replay).layer(DefaultBodyLimit::max(
+                crate::registry::MAX_PLUGIN_BYTES + 1024,
+            )),
+        )
         .route(
             "/pools/{pool}/bindings",
             get(plugins::list_pool_bindings).post(plugins::bind_pool),

@@ -13,6 +13,7 @@ use super::extract::{JsonBody, QueryPairs};
 use super::runs::check_read;
 use crate::auth::Principal;
 use crate::domain::BindingMode;
+use crate::pipeline::{Candidate, DEFAULT_DECISIONS, MAX_DECISIONS, ReplayRequest, parse_since};
 use crate::registry::BindingSpec;
 
 /// How many of the newest history records `/decisions` looks through.
@@ -75,6 +76,92 @@ pub(super) async fn get(State(d): State<AppState>, Path(name): Path<String>) -> 
         }
     }
     Ok(Json(body))
+}
+
+/// Replays a candidate against the plugin's recorded decisions
+/// (`pipeline::replay`): query `version` (a stored version) or a component
+/// as the body, and `pool`, `since` (RFC 3339 or an age: `90m`, `12h`,
+/// `7d`), `limit` (1 – 10000, default 100), `config` (JSON: the candidate's
+/// config instead of each decision's own).
+pub(super) async fn replay(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    QueryPairs(pairs): QueryPairs,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let body = body.map_err(|e| {
+        super::extract::body_error(e, "a replay's component", crate::registry::MAX_PLUGIN_BYTES)
+    })?;
+    let mut version = None;
+    let mut request = ReplayRequest {
+        plugin: name,
+        candidate: Candidate::Version(0),
+        pool: None,
+        since: None,
+        limit: DEFAULT_DECISIONS,
+        config: None,
+    };
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "version" => {
+                version = Some(value.parse::<u32>().map_err(|_| {
+                    ApiError::bad_request(
+                        Some("version"),
+                        format!("{value:?} is not a version number"),
+                    )
+                })?);
+            }
+            "pool" => request.pool = Some(value.clone()),
+            "since" => {
+                let since = parse_since(value, chrono::Utc::now())
+                    .map_err(|e| ApiError::bad_request(Some("since"), e.reason))?;
+                request.since = Some(since);
+            }
+            "limit" => {
+                request.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_DECISIONS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            Some("limit"),
+                            format!("{value:?} is not a number between 1 and {MAX_DECISIONS}"),
+                        )
+                    })?;
+            }
+            "config" => {
+                request.config = Some(serde_json::from_str(value).map_err(|e| {
+                    ApiError::bad_request(Some("config"), format!("not JSON: {e}"))
+                })?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    Some(other),
+                    format!(
+                        "unknown query parameter {other:?}; use version, pool, since, limit, config"
+                    ),
+                ));
+            }
+        }
+    }
+    request.candidate = match (version, body.is_empty()) {
+        (Some(v), true) => Candidate::Version(v),
+        (None, false) => Candidate::Wasm(body.to_vec()),
+        (Some(_), false) => {
+            return Err(ApiError::bad_request(
+                Some("version"),
+                "give a version or a component as the body, not both",
+            ));
+        }
+        (None, true) => {
+            return Err(ApiError::bad_request(
+                Some("version"),
+                "give the version to replay, or a component as the body",
+            ));
+        }
+    };
+    let report = d.pipeline.replay(request).await?;
+    Ok(Json(to_value(&report)))
 }
 
 /// The plugin's recent decisions (at most `limit`), newest first, among the

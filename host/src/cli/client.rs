@@ -96,7 +96,11 @@ impl Client {
         segments: &[&str],
         bytes: Vec<u8>,
     ) -> Result<Reply, CliError> {
-        let url = self.url(segments);
+        self.post_bytes_to(self.url(segments), bytes).await
+    }
+
+    /// [`Client::post_bytes`] to a URL (one with a query).
+    pub(crate) async fn post_bytes_to(&self, url: Url, bytes: Vec<u8>) -> Result<Reply, CliError> {
         let response = self
             .http
             .post(url.clone())

@@ -68,6 +68,37 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Judge again the decisions NAME made, with another version or a
+    /// component not stored, on the inputs recorded with them: offline, no
+    /// run changes. Prints per run "same" or the difference, then counts
+    #[command(disable_version_flag = true)]
+    Replay {
+        name: String,
+        /// A stored version of NAME
+        #[arg(
+            long = "version",
+            id = "candidate_version",
+            value_name = "VERSION",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        version: Option<u32>,
+        /// A component (.wasm), not stored
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only decisions about runs in this pool
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only decisions since: an RFC 3339 time or an age (90m, 12h, 7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// The newest this many decisions (at most 10000)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// The candidate's config (JSON) instead of each decision's own
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write a new plugin project (source, SDK, samples, a test, its build)
     /// that builds with one command and runs in `weir plugin test`
     New {
@@ -282,6 +313,77 @@ fn render_plugins(items: &[Value]) -> String {
     )
 }
 
+/// A replay report: a line per run, then the counts.
+fn render_replay(r: &Value) -> String {
+    let runs = r["runs"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|l| {
+            let outcome = if let Some(why) = l["not_replayable"].as_str() {
+                format!("not replayable: {why}")
+            } else if l["same"] == true {
+                "same".into()
+            } else {
+                let mut text = str_of(l, "change").to_owned();
+                if let Some(diff) = l.get("job_diff") {
+                    text.push_str(&format!("; job diff {diff}"));
+                }
+                text
+            };
+            vec![
+                str_of(l, "run_id").to_owned(),
+                full_time(l, "decided_at"),
+                field(l, "recorded_version"),
+                outcome,
+            ]
+        })
+        .collect();
+    let c = &r["summary"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let mut counts = vec![
+        format!("judged {}", n("judged")),
+        format!("same {}", n("same")),
+        format!("different {}", n("different")),
+    ];
+    for (key, words) in [
+        ("would_reject", "would reject"),
+        ("would_admit", "would admit"),
+        ("would_defer", "would defer"),
+        ("reasons_changed", "reasons changed"),
+        ("routes_changed", "routes changed"),
+        ("jobs_changed", "jobs changed"),
+        ("errors", "errors"),
+        ("not_replayable", "not replayable"),
+        ("live_stats", "stats read live"),
+    ] {
+        if n(key) > 0 {
+            counts.push(format!("{words} {}", n(key)));
+        }
+    }
+    let candidate = &r["candidate"];
+    let mut out = format!(
+        "Replayed {} ({}, {}) against the decisions of {}:\n",
+        str_of(candidate, "source"),
+        str_of(candidate, "digest")
+            .chars()
+            .take(19)
+            .collect::<String>(),
+        str_of(candidate, "world"),
+        str_of(r, "plugin")
+    );
+    if rows.is_empty() {
+        out.push_str("no recorded decisions match\n");
+    } else {
+        out.push_str(&table(&["RUN", "DECIDED", "WAS", "NOW"], rows));
+        out.push('\n');
+    }
+    out.push_str(&counts.join(", "));
+    if r["truncated"] == true {
+        out.push_str(" (cut short: the replay's time ran out; narrow it with --limit or --since)");
+    }
+    out
+}
+
 pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCode, CliError> {
     let c = &ctx.client;
     match command {
@@ -378,6 +480,43 @@ pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCod
         PluginCommand::Rm { name } => {
             c.delete(&["plugins", &name]).await?;
             ctx.done(&format!("Deleted plugin {name}"))?;
+        }
+        PluginCommand::Replay {
+            name,
+            version,
+            file,
+            pool,
+            since,
+            limit,
+            config,
+        } => {
+            let mut url = c.url(&["plugins", &name, "replay"]);
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(v) = version {
+                    q.append_pair("version", &v.to_string());
+                }
+                if let Some(p) = &pool {
+                    q.append_pair("pool", p);
+                }
+                if let Some(s) = &since {
+                    q.append_pair("since", s);
+                }
+                q.append_pair("limit", &limit.to_string());
+                if let Some(path) = &config {
+                    q.append_pair("config", &read_json_file(path, "--config")?.to_string());
+                }
+            }
+            let reply = match &file {
+                Some(path) => {
+                    let bytes = std::fs::read(path).map_err(|e| {
+                        CliError::input("--file", format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    c.post_bytes_to(url, bytes).await?
+                }
+                None => c.send(reqwest::Method::POST, url, None).await?,
+            };
+            ctx.show(&reply.body, render_replay)?;
         }
         PluginCommand::Test { .. } => {
             return Err(CliError::NotAClientCommand("plugin test"));

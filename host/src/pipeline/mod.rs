@@ -6,7 +6,14 @@
 //! Bindings in shadow mode (`shadow.rs`) judge the same runs after the
 //! enforced ones of their stage, and only add lines.
 
+mod record;
+mod replay;
 mod shadow;
+
+pub(crate) use record::{Recorder, Retention};
+pub(crate) use replay::{
+    Candidate, DEFAULT_DECISIONS, MAX_DECISIONS, ReplayError, ReplayRequest, parse_since,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,6 +49,8 @@ pub struct Pipeline {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    /// Where each decision's inputs go (`record.rs`); none: not recorded.
+    recorder: Option<Recorder>,
 }
 
 impl AdmissionVerdict {
@@ -118,14 +127,40 @@ fn counts(o: Occupancy) -> Counts {
 struct StoreLookup {
     store: Arc<dyn Store>,
     answers: Mutex<HashMap<Scope, Counts>>,
+    pool_types: Mutex<HashMap<String, Option<PoolType>>>,
 }
 
 impl StoreLookup {
-    fn shared(store: &Arc<dyn Store>) -> Arc<dyn Lookup> {
+    fn shared(store: &Arc<dyn Store>) -> Arc<StoreLookup> {
         Arc::new(StoreLookup {
             store: Arc::clone(store),
             answers: Mutex::new(HashMap::new()),
+            pool_types: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Every answer given so far, as recorded with a decision.
+    fn read_so_far(&self) -> record::StatsRead {
+        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut occupancy: Vec<record::Answer> = answers
+            .iter()
+            .map(|(scope, counts)| record::Answer {
+                scope: scope.into(),
+                counts: *counts,
+            })
+            .collect();
+        occupancy.sort_by_key(|a| serde_json::to_string(&a.scope).unwrap_or_default());
+        let pool_types = self
+            .pool_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        record::StatsRead {
+            occupancy,
+            pool_types,
+        }
     }
 }
 
@@ -158,11 +193,25 @@ impl Lookup for StoreLookup {
     }
 
     async fn pool_type(&self, pool: &str) -> Result<Option<PoolType>, String> {
-        match self.store.get_pool(pool).await {
-            Ok(p) => Ok(Some(p.pool_type)),
-            Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
+        let known = self
+            .pool_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(pool)
+            .copied();
+        if let Some(t) = known {
+            return Ok(t);
         }
+        let answer = match self.store.get_pool(pool).await {
+            Ok(p) => Some(p.pool_type),
+            Err(crate::store::StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        self.pool_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pool.to_owned(), answer);
+        Ok(answer)
     }
 }
 
@@ -192,6 +241,20 @@ fn admission_json(a: &Admission) -> Value {
         Admission::Defer { seconds, reason } => {
             json!({"decision": "defer", "seconds": (*seconds).clamp(1, MAX_DEFER_SECONDS), "reason": reason})
         }
+    }
+}
+
+/// A mutator's outcome as recorded and compared: its patch, its reject, or
+/// its failure.
+pub(crate) fn mutated_json(result: &Result<Mutated, CallError>) -> Value {
+    match result {
+        Ok(Mutated::Job { patch, .. }) => json!({"patch": patch}),
+        Ok(Mutated::Reject(refusal)) => {
+            let mut decision = refusal_json(refusal);
+            decision["decision"] = json!("reject");
+            decision
+        }
+        Err(e) => record::error_outcome(e.kind(), &e.to_string()),
     }
 }
 
@@ -287,13 +350,87 @@ fn settle(f: Failure, history: &mut Vec<HistoryEntry>) -> Result<(), Refusal> {
     }
 }
 
+/// What one decision was about, for its record.
+struct Judged<'a> {
+    binding: &'a PluginBinding,
+    version: &'a PluginVersion,
+    world: &'static str,
+    ctx: &'a RunContext,
+    lookup: &'a StoreLookup,
+    job: Option<&'a Value>,
+}
+
 impl Pipeline {
     pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             registry,
             store,
             metrics,
+            recorder: None,
         }
+    }
+
+    /// Records every decision's inputs through `recorder`.
+    pub(crate) fn with_recorder(mut self, recorder: Option<Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Records a shadow decision's inputs, its outcome as the shadow line has
+    /// it.
+    #[allow(clippy::too_many_arguments)]
+    fn record_shadow(
+        &self,
+        binding: &PluginBinding,
+        version: &PluginVersion,
+        world: &'static str,
+        ctx: &RunContext,
+        lookup: &StoreLookup,
+        job: Option<&Value>,
+        outcome: &Result<Value, (String, String)>,
+    ) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let outcome = match outcome {
+            Ok(v) => v.clone(),
+            Err((kind, message)) => record::error_outcome(kind, message),
+        };
+        let judged = Judged {
+            binding,
+            version,
+            world,
+            ctx,
+            lookup,
+            job,
+        };
+        self.record(judged, outcome);
+    }
+
+    /// Hands one decision and its inputs to the recorder, if there is one.
+    fn record(&self, j: Judged<'_>, outcome: Value) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let context = match serde_json::to_value(j.ctx) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        recorder.record(record::Decision {
+            run_id: j.ctx.run_id.clone(),
+            at: Utc::now(),
+            plugin: j.binding.plugin.clone(),
+            world: j.world,
+            mode: j.binding.mode,
+            version: j.version.version,
+            digest: j.version.digest.clone(),
+            pool: j.ctx.pool.clone(),
+            outcome,
+            context,
+            stats: j.lookup.read_so_far(),
+            binding: j.binding.into(),
+            job: j.job.cloned(),
+        });
     }
 
     /// Records one shadow decision: its history line and its count.
@@ -342,6 +479,7 @@ impl Pipeline {
         })?;
         let state = RunState::Scheduled;
         let lookup = StoreLookup::shared(&self.store);
+        let asked: Arc<dyn Lookup> = lookup.clone();
         let (bindings, shadows) = split(bindings);
         let mut seen = Vec::new();
         for b in &bindings {
@@ -362,8 +500,20 @@ impl Pipeline {
                 }
             };
             let (result, elapsed) = plugin
-                .route(&config_text(&b.config), ctx, &lookup, &limits_of(b))
+                .route(&config_text(&b.config), ctx, &asked, &limits_of(b))
                 .await;
+            let judged = Judged {
+                binding: b,
+                version: &version,
+                world: "router",
+                ctx,
+                lookup: &lookup,
+                job: None,
+            };
+            match &result {
+                Ok(route) => self.record(judged, route_json(route)),
+                Err(e) => self.record(judged, record::error_outcome(e.kind(), &e.to_string())),
+            }
             match result {
                 Ok(route) => {
                     if let Some(s) = seen.last_mut() {
@@ -421,11 +571,12 @@ impl Pipeline {
                 Err(e) => (None, Err(("host".to_owned(), e)), Duration::ZERO),
                 Ok((version, plugin)) => {
                     let (result, elapsed) = plugin
-                        .route(&config_text(&b.config), input, &lookup, &limits_of(b))
+                        .route(&config_text(&b.config), input, &asked, &limits_of(b))
                         .await;
                     let outcome = result
                         .map(|route| route_json(&route))
                         .map_err(|e| (e.kind().to_owned(), e.to_string()));
+                    self.record_shadow(b, &version, "router", input, &lookup, None, &outcome);
                     (Some(version), outcome, elapsed)
                 }
             };
@@ -461,6 +612,7 @@ impl Pipeline {
             }
         };
         let lookup = StoreLookup::shared(&self.store);
+        let asked: Arc<dyn Lookup> = lookup.clone();
         let (bindings, shadows) = split(bindings);
         let verdict = self
             .admit_enforced(ctx, state, &bindings, &lookup, history)
@@ -475,11 +627,12 @@ impl Pipeline {
                 Ok((version, _)) if version.world != crate::domain::World::Admission => continue,
                 Ok((version, plugin)) => {
                     let (result, elapsed) = plugin
-                        .admit(&config_text(&b.config), ctx, &lookup, &limits_of(b))
+                        .admit(&config_text(&b.config), ctx, &asked, &limits_of(b))
                         .await;
                     let outcome = result
                         .map(|a| admission_json(&a))
                         .map_err(|e| (e.kind().to_owned(), e.to_string()));
+                    self.record_shadow(b, &version, "admission", ctx, &lookup, None, &outcome);
                     (Some(version), outcome, elapsed)
                 }
             };
@@ -504,9 +657,10 @@ impl Pipeline {
         ctx: &RunContext,
         state: RunState,
         bindings: &[PluginBinding],
-        lookup: &Arc<dyn Lookup>,
+        lookup: &Arc<StoreLookup>,
         history: &mut Vec<HistoryEntry>,
     ) -> AdmissionVerdict {
+        let asked: Arc<dyn Lookup> = lookup.clone();
         for b in bindings {
             let (version, plugin) = match self.registry.resolve(b).await {
                 Ok(r) => r,
@@ -522,8 +676,20 @@ impl Pipeline {
                 continue;
             }
             let (result, elapsed) = plugin
-                .admit(&config_text(&b.config), ctx, lookup, &limits_of(b))
+                .admit(&config_text(&b.config), ctx, &asked, &limits_of(b))
                 .await;
+            let judged = Judged {
+                binding: b,
+                version: &version,
+                world: "admission",
+                ctx,
+                lookup,
+                job: None,
+            };
+            match &result {
+                Ok(a) => self.record(judged, admission_json(a)),
+                Err(e) => self.record(judged, record::error_outcome(e.kind(), &e.to_string())),
+            }
             let label = format!("{}@{}", b.plugin, version.version);
             let mut d = detail(b, Some(&version), "admission", elapsed);
             match result {
@@ -598,7 +764,7 @@ impl Pipeline {
         ctx: &RunContext,
         mut job: Value,
         state: RunState,
-        with_shadows: bool,
+        release: bool,
         history: &mut Vec<HistoryEntry>,
     ) -> Result<Value, Refusal> {
         let bindings = self
@@ -611,6 +777,7 @@ impl Pipeline {
             })?;
         let forbidden = forbidden_paths(pool_type);
         let lookup = StoreLookup::shared(&self.store);
+        let asked: Arc<dyn Lookup> = lookup.clone();
         let (bindings, shadows) = split(bindings);
         let mut seen = Vec::new();
         for b in &bindings {
@@ -639,10 +806,21 @@ impl Pipeline {
                     ctx,
                     &job,
                     &forbidden,
-                    &lookup,
+                    &asked,
                     &limits_of(b),
                 )
                 .await;
+            if release {
+                let judged = Judged {
+                    binding: b,
+                    version: &version,
+                    world: "mutator",
+                    ctx,
+                    lookup: &lookup,
+                    job: Some(&job),
+                };
+                self.record(judged, mutated_json(&result));
+            }
             match result {
                 Ok(Mutated::Reject(refusal)) => {
                     let mut d = detail(b, Some(&version), "mutator", elapsed);
@@ -686,7 +864,8 @@ impl Pipeline {
                 },
             }
         }
-        if !with_shadows {
+        // Shadow mutators judge released runs only, not previews.
+        if !release {
             return Ok(job);
         }
         for b in &shadows {
@@ -701,19 +880,21 @@ impl Pipeline {
                             ctx,
                             input,
                             &forbidden,
-                            &lookup,
+                            &asked,
                             &limits_of(b),
                         )
                         .await;
-                    let outcome = match result {
-                        Ok(Mutated::Job { patch, .. }) => Ok(json!({"patch": patch})),
-                        Ok(Mutated::Reject(refusal)) => {
-                            let mut decision = refusal_json(&refusal);
-                            decision["decision"] = json!("reject");
-                            Ok(decision)
-                        }
-                        Err(e) => Err((e.kind().to_owned(), e.to_string())),
+                    let outcome = match mutated_json(&result) {
+                        v if v.get("error").is_some() => Err((
+                            v["error"]["kind"].as_str().unwrap_or_default().to_owned(),
+                            v["error"]["message"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )),
+                        v => Ok(v),
                     };
+                    self.record_shadow(b, &version, "mutator", ctx, &lookup, Some(input), &outcome);
                     (Some(version), outcome, elapsed)
                 }
             };

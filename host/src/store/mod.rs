@@ -6,6 +6,7 @@
 
 mod commit;
 mod counters;
+mod decisions;
 mod postgres;
 mod quarantine;
 mod rows;
@@ -26,6 +27,7 @@ use crate::domain::{
     PluginVersion, Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
 };
 
+pub use decisions::{Blob, DecisionQuery, DecisionRecord, DecisionsSize, StoredDecision};
 pub use postgres::DatabaseUrl;
 pub use sql::SqlStore;
 
@@ -553,6 +555,16 @@ pub trait Store: Send + Sync + 'static {
     /// The secret named `name`, stored as `candidate` if there was none
     /// (insert-if-absent: replicas sharing the database agree on one value).
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String>;
+
+    // Decision inputs (`decisions.rs`): what plugin decisions saw, for replay.
+    /// Records decisions, their parts stored once by digest.
+    async fn record_decisions(&self, records: &[DecisionRecord]) -> Result<()>;
+    /// A plugin's recorded decisions in one mode, newest first.
+    async fn recorded_decisions(&self, query: &DecisionQuery) -> Result<Vec<StoredDecision>>;
+    /// Keeps the newest `keep` decisions recorded at or after `cutoff`, and
+    /// the parts they name; returns (decisions, parts) deleted.
+    async fn sweep_decisions(&self, keep: u64, cutoff: DateTime<Utc>) -> Result<(u64, u64)>;
+    async fn decisions_size(&self) -> Result<DecisionsSize>;
 }
 
 #[cfg(test)]

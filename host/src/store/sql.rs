@@ -18,6 +18,7 @@ use sqlx::{Any, Row};
 
 use super::commit::{GroupCommit, WriteTx};
 use super::counters::{self, Keys, Tally, marks};
+use super::decisions::{self, DecisionQuery, DecisionRecord, DecisionsSize, StoredDecision};
 use super::quarantine;
 use super::rows::{
     binding_from_row, count, deployment_from_row, flag, from_json, from_micros, history_from_row,
@@ -2432,6 +2433,41 @@ impl Store for SqlStore {
             Ok(token)
         })
         .await
+    }
+
+    async fn record_decisions(&self, records: &[DecisionRecord]) -> Result<()> {
+        during("record_decisions", None, async {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.begin().await?;
+            decisions::record(&mut tx, records).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn recorded_decisions(&self, query: &DecisionQuery) -> Result<Vec<StoredDecision>> {
+        during(
+            "recorded_decisions",
+            Some(query.plugin.clone()),
+            decisions::read(&self.reader, query),
+        )
+        .await
+    }
+
+    async fn sweep_decisions(&self, keep: u64, cutoff: DateTime<Utc>) -> Result<(u64, u64)> {
+        during("sweep_decisions", None, async {
+            let mut tx = self.begin().await?;
+            let deleted = decisions::sweep(&mut tx, keep, cutoff).await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn decisions_size(&self) -> Result<DecisionsSize> {
+        during("decisions_size", None, decisions::size(&self.reader)).await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String> {

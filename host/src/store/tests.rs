@@ -1629,6 +1629,141 @@ async fn waiting_facts_read_what_the_walk_reads(store: Arc<dyn Store>) {
 }
 
 /// Each test above, once per store: `sqlite::NAME` and `postgres::NAME`.
+/// Recorded decision inputs (issue #16): parts stored once by digest, read
+/// back newest first with the filters, and swept by count and by age with
+/// the parts no decision names any more.
+async fn decision_inputs_are_shared_filtered_and_swept(store: Arc<dyn Store>) {
+    let blob = |text: &str| Blob {
+        digest: format!("sha256:{text}"),
+        data: text.as_bytes().to_vec(),
+    };
+    let now = Utc::now();
+    let record = |i: i64, pool: &str, mode: BindingMode, job: Option<Blob>| DecisionRecord {
+        run_id: format!("run-{i}"),
+        at: now - Duration::hours(10 - i),
+        plugin: "gate".into(),
+        world: "admission".into(),
+        mode,
+        version: 1,
+        digest: "sha256:v1".into(),
+        pool: pool.into(),
+        outcome: serde_json::json!({"decision": "admit", "i": i}),
+        context: blob(&format!("ctx-{i}")),
+        stats: blob("stats"),
+        binding: blob("binding"),
+        job,
+    };
+    let records: Vec<DecisionRecord> = (0..6)
+        .map(|i| {
+            record(
+                i,
+                if i % 2 == 0 { "a" } else { "b" },
+                if i == 5 {
+                    BindingMode::Shadow
+                } else {
+                    BindingMode::Enforce
+                },
+                (i == 4).then(|| blob("job-4")),
+            )
+        })
+        .collect();
+    store.record_decisions(&records[..3]).await.expect("record");
+    store.record_decisions(&records[3..]).await.expect("record");
+    let size = store.decisions_size().await.expect("size");
+    // 6 contexts, one stats, one binding, one job: shared parts once.
+    assert_eq!((size.decisions, size.blobs), (6, 9));
+    assert!(size.blob_bytes > 0);
+
+    let query = |pool: Option<&str>, since: Option<chrono::DateTime<Utc>>, limit| DecisionQuery {
+        plugin: "gate".into(),
+        mode: BindingMode::Enforce,
+        pool: pool.map(str::to_owned),
+        since,
+        limit,
+    };
+    let all = store
+        .recorded_decisions(&query(None, None, 100))
+        .await
+        .expect("read");
+    let runs: Vec<&str> = all.iter().map(|d| d.run_id.as_str()).collect();
+    assert_eq!(
+        runs,
+        ["run-4", "run-3", "run-2", "run-1", "run-0"],
+        "newest first, enforce only"
+    );
+    assert_eq!(all[0].job, Some(Some(b"job-4".to_vec())));
+    assert_eq!(all[1].job, None);
+    assert_eq!(all[0].context.as_deref(), Some(&b"ctx-4"[..]));
+    assert_eq!(all[0].outcome["i"], 4);
+    assert_eq!(
+        all[0].at.timestamp_micros(),
+        records[4].at.timestamp_micros()
+    );
+    let in_a = store
+        .recorded_decisions(&query(Some("a"), None, 100))
+        .await
+        .expect("read");
+    assert_eq!(in_a.len(), 3);
+    assert!(in_a.iter().all(|d| d.pool == "a"));
+    let recent = store
+        .recorded_decisions(&query(None, Some(now - Duration::hours(7)), 100))
+        .await
+        .expect("read");
+    assert_eq!(recent.len(), 2, "run-3 and run-4 are 7 and 6 hours old");
+    let two = store
+        .recorded_decisions(&query(None, None, 2))
+        .await
+        .expect("read");
+    assert_eq!(two.len(), 2);
+    let other = DecisionQuery {
+        plugin: "other".into(),
+        ..query(None, None, 100)
+    };
+    assert!(
+        store
+            .recorded_decisions(&other)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+
+    // Keep the newest 4: run-0 and run-1 go, and their contexts.
+    let (rows, blobs) = store
+        .sweep_decisions(4, now - Duration::days(30))
+        .await
+        .expect("sweep");
+    assert_eq!((rows, blobs), (2, 2));
+    // Then by age: older than 7.5 hours (run-2) goes.
+    let (rows, blobs) = store
+        .sweep_decisions(100, now - Duration::minutes(450))
+        .await
+        .expect("sweep");
+    assert_eq!((rows, blobs), (1, 1));
+    let size = store.decisions_size().await.expect("size");
+    assert_eq!(
+        (size.decisions, size.blobs),
+        (3, 6),
+        "run-3..5 with stats, binding, job"
+    );
+    // A part swept under a decision reads back as missing, never as another.
+    let kept = store
+        .recorded_decisions(&query(None, None, 100))
+        .await
+        .expect("read");
+    assert_eq!(kept.len(), 2);
+    assert!(
+        kept.iter()
+            .all(|d| d.stats.as_deref() == Some(&b"stats"[..]))
+    );
+    assert_eq!(
+        store
+            .sweep_decisions(100, now - Duration::days(1))
+            .await
+            .expect("sweep"),
+        (0, 0)
+    );
+}
+
 macro_rules! on_both_stores {
     ($(#[$attr:meta] $name:ident;)*) => {
         mod sqlite {
@@ -1700,6 +1835,7 @@ on_both_stores! {
     #[tokio::test] a_large_release_moves_every_run_with_its_slots_history_and_counters;
     #[tokio::test] a_backlog_held_by_a_full_tag_is_passed_over_and_released_in_order;
     #[tokio::test] waiting_facts_read_what_the_walk_reads;
+    #[tokio::test] decision_inputs_are_shared_filtered_and_swept;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }

@@ -52,6 +52,15 @@ const START_TRIES: u32 = 3;
 /// is stuck, and is killed so the request goes to a new one.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The launcher also reaps this often without a SIGCHLD. `weir supervise`
+/// is single threaded, so its signalfd sees every SIGCHLD; a launcher that
+/// is not (the lib's tests run it on libtest's thread, beside a main
+/// thread that does not block SIGCHLD, which can take the signal and
+/// discard it) would otherwise leave an ended supervisor unreaped — and
+/// its attempt unanswered — until the next signal. It cost a unit test a
+/// hang under load (seen twice) before this.
+const REAP_BACKSTOP_MS: libc::c_int = 1_000;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     id: u64,
@@ -109,12 +118,19 @@ fn serve() -> io::Result<()> {
             },
         ];
         // SAFETY: `fds` is a valid array of two pollfd for the call's length.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, REAP_BACKSTOP_MS) };
+        if ready < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
+        }
+        if ready == 0 {
+            // A SIGCHLD taken by another thread never reaches the signalfd:
+            // reap anyway, now and then.
+            reap();
+            continue;
         }
         if fds[1].revents != 0 {
             drain(&sigfd);
