@@ -206,6 +206,36 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
     );
     browser.screenshot(shots.as_deref(), "plugins").await;
 
+    // Replay from the page (issue #16): a version 2 of add-label that traps
+    // (the `panics` component) judges its two recorded decisions again.
+    let panics = component("panics");
+    let v2 = weir.cli_json(&["plugin", "add", "add-label", panics.to_str().expect("path")]);
+    assert_eq!(v2["version"], 2, "{v2}");
+    browser.goto(&format!("{base}/plugins")).await;
+    browser
+        .wait_for("#plugin-add-label form.replay button", LIVE)
+        .await;
+    browser.click("#plugin-add-label form.replay button").await;
+    let report = browser
+        .wait_text("#plugin-add-label .replay-summary", LIVE, |t| {
+            t.contains("judged")
+        })
+        .await;
+    assert_eq!(
+        report.trim(),
+        "version 2: judged 2, same 0, different 2: errors 2",
+        "{report}"
+    );
+    let row = browser
+        .wait_text(
+            &format!("#plugin-add-label .replay-report tr[data-run='{waiting}']"),
+            LIVE,
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(row.contains("1 patch operation(s) → error (trap"), "{row}");
+    browser.screenshot(shots.as_deref(), "replay").await;
+
     // The pool's page and the overview.
     browser.goto(&format!("{base}/pools/w")).await;
     browser

@@ -229,6 +229,7 @@ async fn replay_names_exactly_the_runs_a_stricter_version_would_reject() {
     // The same through the CLI, with v2 as a file that is not stored.
     let config = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(config.path(), STRICT).expect("write");
+    let config_arg = format!("@{}", config.path().display());
     let v2_file = another_version_of("approved-registries");
     let args = [
         "plugin",
@@ -237,7 +238,7 @@ async fn replay_names_exactly_the_runs_a_stricter_version_would_reject() {
         "--file",
         v2_file.to_str().expect("path"),
         "--config",
-        config.path().to_str().expect("path"),
+        &config_arg,
         "--pool",
         "local",
         "--limit",

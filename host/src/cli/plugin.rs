@@ -95,9 +95,10 @@ pub enum PluginCommand {
         /// The newest this many decisions (at most 10000)
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// The candidate's config (JSON) instead of each decision's own
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// The candidate's config instead of each decision's own: inline
+        /// JSON or @FILE
+        #[arg(long, value_name = "JSON|@FILE")]
+        config: Option<String>,
     },
     /// Write a new plugin project (source, SDK, samples, a test, its build)
     /// that builds with one command and runs in `weir plugin test`
@@ -503,8 +504,8 @@ pub(crate) async fn execute(ctx: &Ctx, command: PluginCommand) -> Result<ExitCod
                     q.append_pair("since", s);
                 }
                 q.append_pair("limit", &limit.to_string());
-                if let Some(path) = &config {
-                    q.append_pair("config", &read_json_file(path, "--config")?.to_string());
+                if let Some(c) = &config {
+                    q.append_pair("config", &parse_config(c)?.to_string());
                 }
             }
             let reply = match &file {

@@ -8,12 +8,12 @@
 //! mutator the job it was given. A background task encodes them (JSON, then
 //! zstd; each part named by the SHA-256 of its text, so a part shared by
 //! several decisions — the context all of a run's admission plugins saw, a
-//! binding's config — is stored once) and writes them in batches, one
-//! transaction per batch. A run never waits for it: the queue is bounded
-//! and a decision that finds it full is counted as dropped
-//! (`weir_decision_inputs_dropped_total`) and not recorded. A host killed
-//! with decisions in the queue loses their inputs (not their runs): replay
-//! reports those decisions as not recorded by not finding them.
+//! binding's config — is stored once) and writes them in batches: one
+//! transaction for what arrived within 100 ms. A run never waits for it:
+//! the queue is bounded and a decision that finds it full is counted as
+//! dropped (`weir_decision_inputs_dropped_total`) and not recorded. A host
+//! killed with decisions in the queue loses their inputs (not their runs):
+//! replay does not find those decisions.
 //!
 //! Retention: the newest `keep` decisions younger than `keep_for`; the
 //! task sweeps the rest once a minute.
@@ -43,6 +43,8 @@ const MAX_PART_BYTES: usize = 16 * 1024 * 1024;
 /// zstd's default level: fast, and most of the gain on JSON this size.
 const LEVEL: i32 = 3;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long the recorder gathers decisions before it writes them.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// How long recorded inputs are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,11 +241,18 @@ async fn run(
             write(&store, &metrics, rest).await;
             return;
         };
+        // Gather for up to LINGER (a flush ends it): a few large write
+        // transactions, not one per decision beside the runs' own writes.
+        let until = tokio::time::Instant::now() + LINGER;
+        let mut flushing = matches!(first, Message::Flush(_));
         let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        while batch.len() < BATCH && !flushing {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(m)) => {
+                    flushing = matches!(m, Message::Flush(_));
+                    batch.push(m);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
         write(&store, &metrics, batch).await;
@@ -264,7 +273,11 @@ async fn write(store: &Arc<dyn Store>, metrics: &Metrics, batch: Vec<Message>) {
         let n = decisions.len() as u64;
         // Compression is CPU work: off the reactor.
         let encoded = tokio::task::spawn_blocking(move || {
-            decisions.iter().map(encode).collect::<Result<Vec<_>, _>>()
+            let mut encoder = Encoder::new()?;
+            decisions
+                .iter()
+                .map(|d| encoder.encode(d))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await;
         let written = match encoded {
@@ -288,30 +301,52 @@ async fn write(store: &Arc<dyn Store>, metrics: &Metrics, batch: Vec<Message>) {
     }
 }
 
-fn encode(d: &Decision) -> Result<DecisionRecord, String> {
-    Ok(DecisionRecord {
-        run_id: d.run_id.clone(),
-        at: d.at,
-        plugin: d.plugin.clone(),
-        world: d.world.to_owned(),
-        mode: d.mode,
-        version: d.version,
-        digest: d.digest.clone(),
-        pool: d.pool.clone(),
-        outcome: d.outcome.clone(),
-        context: blob(&d.context)?,
-        stats: blob(&d.stats)?,
-        binding: blob(&d.binding)?,
-        job: d.job.as_ref().map(blob).transpose()?,
-    })
+/// Encodes a batch: one zstd context for all of it, and a part the batch
+/// has already encoded (a binding's config, stats read alike) taken from
+/// there.
+struct Encoder {
+    zstd: zstd::bulk::Compressor<'static>,
+    done: std::collections::HashMap<String, Blob>,
 }
 
-/// A part as stored: zstd of its JSON, named by the JSON's SHA-256.
-pub(crate) fn blob<T: Serialize>(v: &T) -> Result<Blob, String> {
-    let text = serde_json::to_vec(v).map_err(|e| e.to_string())?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&text)));
-    let data = zstd::bulk::compress(&text, LEVEL).map_err(|e| e.to_string())?;
-    Ok(Blob { digest, data })
+impl Encoder {
+    fn new() -> Result<Self, String> {
+        Ok(Self {
+            zstd: zstd::bulk::Compressor::new(LEVEL).map_err(|e| e.to_string())?,
+            done: std::collections::HashMap::new(),
+        })
+    }
+
+    fn encode(&mut self, d: &Decision) -> Result<DecisionRecord, String> {
+        Ok(DecisionRecord {
+            run_id: d.run_id.clone(),
+            at: d.at,
+            plugin: d.plugin.clone(),
+            world: d.world.to_owned(),
+            mode: d.mode,
+            version: d.version,
+            digest: d.digest.clone(),
+            pool: d.pool.clone(),
+            outcome: d.outcome.clone(),
+            context: self.part(&d.context)?,
+            stats: self.part(&d.stats)?,
+            binding: self.part(&d.binding)?,
+            job: d.job.as_ref().map(|j| self.part(j)).transpose()?,
+        })
+    }
+
+    /// A part as stored: zstd of its JSON, named by the JSON's SHA-256.
+    fn part<T: Serialize>(&mut self, v: &T) -> Result<Blob, String> {
+        let text = serde_json::to_vec(v).map_err(|e| e.to_string())?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&text)));
+        if let Some(b) = self.done.get(&digest) {
+            return Ok(b.clone());
+        }
+        let data = self.zstd.compress(&text).map_err(|e| e.to_string())?;
+        let blob = Blob { digest, data };
+        self.done.insert(blob.digest.clone(), blob.clone());
+        Ok(blob)
+    }
 }
 
 /// A stored part read back.
@@ -345,13 +380,19 @@ mod tests {
             }],
             pool_types: [("p".to_owned(), Some(PoolType::Process))].into(),
         };
-        let a = blob(&stats).expect("encode");
-        let b = blob(&stats.clone()).expect("encode");
+        let a = Encoder::new().expect("zstd").part(&stats).expect("encode");
+        let b = Encoder::new()
+            .expect("zstd")
+            .part(&stats.clone())
+            .expect("encode");
         assert_eq!(a.digest, b.digest);
         assert_eq!(unblob::<StatsRead>(&a.data).expect("decode"), stats);
         let text = serde_json::to_value(&stats).expect("json");
         assert_eq!(text["occupancy"][0]["queue"]["queue"], "q");
-        let other = blob(&StatsRead::default()).expect("encode");
+        let other = Encoder::new()
+            .expect("zstd")
+            .part(&StatsRead::default())
+            .expect("encode");
         assert_ne!(other.digest, a.digest);
         // Garbage is an error, not a panic.
         assert!(unblob::<StatsRead>(b"not zstd").is_err());

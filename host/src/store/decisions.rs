@@ -86,7 +86,15 @@ pub struct DecisionsSize {
     pub blob_bytes: u64,
 }
 
+/// Rows and parts per statement: a batch is a few multi-row statements,
+/// not one per part (each statement is a round trip to SQLite's worker
+/// thread), well within both databases' limits on parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+const BLOBS_PER_STATEMENT: usize = 500;
+
 pub(super) async fn record(tx: &mut WriteTx, records: &[DecisionRecord]) -> Result<()> {
+    // Each part once, however many decisions of the batch name it.
+    let mut blobs: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
     for r in records {
         let parts = [
             Some(&r.context),
@@ -94,36 +102,55 @@ pub(super) async fn record(tx: &mut WriteTx, records: &[DecisionRecord]) -> Resu
             Some(&r.binding),
             r.job.as_ref(),
         ];
-        for blob in parts.into_iter().flatten() {
-            sqlx::query(
-                "INSERT INTO decision_blobs (digest, data) VALUES ($1, $2) \
-                 ON CONFLICT (digest) DO NOTHING",
-            )
-            .bind(&blob.digest)
-            .bind(&blob.data)
-            .execute(&mut **tx)
-            .await?;
+        for b in parts.into_iter().flatten() {
+            blobs.insert(&b.digest, &b.data);
         }
-        sqlx::query(
+    }
+    let blobs: Vec<(&str, &[u8])> = blobs.into_iter().collect();
+    for chunk in blobs.chunks(BLOBS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO decision_blobs (digest, data) VALUES {} ON CONFLICT (digest) DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (digest, data) in chunk {
+            q = q.bind(*digest).bind(*data);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let cols: Vec<String> = (1..=13).map(|c| format!("${}", 13 * i + c)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
             "INSERT INTO decision_inputs (run_id, at, plugin, world, mode, version, digest, \
-             pool, outcome, context, stats, binding, job) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&r.run_id)
-        .bind(micros(r.at))
-        .bind(&r.plugin)
-        .bind(&r.world)
-        .bind(r.mode.as_str())
-        .bind(i64::from(r.version))
-        .bind(&r.digest)
-        .bind(&r.pool)
-        .bind(to_json(&r.outcome)?)
-        .bind(&r.context.digest)
-        .bind(&r.stats.digest)
-        .bind(&r.binding.digest)
-        .bind(r.job.as_ref().map(|b| b.digest.as_str()))
-        .execute(&mut **tx)
-        .await?;
+             pool, outcome, context, stats, binding, job) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.run_id)
+                .bind(micros(r.at))
+                .bind(&r.plugin)
+                .bind(&r.world)
+                .bind(r.mode.as_str())
+                .bind(i64::from(r.version))
+                .bind(&r.digest)
+                .bind(&r.pool)
+                .bind(to_json(&r.outcome)?)
+                .bind(&r.context.digest)
+                .bind(&r.stats.digest)
+                .bind(&r.binding.digest)
+                .bind(r.job.as_ref().map(|b| b.digest.clone()));
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }

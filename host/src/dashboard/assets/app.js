@@ -680,7 +680,63 @@ async function pluginSection(p, sec, signal) {
         h("td", { title: i.message || null }, i.outcome, i.error_kind ? `: ${i.error_kind}` : "",
           i.mode === "shadow" ? ` (shadow${i.agrees === false ? ", differs" : ""})` : ""), num(ms(i.elapsed_ms)))),
     {}, "No decisions recorded."),
-  ])]);
+  ]),
+  me?.may?.manage_plugins && part(d, (d) => replayForm(p.name, d.versions ?? [], signal)),
+  ]);
+}
+
+// Replay (issue #16): another stored version judges the plugin's recorded
+// decisions again, offline; the report lists what it would decide otherwise.
+function replayForm(name, versions, signal) {
+  const id = (k) => `replay-${name}-${k}`;
+  const out = h("div", { class: "replay-report", "aria-live": "polite" });
+  const form = h("form", { class: "replay", onsubmit: async (e) => {
+    e.preventDefault();
+    const fd = new FormData(form), btn = form.querySelector("button");
+    const q = new URLSearchParams({ version: String(fd.get("version")), limit: String(fd.get("limit") || 100) });
+    const since = String(fd.get("since") ?? "").trim();
+    if (since) q.set("since", since);
+    btn.disabled = true;
+    out.replaceChildren(h("p", { class: "muted" }, "Replaying…"));
+    try {
+      const r = await api(`/api/v1/plugins/${enc(name)}/replay?${q}`, { method: "POST", signal });
+      out.replaceChildren(...replayReport(r));
+    } catch (err) {
+      fail(out, err);
+    } finally {
+      btn.disabled = false;
+    }
+  } },
+  h("p", { class: "field" }, h("label", { for: id("version") }, "Version"),
+    h("select", { id: id("version"), name: "version" },
+      [...versions].reverse().map((v) => h("option", { value: v.version }, `${v.version} (${String(v.digest).replace(/^sha256:/, "").slice(0, 12)})`)))),
+  h("p", { class: "field" }, h("label", { for: id("limit") }, "Newest decisions"),
+    h("input", { id: id("limit"), name: "limit", type: "number", min: 1, max: 10000, value: 100 })),
+  h("p", { class: "field" }, h("label", { for: id("since") }, "Since (90m, 12h, 7d or a time)"),
+    h("input", { id: id("since"), name: "since", type: "text", autocomplete: "off" })),
+  h("p", { class: "actions" }, h("button", { type: "submit" }, "Replay")));
+  return [h("h3", {}, "Replay"),
+    h("p", { class: "muted" }, "Judge the decisions this plugin made again with another version, on what each decision saw. Nothing changes for any run."),
+    form, out];
+}
+
+function replayReport(r) {
+  const s = r.summary ?? {};
+  const words = [["would_reject", "would reject"], ["would_admit", "would admit"], ["would_defer", "would defer"],
+    ["reasons_changed", "reasons changed"], ["routes_changed", "routes changed"], ["jobs_changed", "jobs changed"],
+    ["errors", "errors"], ["not_replayable", "not replayable"], ["live_stats", "stats read live"]]
+    .filter(([k]) => s[k] > 0).map(([k, w]) => `${w} ${s[k]}`);
+  const changed = (r.runs ?? []).filter((l) => !l.same);
+  return [
+    h("p", { class: "replay-summary" }, `${r.candidate?.source ?? "?"}: judged ${s.judged ?? 0}, same ${s.same ?? 0}, different ${s.different ?? 0}`,
+      words.length ? `: ${words.join(", ")}` : "", r.truncated ? " (cut short: the replay's time ran out)" : ""),
+    table(["Run", "Decided", "Was", "Now", "Job difference"], changed.slice(0, 100).map((l) =>
+      h("tr", { "data-run": l.run_id }, td(runLink(l.run_id)), td(when(l.decided_at)), td(`v${l.recorded_version}`),
+        h("td", { class: "wrap" }, l.not_replayable ? `not replayable: ${l.not_replayable}` : dash(l.change)),
+        td(Array.isArray(l.job_diff) && l.job_diff.length ? diff(l.job_diff) : "-"))),
+    {}, "Every decision the same."),
+    changed.length > 100 && h("p", { class: "muted" }, `The first 100 of ${changed.length} differences; the API has them all.`),
+  ];
 }
 
 async function poolView(signal, _q, name) {
