@@ -109,6 +109,11 @@ pub(crate) async fn scenario(total: usize) -> Result<Vec<Row>, String> {
                 unit: "B",
             });
             rows.push(Row::Value {
+                name: "decision-inputs: row bytes per admission decision".into(),
+                value: size.row_bytes as f64 / size.decisions as f64,
+                unit: "B",
+            });
+            rows.push(Row::Value {
                 name: "decision-inputs: parts stored per admission decision".into(),
                 value: size.blobs as f64 / size.decisions as f64,
                 unit: "parts",
@@ -142,6 +147,11 @@ pub(crate) async fn scenario(total: usize) -> Result<Vec<Row>, String> {
     rows.push(Row::Value {
         name: "decision-inputs: stored bytes per mutator decision (process job)".into(),
         value: size.blob_bytes as f64 / size.decisions as f64,
+        unit: "B",
+    });
+    rows.push(Row::Value {
+        name: "decision-inputs: row bytes per mutator decision".into(),
+        value: size.row_bytes as f64 / size.decisions as f64,
         unit: "B",
     });
     bench.stop().await;

@@ -226,14 +226,15 @@ async fn runs_appear_live_say_why_they_wait_show_decisions_and_cancel_from_the_p
         "version 2: judged 2, same 0, different 2: errors 2",
         "{report}"
     );
-    let row = browser
-        .wait_text(
-            &format!("#plugin-add-label .replay-report tr[data-run='{waiting}']"),
-            LIVE,
-            |t| !t.is_empty(),
-        )
+    let rows = browser
+        .wait_text("#plugin-add-label .replay-report table", LIVE, |t| {
+            !t.is_empty()
+        })
         .await;
-    assert!(row.contains("1 patch operation(s) → error (trap"), "{row}");
+    assert!(
+        rows.contains(&waiting) && rows.contains("1 patch operation(s) → error (trap"),
+        "{rows}"
+    );
     browser.screenshot(shots.as_deref(), "replay").await;
 
     // The pool's page and the overview.

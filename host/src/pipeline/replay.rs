@@ -427,10 +427,17 @@ impl Pipeline {
                 }
             }
             (World::Mutator, Some(job)) => {
-                let pool_type = match asked.pool_type(&ctx.pool).await {
-                    Ok(Some(t)) => t,
-                    _ if job.get("job_manifest").is_some() => PoolType::Kubernetes,
-                    _ => PoolType::Process,
+                // What the host stamps, by the pool's kind: as recorded if a
+                // plugin asked, else the pool's now (the host asking is not
+                // the candidate reading live stats), else the job's shape.
+                let recorded = lookup.stats.pool_types.get(&ctx.pool).copied().flatten();
+                let pool_type = match recorded {
+                    Some(t) => t,
+                    None => match self.store.get_pool(&ctx.pool).await {
+                        Ok(p) => p.pool_type,
+                        Err(_) if job.get("job_manifest").is_some() => PoolType::Kubernetes,
+                        Err(_) => PoolType::Process,
+                    },
                 };
                 let forbidden = forbidden_paths(pool_type);
                 let (r, _) = candidate

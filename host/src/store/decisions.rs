@@ -84,6 +84,9 @@ pub struct DecisionsSize {
     pub blobs: u64,
     /// The blobs' stored (compressed) bytes.
     pub blob_bytes: u64,
+    /// The decision rows' column bytes (text as stored, integers as 8),
+    /// without the database's own overhead.
+    pub row_bytes: u64,
 }
 
 /// Rows and parts per statement: a batch is a few multi-row statements,
@@ -235,9 +238,14 @@ pub(super) async fn sweep(
 }
 
 pub(super) async fn size(reader: &AnyPool) -> Result<DecisionsSize> {
-    let decisions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM decision_inputs")
-        .fetch_one(reader)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(LENGTH(run_id) + LENGTH(plugin) + LENGTH(world) \
+         + LENGTH(mode) + LENGTH(digest) + LENGTH(pool) + LENGTH(outcome) + LENGTH(context) \
+         + LENGTH(stats) + LENGTH(binding) + COALESCE(LENGTH(job), 0) + 24), 0) AS BIGINT) \
+         AS bytes FROM decision_inputs",
+    )
+    .fetch_one(reader)
+    .await?;
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) AS bytes \
          FROM decision_blobs",
@@ -245,7 +253,8 @@ pub(super) async fn size(reader: &AnyPool) -> Result<DecisionsSize> {
     .fetch_one(reader)
     .await?;
     Ok(DecisionsSize {
-        decisions: super::rows::count(decisions),
+        decisions: super::rows::count(rows.try_get("n")?),
+        row_bytes: super::rows::count(rows.try_get("bytes")?),
         blobs: super::rows::count(row.try_get("n")?),
         blob_bytes: super::rows::count(row.try_get("bytes")?),
     })

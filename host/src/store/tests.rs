@@ -1673,6 +1673,23 @@ async fn decision_inputs_are_shared_filtered_and_swept(store: Arc<dyn Store>) {
     // 6 contexts, one stats, one binding, one job: shared parts once.
     assert_eq!((size.decisions, size.blobs), (6, 9));
     assert!(size.blob_bytes > 0);
+    let row_bytes: usize = records
+        .iter()
+        .map(|r| {
+            [&r.run_id, &r.plugin, &r.world, &r.digest, &r.pool]
+                .iter()
+                .map(|t| t.len())
+                .sum::<usize>()
+                + r.mode.as_str().len()
+                + r.outcome.to_string().len()
+                + r.context.digest.len()
+                + r.stats.digest.len()
+                + r.binding.digest.len()
+                + r.job.as_ref().map_or(0, |j| j.digest.len())
+                + 24
+        })
+        .sum();
+    assert_eq!(size.row_bytes, row_bytes as u64);
 
     let query = |pool: Option<&str>, since: Option<chrono::DateTime<Utc>>, limit| DecisionQuery {
         plugin: "gate".into(),

@@ -700,7 +700,8 @@ function replayForm(name, versions, signal) {
     out.replaceChildren(h("p", { class: "muted" }, "Replaying…"));
     try {
       const r = await api(`/api/v1/plugins/${enc(name)}/replay?${q}`, { method: "POST", signal });
-      out.replaceChildren(...replayReport(r));
+      out.replaceChildren();
+      add(out, replayReport(r));
     } catch (err) {
       fail(out, err);
     } finally {
