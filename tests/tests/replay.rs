@@ -532,3 +532,79 @@ async fn with_recording_off_nothing_is_replayed() {
     assert_eq!(report["summary"]["judged"], 0, "{report}");
     assert_eq!(report["runs"], json!([]));
 }
+
+/// A router replayed with other rules: the runs it would route elsewhere,
+/// and only those.
+#[tokio::test]
+async fn a_replayed_router_names_the_runs_it_would_route_elsewhere() {
+    let api = start().await;
+    pool_and_deployment(&api).await;
+    api.ok(
+        "POST",
+        "/api/v1/pools",
+        Some(json!({"name": "gpu", "type": "process", "paused": true})),
+    )
+    .await;
+    upload(&api, "tag-router", &component("tag-router")).await;
+    upload(&api, "tag-router", &another_version_of("tag-router")).await;
+    api.ok(
+        "POST",
+        "/api/v1/routers",
+        Some(
+            json!({"plugin": "tag-router", "version": 1, "config": {"rules": [
+            {"tag": "gpu", "pool": "gpu"}]}}),
+        ),
+    )
+    .await;
+    let mut nightly = BTreeSet::new();
+    for i in 0..12 {
+        let tags = match i % 3 {
+            0 => json!(["gpu"]),
+            1 => json!(["nightly"]),
+            _ => json!([]),
+        };
+        let run = api
+            .ok(
+                "POST",
+                "/api/v1/runs",
+                Some(json!({"deployment": "job", "tags": tags})),
+            )
+            .await;
+        let expected_pool = if i % 3 == 0 { "gpu" } else { "local" };
+        assert_eq!(run["pool"], expected_pool, "{run}");
+        if i % 3 == 1 {
+            nightly.insert(run["id"].as_str().expect("id").to_owned());
+        }
+    }
+    // Version 2 would also send the nightly runs to gpu.
+    let rules = r#"{"rules":[{"tag":"gpu","pool":"gpu"},{"tag":"nightly","pool":"gpu"}]}"#;
+    let report = api
+        .ok(
+            "POST",
+            &format!(
+                "/api/v1/plugins/tag-router/replay?version=2&config={}",
+                query(rules)
+            ),
+            None,
+        )
+        .await;
+    let s = &report["summary"];
+    assert_eq!(
+        (
+            s["judged"].as_u64(),
+            s["routes_changed"].as_u64(),
+            s["same"].as_u64()
+        ),
+        (Some(12), Some(4), Some(8)),
+        "{s}"
+    );
+    assert_eq!(changed(&report), nightly);
+    for line in report["runs"].as_array().expect("runs") {
+        if line["same"] == false {
+            assert_eq!(line["recorded"]["pool"], Value::Null, "{line}");
+            assert_eq!(line["replayed"]["pool"], "gpu", "{line}");
+            // Decided before routing: the run's pool then.
+            assert_eq!(line["pool"], "local", "{line}");
+        }
+    }
+}
