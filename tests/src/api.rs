@@ -130,6 +130,24 @@ impl Api {
         .await
     }
 
+    /// A process pool `name` whose template takes `command` and an
+    /// `image` variable (put in the job's env as `IMAGE`), as plugins that
+    /// judge images want.
+    pub async fn image_pool(&self, name: &str) {
+        self.ok(
+            "POST",
+            "/api/v1/pools",
+            Some(
+                serde_json::json!({"name": name, "type": "process", "base_job_template": {
+            "job_configuration": {"command": "{{ command }}", "env": {"IMAGE": "{{ image }}"}},
+            "variables": {"type": "object", "required": ["command"], "properties": {
+                "command": {"type": "string"},
+                "image": {"type": "string", "default": "none"}}}}}),
+            ),
+        )
+        .await;
+    }
+
     /// Everything a client can see, to prove a refused request changed nothing.
     pub async fn snapshot(&self) -> Value {
         let mut s = json!({});

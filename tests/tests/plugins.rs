@@ -1067,18 +1067,7 @@ async fn the_example_policies_decide_the_same_in_rust_python_and_javascript() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_bindings_judge_live_runs_and_change_none() {
     let api = start().await;
-    api.ok(
-        "POST",
-        "/api/v1/pools",
-        Some(
-            json!({"name": "local", "type": "process", "base_job_template": {
-            "job_configuration": {"command": "{{ command }}", "env": {"IMAGE": "{{ image }}"}},
-            "variables": {"type": "object", "required": ["command"], "properties": {
-                "command": {"type": "string"},
-                "image": {"type": "string", "default": "none"}}}}}),
-        ),
-    )
-    .await;
+    api.image_pool("local").await;
     api.ok(
         "POST",
         "/api/v1/deployments",

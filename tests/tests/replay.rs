@@ -14,18 +14,7 @@ use weir_tests::harness::{another_version_of, component, weir_bin};
 const STRICT: &str = r#"{"prefixes":["ghcr.io/acme/"]}"#;
 
 async fn pool_and_deployment(api: &Api) {
-    api.ok(
-        "POST",
-        "/api/v1/pools",
-        Some(
-            json!({"name": "local", "type": "process", "base_job_template": {
-            "job_configuration": {"command": "{{ command }}", "env": {"IMAGE": "{{ image }}"}},
-            "variables": {"type": "object", "required": ["command"], "properties": {
-                "command": {"type": "string"},
-                "image": {"type": "string", "default": "none"}}}}}),
-        ),
-    )
-    .await;
+    api.image_pool("local").await;
     api.ok(
         "POST",
         "/api/v1/deployments",

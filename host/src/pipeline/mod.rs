@@ -120,6 +120,27 @@ fn counts(o: Occupancy) -> Counts {
     }
 }
 
+/// A scope's counts as the store has them now.
+async fn read_occupancy(store: &Arc<dyn Store>, scope: &Scope) -> Result<Counts, String> {
+    let occupancy = match scope {
+        Scope::Pool(pool) => store.pool_occupancy(pool).await,
+        Scope::Queue { pool, queue } => store.queue_occupancy(pool, queue).await,
+        Scope::Tag(tag) => store.tag_occupancy(tag).await,
+        Scope::Label { key, value } => store.label_occupancy(key, value).await,
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(counts(occupancy))
+}
+
+/// A pool's type as the store has it now (`None`: no such pool).
+async fn read_pool_type(store: &Arc<dyn Store>, pool: &str) -> Result<Option<PoolType>, String> {
+    match store.get_pool(pool).await {
+        Ok(p) => Ok(Some(p.pool_type)),
+        Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// What plugins ask during one stage of one run, read from the store when
 /// first asked and remembered for the rest of the stage, so every binding
 /// of the stage sees the same counts (and 0.1.0 admission plugins, which are
@@ -176,15 +197,7 @@ impl Lookup for StoreLookup {
         if let Some(counts) = known {
             return Ok(counts);
         }
-        let s = &self.store;
-        let occupancy = match scope {
-            Scope::Pool(pool) => s.pool_occupancy(pool).await,
-            Scope::Queue { pool, queue } => s.queue_occupancy(pool, queue).await,
-            Scope::Tag(tag) => s.tag_occupancy(tag).await,
-            Scope::Label { key, value } => s.label_occupancy(key, value).await,
-        }
-        .map_err(|e| e.to_string())?;
-        let answer = counts(occupancy);
+        let answer = read_occupancy(&self.store, scope).await?;
         self.answers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -202,11 +215,7 @@ impl Lookup for StoreLookup {
         if let Some(t) = known {
             return Ok(t);
         }
-        let answer = match self.store.get_pool(pool).await {
-            Ok(p) => Some(p.pool_type),
-            Err(crate::store::StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.to_string()),
-        };
+        let answer = read_pool_type(&self.store, pool).await?;
         self.pool_types
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -165,7 +165,8 @@ pub(crate) fn parse_since(
             format!("{text:?} is neither an RFC 3339 time nor an age like 90m, 12h or 7d"),
         )
     };
-    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    // The unit is the last character, whatever its width.
+    let split = text.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
     let (n, unit) = text.split_at(split);
     let n: i64 = n.parse().map_err(|_| bad())?;
     let seconds = match unit {
@@ -204,15 +205,7 @@ impl Lookup for RecordedLookup {
             return Ok(a.counts);
         }
         self.asked_live(serde_json::to_string(&wanted).unwrap_or_default());
-        let s = &self.store;
-        let o = match scope {
-            Scope::Pool(pool) => s.pool_occupancy(pool).await,
-            Scope::Queue { pool, queue } => s.queue_occupancy(pool, queue).await,
-            Scope::Tag(tag) => s.tag_occupancy(tag).await,
-            Scope::Label { key, value } => s.label_occupancy(key, value).await,
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(super::counts(o))
+        super::read_occupancy(&self.store, scope).await
     }
 
     async fn pool_type(&self, pool: &str) -> Result<Option<PoolType>, String> {
@@ -220,11 +213,7 @@ impl Lookup for RecordedLookup {
             return Ok(*t);
         }
         self.asked_live(format!("pool type of {pool:?}"));
-        match self.store.get_pool(pool).await {
-            Ok(p) => Ok(Some(p.pool_type)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
+        super::read_pool_type(&self.store, pool).await
     }
 }
 
@@ -573,7 +562,16 @@ mod tests {
                 .to_rfc3339(),
             "2026-12-01T00:00:00+00:00"
         );
-        for bad in ["", "m", "5w", "-5m", "99999999999d", "yesterday"] {
+        for bad in [
+            "",
+            "m",
+            "5w",
+            "-5m",
+            "99999999999d",
+            "yesterday",
+            "5é",
+            "L\u{7a6a6}",
+        ] {
             let e = parse_since(bad, now).expect_err(bad);
             assert_eq!(e.field, "since", "{bad}");
         }
