@@ -148,6 +148,18 @@ impl Api {
         .await;
     }
 
+    /// The text `/metrics` answers.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Everything a client can see, to prove a refused request changed nothing.
     pub async fn snapshot(&self) -> Value {
         let mut s = json!({});

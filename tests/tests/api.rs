@@ -205,15 +205,7 @@ async fn a_run_goes_from_submit_to_completed_with_history_and_logs() {
     assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
 
     // Metrics report it.
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains("weir_runs{state=\"Completed\"} 1"),
         "{metrics}"
@@ -1045,15 +1037,7 @@ async fn restart_recovers_released_runs_in_every_pool_type() {
         let p = api.ok("GET", &format!("/api/v1/pools/{pool}"), None).await;
         assert_eq!(p["active_runs"], 0, "slots of {pool} came back: {p}");
     }
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics().await;
     for pool in ["proc", "kube"] {
         let line = format!("weir_slots_in_use{{kind=\"pool\",key=\"{pool}\"}} 0");
         assert!(metrics.contains(&line), "{line} missing: {metrics}");

@@ -1216,13 +1216,7 @@ async fn shadow_bindings_judge_live_runs_and_change_none() {
         "{}",
         decisions["shadow_outcomes"]
     );
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    let text = metrics.text().await.expect("text");
+    let text = api.metrics().await;
     let disagreed = format!(
         "weir_plugin_shadow_decisions_total{{plugin=\"approved-registries\",world=\"admission\",decision=\"reject\",agrees=\"no\"}} {}",
         stricter_rejects.len()

@@ -376,15 +376,7 @@ async fn replay_names_exactly_the_runs_a_stricter_version_would_reject() {
         .await;
     assert_eq!(before, after);
     // Each decision's inputs were recorded once.
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains("weir_decision_inputs_recorded_total 200"),
         "{}",

@@ -170,7 +170,7 @@ impl StoreLookup {
                 counts: *counts,
             })
             .collect();
-        occupancy.sort_by_key(|a| serde_json::to_string(&a.scope).unwrap_or_default());
+        occupancy.sort_by(|a, b| a.scope.cmp(&b.scope));
         let pool_types = self
             .pool_types
             .lock()
@@ -421,10 +421,7 @@ impl Pipeline {
         let Some(recorder) = &self.recorder else {
             return;
         };
-        let context = match serde_json::to_value(j.ctx) {
-            Ok(c) => c,
-            Err(_) => return,
-        };
+        // Cloned here, serialised by the recorder, off the run's path.
         recorder.record(record::Decision {
             run_id: j.ctx.run_id.clone(),
             at: Utc::now(),
@@ -435,7 +432,7 @@ impl Pipeline {
             digest: j.version.digest.clone(),
             pool: j.ctx.pool.clone(),
             outcome,
-            context,
+            context: j.ctx.clone(),
             stats: j.lookup.read_so_far(),
             binding: j.binding.into(),
             job: j.job.cloned(),

@@ -74,7 +74,7 @@ pub(crate) struct Answer {
 }
 
 /// A [`Scope`] as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ScopeRecord {
     Pool(String),
@@ -158,7 +158,7 @@ pub(crate) struct Decision {
     pub digest: String,
     pub pool: String,
     pub outcome: Value,
-    pub context: Value,
+    pub context: crate::plugin::RunContext,
     pub stats: StatsRead,
     pub binding: BindingRecord,
     pub job: Option<Value>,
