@@ -14,6 +14,7 @@ use crate::domain::{BindingMode, OnError, PluginBinding, PoolType, RetryPolicy};
 use crate::registry::BindingSpec;
 use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
+    ScheduleSpec,
 };
 use crate::store::StoreError;
 
@@ -88,6 +89,11 @@ pub struct ServerConfig {
     pub decision_inputs_keep: Option<u64>,
     /// Recorded inputs older than this many days are swept (default 30).
     pub decision_inputs_keep_days: Option<u32>,
+    /// Schedules create runs for their times up to this far ahead (default
+    /// 3600; 1 to 8640000, 100 days).
+    pub schedule_horizon_seconds: Option<u32>,
+    /// …and at most this many future runs per schedule (default 10; 1 to 1000).
+    pub schedule_ahead: Option<u32>,
 }
 
 /// Most decision inputs `decision_inputs_keep` may ask to keep.
@@ -109,7 +115,32 @@ impl ServerConfig {
         {
             return Err("server.decision_inputs_keep_days: must be between 1 and 3650".into());
         }
+        if self
+            .schedule_horizon_seconds
+            .is_some_and(|s| !(1..=8_640_000).contains(&s))
+        {
+            return Err(
+                "server.schedule_horizon_seconds: must be between 1 and 8640000 (100 days)".into(),
+            );
+        }
+        if self
+            .schedule_ahead
+            .is_some_and(|n| !(1..=1000).contains(&n))
+        {
+            return Err("server.schedule_ahead: must be between 1 and 1000".into());
+        }
         Ok(())
+    }
+
+    /// How far ahead schedules create runs.
+    pub(crate) fn schedules(&self) -> crate::run::schedule::ScheduleSettings {
+        let default = crate::run::schedule::ScheduleSettings::default();
+        crate::run::schedule::ScheduleSettings {
+            horizon: self
+                .schedule_horizon_seconds
+                .map_or(default.horizon, |s| chrono::Duration::seconds(i64::from(s))),
+            ahead: self.schedule_ahead.map_or(default.ahead, |n| n as usize),
+        }
     }
 
     /// How long plugin decisions' inputs are kept.
@@ -185,6 +216,12 @@ pub struct QueueConfig {
     pub paused: Option<bool>,
     #[serde(default)]
     pub description: String,
+    /// Seconds past its time after which a run turns Late (absent: the
+    /// server's `late_after_seconds`).
+    pub late_after_seconds: Option<u32>,
+    /// `keep` (default) or `cancel`.
+    #[serde(default)]
+    pub late_action: crate::domain::LateAction,
 }
 
 fn one() -> u32 {
@@ -209,6 +246,9 @@ pub struct DeploymentConfig {
     pub retries: RetryPolicy,
     /// The team whose submitter tokens may run it.
     pub team: Option<String>,
+    /// `[[deployments.schedules]]`: cron, interval or one-off times.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 /// `[[plugins]]`: a component file (relative to the config file) kept as
@@ -378,6 +418,8 @@ impl Config {
                                 concurrency_limit: Some(q.concurrency_limit),
                                 paused: q.paused,
                                 description: Some(q.description.clone()),
+                                late_after_seconds: Some(q.late_after_seconds),
+                                late_action: Some(q.late_action),
                             },
                         )
                         .await
@@ -393,6 +435,8 @@ impl Config {
                                 concurrency_limit: q.concurrency_limit,
                                 paused: q.paused.unwrap_or(false),
                                 description: q.description.clone(),
+                                late_after_seconds: q.late_after_seconds,
+                                late_action: q.late_action,
                             },
                         )
                         .await
@@ -468,6 +512,13 @@ impl Config {
                         .map_err(apply_err(what))?;
                 }
                 Err(e) => return Err(apply_err(what)(e.into())),
+            }
+            for s in &d.schedules {
+                let what = format!("deployments.{}.schedules.{}", d.name, s.name);
+                dispatcher
+                    .apply_schedule(&d.name, s.clone())
+                    .await
+                    .map_err(apply_err(what))?;
             }
         }
         self.apply_plugins(dispatcher).await?;

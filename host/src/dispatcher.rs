@@ -63,6 +63,8 @@ pub struct Settings {
     /// When auth is on: the key each released job's `WEIR_RUN_TOKEN` is
     /// derived from. `None`: jobs get no run token.
     pub run_tokens: Option<RunTokenKey>,
+    /// How far ahead schedules create their runs.
+    pub schedules: crate::run::schedule::ScheduleSettings,
 }
 
 /// The owner of a run's front half, shared by the API, the config loader,
@@ -76,6 +78,8 @@ pub struct Dispatcher {
     /// reads Kubernetes runs' logs through them).
     pub backends: Backends,
     wake: Arc<Notify>,
+    /// The schedules' loop waits on this (`run/schedule.rs`).
+    schedules_wake: Arc<Notify>,
     /// The launcher's registry of the attempts in flight here, once this
     /// replica has a launcher (it leads): where a cancel is delivered
     /// (`run/cancel.rs`). The launcher owns it; this is the way in.
@@ -99,6 +103,7 @@ impl Dispatcher {
             settings,
             metrics,
             wake: Arc::new(Notify::new()),
+            schedules_wake: Arc::new(Notify::new()),
             in_flight: OnceLock::new(),
             replicas: Bus::local(),
         }
@@ -125,9 +130,22 @@ impl Dispatcher {
         self.replicas.send(Signal::Wake);
     }
 
-    /// Wakes this replica's scheduler only (a signal from another replica).
+    /// Wakes this replica's scheduler and schedules only (a signal from
+    /// another replica, which may have changed a schedule).
     pub fn wake_local(&self) {
         self.wake.notify_one();
+        self.schedules_wake.notify_one();
+    }
+
+    /// The schedules' loop waits on this.
+    pub(crate) fn schedules_wake_handle(&self) -> Arc<Notify> {
+        self.schedules_wake.clone()
+    }
+
+    /// A schedule changed: the leader's loop plans again.
+    pub(crate) fn wake_schedules(&self) {
+        self.schedules_wake.notify_one();
+        self.replicas.send(Signal::Wake);
     }
 
     pub fn log_path(&self, id: RunId) -> PathBuf {

@@ -49,8 +49,8 @@ pub use cli::{Cli, Command, ServeArgs, execute};
 pub use config::Config;
 /// The nouns a run passes through.
 pub use domain::{
-    BaseJobTemplate, ConcurrencyLimit, Pool, PoolType, Queue, RetryPolicy, Run, RunState,
-    TemplateKind,
+    BaseJobTemplate, ConcurrencyLimit, LateAction, Pool, PoolType, Queue, RetryPolicy, Run,
+    RunState, TemplateKind,
 };
 /// The plugin runtime, for loading and calling components directly.
 pub use plugin::{

@@ -48,6 +48,9 @@ pub struct Metrics {
     inputs_recorded: Counter,
     inputs_dropped: Counter,
     runs_created: Counter,
+    late_cancelled: Counter,
+    scheduled_runs: Counter,
+    schedule_skipped: Counter,
     transitions: Family<StateLabel, Counter>,
     scheduling_latency: Histogram,
     runs: Family<StateLabel, Gauge>,
@@ -101,6 +104,24 @@ impl Metrics {
         let slots_used = Family::<SlotLabel, Gauge>::default();
         let slots_limit = Family::<SlotLabel, Gauge>::default();
         registry.register("runs_created", "Runs created", runs_created.clone());
+        let late_cancelled = Counter::default();
+        registry.register(
+            "late_runs_cancelled",
+            "Runs cancelled because they turned Late in a queue whose late action is cancel",
+            late_cancelled.clone(),
+        );
+        let scheduled_runs = Counter::default();
+        registry.register(
+            "schedule_runs_created",
+            "Runs created by deployment schedules (on time or by a catch-up policy)",
+            scheduled_runs.clone(),
+        );
+        let schedule_skipped = Counter::default();
+        registry.register(
+            "schedule_times_skipped",
+            "Scheduled times missed while no replica led that their catch-up policy gave no run",
+            schedule_skipped.clone(),
+        );
         registry.register(
             "run_transitions",
             "State changes recorded, by target state",
@@ -156,6 +177,9 @@ impl Metrics {
             inputs_recorded,
             inputs_dropped,
             runs_created,
+            late_cancelled,
+            scheduled_runs,
+            schedule_skipped,
             transitions,
             scheduling_latency,
             runs,
@@ -201,6 +225,18 @@ impl Metrics {
 
     pub fn run_created(&self) {
         self.runs_created.inc();
+    }
+
+    pub fn late_run_cancelled(&self) {
+        self.late_cancelled.inc();
+    }
+
+    pub fn schedule_run_created(&self) {
+        self.scheduled_runs.inc();
+    }
+
+    pub fn schedule_times_skipped(&self, n: u64) {
+        self.schedule_skipped.inc_by(n);
     }
 
     pub fn run_transitioned(&self, to: RunState) {

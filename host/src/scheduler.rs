@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::domain::Cause;
 use crate::run::launch::Launcher;
 
 /// Runs released per store transaction; a full batch loops at once.
@@ -51,9 +52,34 @@ async fn pass(launcher: &Arc<Launcher>) -> Result<Duration, crate::store::StoreE
     let store = &dispatcher.store;
     let late_after = dispatcher.settings.late_after;
     let now = Utc::now();
-    let late = store.mark_late(now - late_after).await?;
-    if late > 0 {
-        debug!(late, "marked runs late");
+    let late = store.mark_late(now, late_after).await?;
+    if !late.is_empty() {
+        debug!(late = late.len(), "marked runs late");
+    }
+    // Queues that cancel Late runs: each is cancelled with how late it was.
+    // A run released meanwhile is not (Pending → Cancelled is refused).
+    for run in late.iter().filter(|l| l.cancel) {
+        let reason = format!(
+            "cancelled because it was late: {} past its scheduled time; queue {}/{} cancels \
+             runs more than {} s late",
+            human_duration(run.late_by),
+            run.pool,
+            run.queue,
+            run.late_after_seconds
+        );
+        let detail = serde_json::json!({
+            "late_by_seconds": run.late_by.num_seconds(),
+            "late_after_seconds": run.late_after_seconds,
+            "late_action": "cancel",
+        });
+        match dispatcher
+            .cancel_waiting(run.id, reason, Cause::SCHEDULER, Some(detail))
+            .await
+        {
+            Ok(true) => dispatcher.metrics.late_run_cancelled(),
+            Ok(false) => debug!(run = %run.id, "a late run was released before its cancel"),
+            Err(e) => warn!(run = %run.id, "cannot cancel a late run: {e}"),
+        }
     }
     // Runs an admission plugin deferred are judged again when due, outside
     // any store transaction (plugin calls take their own time).
@@ -84,4 +110,27 @@ async fn pass(launcher: &Arc<Launcher>) -> Result<Duration, crate::store::StoreE
             .saturating_add(Duration::from_millis(1)),
         None => MAX_SLEEP,
     })
+}
+
+/// `2h 5m`, `3m 20s`, `45s`: how late a run was, for its history.
+fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{sec}s"),
+        (0, _) => format!("{m}m {sec}s"),
+        _ => format!("{h}h {m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lateness_reads_as_hours_minutes_seconds() {
+        use chrono::Duration;
+        assert_eq!(super::human_duration(Duration::seconds(45)), "45s");
+        assert_eq!(super::human_duration(Duration::seconds(200)), "3m 20s");
+        assert_eq!(super::human_duration(Duration::seconds(7500)), "2h 5m");
+        assert_eq!(super::human_duration(Duration::seconds(-3)), "0s");
+    }
 }

@@ -371,6 +371,7 @@ impl Server {
                     log_dir,
                     clusters: options.kubernetes.named.keys().cloned().collect(),
                     run_tokens: run_tokens.clone(),
+                    schedules: options.config.server.schedules(),
                 },
                 metrics,
                 backends.clone(),
@@ -532,8 +533,12 @@ async fn lead(
             }
         }
     });
+    // Schedules become runs on the leader only (each time's run is keyed, so
+    // a deposed leader still finishing a pass creates no second one).
+    let schedules = crate::run::schedule::run(dispatcher.clone(), stop.clone());
     tokio::select! {
         () = scheduler::run(launcher, shutdown.clone()) => Ok(()),
+        () = schedules => Ok(()),
         e = leader.lost() => Err(lost(e, &shutdown)),
     }
 }

@@ -159,6 +159,7 @@ impl Api {
                     log_dir: dir.path().join("logs"),
                     clusters: Vec::new(),
                     run_tokens: None,
+                    schedules: Default::default(),
                 },
                 metrics,
                 backends,

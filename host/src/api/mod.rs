@@ -66,6 +66,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/deployments/{name}"),
     ("delete", "/api/v1/deployments/{name}"),
     ("post", "/api/v1/deployments/{name}/render"),
+    ("get", "/api/v1/deployments/{name}/schedules"),
+    ("post", "/api/v1/deployments/{name}/schedules"),
+    ("get", "/api/v1/deployments/{name}/schedules/{schedule}"),
+    ("delete", "/api/v1/deployments/{name}/schedules/{schedule}"),
+    (
+        "post",
+        "/api/v1/deployments/{name}/schedules/{schedule}/pause",
+    ),
+    (
+        "post",
+        "/api/v1/deployments/{name}/schedules/{schedule}/resume",
+    ),
+    ("get", "/api/v1/schedules"),
     ("get", "/api/v1/runs"),
     ("post", "/api/v1/runs"),
     ("get", "/api/v1/runs/{id}"),
@@ -131,6 +144,23 @@ pub(crate) fn router_with_auth(dispatcher: Arc<Dispatcher>, auth: auth::AuthStat
                 .delete(delete_deployment),
         )
         .route("/deployments/{name}/render", post(render_deployment))
+        .route(
+            "/deployments/{name}/schedules",
+            get(list_schedules).post(create_schedule),
+        )
+        .route(
+            "/deployments/{name}/schedules/{schedule}",
+            get(get_schedule).delete(delete_schedule),
+        )
+        .route(
+            "/deployments/{name}/schedules/{schedule}/pause",
+            post(pause_schedule),
+        )
+        .route(
+            "/deployments/{name}/schedules/{schedule}/resume",
+            post(resume_schedule),
+        )
+        .route("/schedules", get(list_all_schedules))
         .route("/runs", get(runs::list).post(runs::create))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))

@@ -14,7 +14,7 @@ use super::extract::JsonBody;
 use crate::domain::{ConcurrencyLimit, Pool, PoolType, Queue};
 use crate::resources::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
-    RenderSpec,
+    RenderSpec, ScheduleSpec,
 };
 use crate::run::waiting::WaitingCounts;
 use crate::template::BaseJobTemplate;
@@ -290,6 +290,94 @@ pub(super) async fn delete_limit(
 ) -> Result<StatusCode, ApiError> {
     d.delete_limit(&tag).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// -- schedules ---------------------------------------------------------------
+
+/// A schedule as the API shows it, with its next times (from now, or from
+/// where its runs have been created to when that is later).
+fn schedule_json(s: &crate::domain::Schedule) -> Value {
+    let mut v = to_value(s);
+    let next: Vec<String> = match (s.paused, s.when.timetable()) {
+        (false, Ok(table)) => table
+            .between(
+                chrono::Utc::now(),
+                chrono::DateTime::<chrono::Utc>::MAX_UTC,
+                3,
+            )
+            .iter()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Value::Object(m) = &mut v {
+        m.insert("next_times".into(), json!(next));
+    }
+    v
+}
+
+pub(super) async fn list_all_schedules(State(d): State<AppState>) -> Reply {
+    let items: Vec<Value> = d
+        .list_schedules(None)
+        .await?
+        .iter()
+        .map(schedule_json)
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn list_schedules(State(d): State<AppState>, Path(name): Path<String>) -> Reply {
+    let items: Vec<Value> = d
+        .list_schedules(Some(&name))
+        .await?
+        .iter()
+        .map(schedule_json)
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn create_schedule(
+    State(d): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(spec): JsonBody<ScheduleSpec>,
+) -> Created {
+    let schedule = d.create_schedule(&name, spec).await?;
+    Ok((StatusCode::CREATED, Json(schedule_json(&schedule))))
+}
+
+pub(super) async fn get_schedule(
+    State(d): State<AppState>,
+    Path((name, schedule)): Path<(String, String)>,
+) -> Reply {
+    Ok(Json(schedule_json(
+        &d.get_schedule(&name, &schedule).await?,
+    )))
+}
+
+pub(super) async fn delete_schedule(
+    State(d): State<AppState>,
+    Path((name, schedule)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    d.delete_schedule(&name, &schedule).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn pause_schedule(
+    State(d): State<AppState>,
+    Path((name, schedule)): Path<(String, String)>,
+) -> Reply {
+    Ok(Json(schedule_json(
+        &d.set_schedule_paused(&name, &schedule, true).await?,
+    )))
+}
+
+pub(super) async fn resume_schedule(
+    State(d): State<AppState>,
+    Path((name, schedule)): Path<(String, String)>,
+) -> Reply {
+    Ok(Json(schedule_json(
+        &d.set_schedule_paused(&name, &schedule, false).await?,
+    )))
 }
 
 // -- deployments -------------------------------------------------------------

@@ -71,6 +71,8 @@ pub enum DeploymentCommand {
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
+    /// A deployment's schedules: add, ls, inspect, pause, resume, rm
+    Schedule(super::schedule::ScheduleArgs),
 }
 
 pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<ExitCode, CliError> {
@@ -131,6 +133,9 @@ pub(crate) async fn execute(ctx: &Ctx, command: DeploymentCommand) -> Result<Exi
                     str_of(d, "pool")
                 )
             })?;
+        }
+        DeploymentCommand::Schedule(args) => {
+            return super::schedule::execute(ctx, args.command).await;
         }
         DeploymentCommand::Ls => {
             let list = c.get(&["deployments"]).await?;

@@ -24,6 +24,7 @@ mod plugin;
 mod pool;
 mod queue;
 mod run;
+mod schedule;
 #[cfg(test)]
 mod tests;
 mod token;

@@ -35,6 +35,29 @@ pub enum QueueCommand {
         /// Free-form description
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// A run this long past its time turns Late (30s, 15m, 2h, 1d)
+        /// [server default: its late_after_seconds]
+        #[arg(long, value_name = "DURATION")]
+        late_after: Option<String>,
+        /// What happens to a run that turns Late: keep it, or cancel it with
+        /// how late it was as the reason [default: keep]
+        #[arg(long, value_name = "ACTION", value_parser = ["keep", "cancel"])]
+        late_action: Option<String>,
+    },
+    /// Set when a queue's runs turn Late and what happens to them then
+    SetLatePolicy {
+        /// Pool of the queue
+        #[arg(long, value_name = "POOL")]
+        pool: String,
+        /// Queue name
+        name: String,
+        /// A run this long past its time turns Late (30s, 15m, 2h, 1d), or
+        /// `default` for the server's late_after_seconds
+        #[arg(long, value_name = "DURATION")]
+        late_after: Option<String>,
+        /// keep (a Late run runs when it can) or cancel (it is cancelled)
+        #[arg(long, value_name = "ACTION", value_parser = ["keep", "cancel"])]
+        late_action: Option<String>,
     },
     /// Limit how many runs of a queue are active at once
     SetConcurrencyLimit {
@@ -105,9 +128,17 @@ pub(crate) async fn execute(ctx: &Ctx, command: QueueCommand) -> Result<ExitCode
             priority,
             limit,
             description,
+            late_after,
+            late_action,
         } => {
             let mut body = Map::new();
             body.insert("name".into(), json!(name));
+            if let Some(l) = late_after {
+                body.insert("late_after_seconds".into(), json!(late_seconds(&l)?));
+            }
+            if let Some(a) = late_action {
+                body.insert("late_action".into(), json!(a));
+            }
             if let Some(p) = priority {
                 body.insert("priority".into(), json!(p));
             }
@@ -127,6 +158,50 @@ pub(crate) async fn execute(ctx: &Ctx, command: QueueCommand) -> Result<ExitCode
                     str_of(q, "pool"),
                     str_of(q, "name"),
                     field(q, "priority")
+                )
+            })?;
+        }
+        QueueCommand::SetLatePolicy {
+            pool,
+            name,
+            late_after,
+            late_action,
+        } => {
+            let mut body = Map::new();
+            match late_after.as_deref() {
+                Some("default") => {
+                    body.insert("late_after_seconds".into(), Value::Null);
+                }
+                Some(l) => {
+                    body.insert("late_after_seconds".into(), json!(late_seconds(l)?));
+                }
+                None => {}
+            }
+            if let Some(a) = late_action {
+                body.insert("late_action".into(), json!(a));
+            }
+            if body.is_empty() {
+                return Err(CliError::Input {
+                    arg: "--late-after".into(),
+                    reason: "give --late-after, --late-action or both".into(),
+                });
+            }
+            let queue = c
+                .patch(&["pools", &pool, "queues", &name], &Value::Object(body))
+                .await?;
+            ctx.show(&queue, |q| {
+                format!(
+                    "Queue {}/{}: runs turn Late after {}, then are {}",
+                    str_of(q, "pool"),
+                    str_of(q, "name"),
+                    match q.get("late_after_seconds").and_then(Value::as_u64) {
+                        Some(s) => format!("{s} s"),
+                        None => "the server's default".into(),
+                    },
+                    match str_of(q, "late_action") {
+                        "cancel" => "cancelled",
+                        _ => "kept",
+                    }
                 )
             })?;
         }
@@ -206,6 +281,14 @@ pub(crate) async fn execute(ctx: &Ctx, command: QueueCommand) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--late-after`: a duration in whole seconds.
+fn late_seconds(text: &str) -> Result<u64, CliError> {
+    crate::domain::schedule::parse_interval("--late-after", text).map_err(|e| CliError::Input {
+        arg: "--late-after".into(),
+        reason: e.reason,
+    })
+}
+
 pub(crate) fn render_queues(queues: &[Value]) -> String {
     if queues.is_empty() {
         return "No queues.".to_string();
@@ -254,6 +337,14 @@ fn render_queue(q: &Value) -> String {
         ("active runs", field(q, "active_runs")),
         ("queued runs", field(q, "queued_runs")),
         ("waiting on", waiting_text(q)),
+        (
+            "late after",
+            match q.get("late_after_seconds").and_then(Value::as_u64) {
+                Some(s) => format!("{s} s"),
+                None => "the server's default".into(),
+            },
+        ),
+        ("when late", field(q, "late_action")),
         ("description", field(q, "description")),
         ("created at", full_time(q, "created_at")),
     ])

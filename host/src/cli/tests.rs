@@ -221,6 +221,10 @@ fn parses_queue_commands() {
         "5",
         "--description",
         "d",
+        "--late-after",
+        "2h",
+        "--late-action",
+        "cancel",
     ])
     .command
     {
@@ -232,16 +236,29 @@ fn parses_queue_commands() {
                     priority,
                     limit,
                     description,
+                    late_after,
+                    late_action,
                 },
         }) => {
             assert_eq!((name.as_str(), pool.as_str()), ("urgent", "p"));
             assert_eq!((priority, limit), (Some(2), Some(5)));
             assert_eq!(description.as_deref(), Some("d"));
+            assert_eq!(late_after.as_deref(), Some("2h"));
+            assert_eq!(late_action.as_deref(), Some("cancel"));
         }
         other => panic!("unexpected {other:?}"),
     }
     parse_err(&["queue", "create", "q"]); // --pool is required
     parse_err(&["queue", "create", "q", "--pool", "p", "--priority", "0"]);
+    parse_err(&[
+        "queue",
+        "create",
+        "q",
+        "--pool",
+        "p",
+        "--late-action",
+        "drop",
+    ]);
     match parse(&["queue", "set-concurrency-limit", "--pool", "p", "q", "7"]).command {
         Command::Queue(QueueArgs {
             command: QueueCommand::SetConcurrencyLimit { pool, name, limit },

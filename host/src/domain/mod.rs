@@ -12,6 +12,7 @@ mod queue;
 pub(crate) mod release;
 mod run;
 mod run_state;
+pub(crate) mod schedule;
 mod template;
 mod token;
 
@@ -23,12 +24,13 @@ pub(crate) use plugin::{BindingMode, OnError, PluginBinding, PluginVersion, Worl
 pub use pool::{Pool, PoolType};
 pub(crate) use queue::DEFAULT_QUEUE;
 #[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
-pub use queue::Queue;
+pub use queue::{LateAction, Queue};
 pub(crate) use run::{Cause, RunId};
 #[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
 pub use run::{HistoryEntry, Run, RunSource};
 #[allow(unreachable_pub)] // re-exported at the crate root (lib.rs)
 pub use run_state::{IllegalTransition, RunState};
+pub(crate) use schedule::{Catchup, Schedule, When};
 pub use template::{BaseJobTemplate, TemplateKind};
 pub(crate) use token::{Role, TokenRecord};
 

@@ -2,17 +2,21 @@
 //! from validated specs (`specs.rs`), and a deployment's job previewed with
 //! the release's own builder.
 
+mod schedules;
 mod specs;
 
 use chrono::Utc;
 use serde_json::{Map, Value};
 
+pub(crate) use schedules::ScheduleSpec;
 pub(crate) use specs::{
     DeploymentSpec, DeploymentUpdate, LimitSpec, PoolSpec, PoolUpdate, QueueSpec, QueueUpdate,
     RenderSpec,
 };
 pub(crate) use specs::{MAX_KEY_LEN, validate_tags};
-use specs::{parse_template, validate_description, validate_limit, validate_priority};
+use specs::{
+    parse_template, validate_description, validate_late_after, validate_limit, validate_priority,
+};
 
 use crate::dispatcher::{Dispatcher, Result};
 use crate::domain::{
@@ -115,12 +119,15 @@ impl Dispatcher {
         validate_priority("priority", spec.priority)?;
         validate_limit("concurrency_limit", spec.concurrency_limit)?;
         validate_description("description", &spec.description)?;
+        validate_late_after("late_after_seconds", spec.late_after_seconds)?;
         let queue = Queue {
             pool: pool.to_owned(),
             name: spec.name,
             priority: spec.priority,
             concurrency_limit: spec.concurrency_limit,
             paused: spec.paused,
+            late_after_seconds: spec.late_after_seconds,
+            late_action: spec.late_action,
             description: spec.description,
             created_at: Utc::now(),
         };
@@ -138,6 +145,9 @@ impl Dispatcher {
         if let Some(d) = &update.description {
             validate_description("description", d)?;
         }
+        if let Some(l) = update.late_after_seconds {
+            validate_late_after("late_after_seconds", l)?;
+        }
         let queue = self
             .store
             .update_queue(
@@ -148,6 +158,8 @@ impl Dispatcher {
                     concurrency_limit: update.concurrency_limit,
                     paused: update.paused,
                     description: update.description,
+                    late_after_seconds: update.late_after_seconds,
+                    late_action: update.late_action,
                 },
             )
             .await?;

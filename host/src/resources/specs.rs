@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::dispatcher::DispatchError;
-use crate::domain::{MAX_TAGS, PoolType, RetryPolicy, ValidationError, validate_tag};
+use crate::domain::{LateAction, MAX_TAGS, PoolType, RetryPolicy, ValidationError, validate_tag};
 use crate::template::BaseJobTemplate;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +56,13 @@ pub struct QueueSpec {
     pub paused: bool,
     #[serde(default)]
     pub description: String,
+    /// Seconds past its time after which a Scheduled run turns Late
+    /// (absent: the server's `late_after_seconds`).
+    #[serde(default)]
+    pub late_after_seconds: Option<u32>,
+    /// `keep` (default) or `cancel`: what happens to a run that turns Late.
+    #[serde(default)]
+    pub late_action: LateAction,
 }
 
 fn one() -> u32 {
@@ -73,6 +80,10 @@ pub struct QueueUpdate {
     pub paused: Option<bool>,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default, with = "double_option")]
+    pub late_after_seconds: Option<Option<u32>>,
+    #[serde(default)]
+    pub late_action: Option<LateAction>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +166,19 @@ pub(crate) fn validate_limit(field: &str, value: Option<u32>) -> Result<(), Vali
         Some(v) if v > MAX_LIMIT => Err(ValidationError::new(
             field,
             format!("must be at most {MAX_LIMIT}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The longest late threshold a queue may set: 30 days.
+const MAX_LATE_AFTER: u32 = 30 * 24 * 3600;
+
+pub(crate) fn validate_late_after(field: &str, value: Option<u32>) -> Result<(), ValidationError> {
+    match value {
+        Some(v) if v == 0 || v > MAX_LATE_AFTER => Err(ValidationError::new(
+            field,
+            format!("must be 1 to {MAX_LATE_AFTER} seconds (30 days), not {v}"),
         )),
         _ => Ok(()),
     }

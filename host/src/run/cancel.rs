@@ -72,6 +72,25 @@ impl Dispatcher {
         Ok(self.store.get_run(updated.id, true).await?)
     }
 
+    /// Cancels a run only while it still waits (not yet released), with
+    /// `message` as the reason: a queue's late policy, a paused or removed
+    /// schedule. A run released meanwhile is left to run; `Ok(false)`.
+    pub(crate) async fn cancel_waiting(
+        &self,
+        id: RunId,
+        message: String,
+        cause: &str,
+        detail: Option<serde_json::Value>,
+    ) -> Result<bool> {
+        let mut t = Transition::new(RunState::Cancelled, message, cause);
+        t.detail = detail;
+        match self.transition(id, t).await {
+            Ok(_) => Ok(true),
+            Err(DispatchError::Store(StoreError::IllegalTransition(_))) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn try_cancel(&self, id: RunId, cause: &str) -> Result<Run> {
         let run = self.store.get_run(id, false).await?;
         if run.state.is_terminal() || run.state == RunState::Cancelling {

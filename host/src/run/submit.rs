@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::dispatcher::{Dispatcher, Result};
-use crate::domain::{Cause, DEFAULT_QUEUE, RetryPolicy, Run, RunState, ValidationError, document};
+use crate::domain::{
+    Cause, DEFAULT_QUEUE, HistoryEntry, RetryPolicy, Run, RunState, ValidationError, document,
+};
 use crate::pipeline::{self, AdmissionVerdict};
 use crate::resources::{MAX_KEY_LEN, validate_tags};
 use crate::run::build::{JobRequest, Purpose, Source};
@@ -44,6 +46,10 @@ pub struct RunSpec {
     pub parent_run_id: Option<Uuid>,
     #[serde(default)]
     pub retries: Option<RetryPolicy>,
+    /// Who made the run, when not a caller (a schedule): a history line
+    /// written right after "created".
+    #[serde(skip)]
+    pub origin: Option<HistoryEntry>,
 }
 
 /// The merged parameters of a deployment and a run: the run's win key by key.
@@ -201,7 +207,7 @@ impl Dispatcher {
             &job_variables,
             spec.parent_run_id.map(|p| p.to_string()),
         );
-        let mut history = Vec::new();
+        let mut history: Vec<HistoryEntry> = spec.origin.iter().cloned().collect();
 
         // Stage 1: routers (global, in order) may change pool, queue, tags.
         let mut refusal = self.pipeline.route(&mut ctx, &mut history).await.err();

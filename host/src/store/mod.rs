@@ -10,6 +10,7 @@ mod decisions;
 mod postgres;
 mod quarantine;
 mod rows;
+mod schedules;
 mod sql;
 mod sqlite;
 
@@ -23,8 +24,8 @@ use crate::domain::BaseJobTemplate;
 use crate::domain::TokenRecord;
 use crate::domain::document;
 use crate::domain::{
-    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, PluginBinding,
-    PluginVersion, Pool, Queue, RetryPolicy, Run, RunId, RunState, World,
+    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, IllegalTransition, LateAction,
+    PluginBinding, PluginVersion, Pool, Queue, RetryPolicy, Run, RunId, RunState, Schedule, World,
 };
 
 pub use decisions::{Blob, DecisionQuery, DecisionRecord, DecisionsSize, StoredDecision};
@@ -182,6 +183,8 @@ pub struct QueuePatch {
     pub concurrency_limit: Option<Option<u32>>,
     pub paused: Option<bool>,
     pub description: Option<String>,
+    pub late_after_seconds: Option<Option<u32>>,
+    pub late_action: Option<LateAction>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -245,6 +248,20 @@ impl Transition {
             detail: None,
         }
     }
+}
+
+/// A run [`Store::mark_late`] turned Late.
+#[derive(Debug, Clone)]
+pub struct LateRun {
+    pub id: RunId,
+    pub pool: String,
+    pub queue: String,
+    /// How long past its scheduled time it was when marked.
+    pub late_by: chrono::Duration,
+    /// The threshold that applied.
+    pub late_after_seconds: i64,
+    /// Its queue cancels Late runs.
+    pub cancel: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -430,6 +447,21 @@ pub trait Store: Send + Sync + 'static {
     async fn update_deployment(&self, name: &str, patch: DeploymentPatch) -> Result<Deployment>;
     async fn delete_deployment(&self, name: &str) -> Result<()>;
 
+    // Deployment schedules (`schedules.rs`).
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
+    async fn get_schedule(&self, deployment: &str, name: &str) -> Result<Schedule>;
+    /// One deployment's schedules, or every schedule.
+    async fn list_schedules(&self, deployment: Option<&str>) -> Result<Vec<Schedule>>;
+    /// Writes the whole row (definition, pause, generation, progress).
+    async fn replace_schedule(&self, schedule: &Schedule) -> Result<()>;
+    /// Moves `created_through` forward, for the schedule's generation only
+    /// while it is not paused; false when it did not move.
+    async fn advance_schedule(&self, schedule: &Schedule, through: DateTime<Utc>) -> Result<bool>;
+    async fn delete_schedule(&self, deployment: &str, name: &str) -> Result<()>;
+    /// The waiting (Scheduled, Late) runs of a deployment whose idempotency
+    /// key starts with `prefix`.
+    async fn waiting_runs_keyed(&self, deployment: &str, prefix: &str) -> Result<Vec<RunId>>;
+
     // Runs.
     /// Stores a run in `Scheduled`. If its idempotency key was used before,
     /// stores nothing and returns the first run with `false`.
@@ -443,7 +475,13 @@ pub trait Store: Send + Sync + 'static {
     /// every applicable limit has a free slot; takes their slots atomically.
     async fn release_ready(&self, now: DateTime<Utc>, max: usize) -> Result<Vec<Released>>;
     /// Marks Scheduled runs waiting since before `cutoff` as Late.
-    async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64>;
+    /// Moves Scheduled runs past their queue's late threshold (or
+    /// `default_after`) to Late, and says which, with their queue's action.
+    async fn mark_late(
+        &self,
+        now: DateTime<Utc>,
+        default_after: chrono::Duration,
+    ) -> Result<Vec<LateRun>>;
     /// The earliest future time at which a waiting run becomes due or late.
     async fn next_wake(
         &self,

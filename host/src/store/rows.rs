@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::{Result, StoreError};
 use crate::domain::BaseJobTemplate;
 use crate::domain::{
-    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, OnError, PluginBinding, PluginVersion,
-    Pool, PoolType, Queue, RetryPolicy, Run, RunState, World,
+    BindingMode, ConcurrencyLimit, Deployment, HistoryEntry, LateAction, OnError, PluginBinding,
+    PluginVersion, Pool, PoolType, Queue, RetryPolicy, Run, RunState, World,
 };
 use crate::domain::{Role, TokenRecord};
 
@@ -92,6 +92,12 @@ pub(super) fn queue_from_row(row: &AnyRow) -> Result<Queue> {
         priority: to_u32("priority", row.try_get("priority")?)?,
         concurrency_limit: opt_u32("concurrency_limit", row.try_get("concurrency_limit")?)?,
         paused: flag(row, "paused")?,
+        late_after_seconds: opt_u32("late_after_seconds", row.try_get("late_after_seconds")?)?,
+        late_action: {
+            let a: String = row.try_get("late_action")?;
+            LateAction::parse(&a)
+                .ok_or_else(|| StoreError::Corrupt(format!("queue late_action {a:?}")))?
+        },
         description: row.try_get("description")?,
         created_at: from_micros(row.try_get("created_at")?)?,
     })

@@ -7,7 +7,7 @@
 //!
 //! Every statement uses `$N` placeholders, which both databases accept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,17 +25,18 @@ use super::rows::{
     limit_from_row, micros, opt_u32, parse_uuid, plugin_version_from_row, pool_from_row,
     queue_from_row, run_from_row, to_json, to_u32, token_from_row,
 };
+use super::schedules;
 use super::{
-    Activity, DeploymentPatch, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine, QueuePatch,
-    QueueWaiting, Released, Result, RunFilter, RunPage, Store, StoreError, StoreStats, Transition,
-    WAIT_COUNT_CAP, WAIT_HOLDERS, WaitFacts, WaitScan,
+    Activity, DeploymentPatch, LateRun, LimitFacts, NewRun, Occupancy, PoolPatch, QueueLine,
+    QueuePatch, QueueWaiting, Released, Result, RunFilter, RunPage, Store, StoreError, StoreStats,
+    Transition, WAIT_COUNT_CAP, WAIT_HOLDERS, WaitFacts, WaitScan,
 };
 use crate::domain::TokenRecord;
 use crate::domain::history::{self, HistoryWrite};
 use crate::domain::release::{self, Limits, QueueState, ReleaseSource};
 use crate::domain::{
     BindingMode, ConcurrencyLimit, DEFAULT_QUEUE, Deployment, HistoryEntry, PluginBinding,
-    PluginVersion, Pool, Queue, Run, RunId, RunState, World,
+    PluginVersion, Pool, Queue, Run, RunId, RunState, Schedule, World,
 };
 
 const WAITING: &str = "('Scheduled','Late','AwaitingRetry')";
@@ -674,7 +675,8 @@ impl Store for SqlStore {
                 }
                 let inserted = sqlx::query(
                 "INSERT INTO queues (pool, name, priority, concurrency_limit, paused, description, \
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 created_at, late_after_seconds, late_action) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&queue.pool)
             .bind(&queue.name)
@@ -683,6 +685,8 @@ impl Store for SqlStore {
             .bind(queue.paused)
             .bind(&queue.description)
             .bind(micros(queue.created_at))
+            .bind(queue.late_after_seconds.map(i64::from))
+            .bind(queue.late_action.as_str())
             .execute(&mut *tx)
             .await;
                 match inserted {
@@ -759,14 +763,23 @@ impl Store for SqlStore {
             if let Some(d) = patch.description {
                 queue.description = d;
             }
+            if let Some(l) = patch.late_after_seconds {
+                queue.late_after_seconds = l;
+            }
+            if let Some(a) = patch.late_action {
+                queue.late_action = a;
+            }
             sqlx::query(
                 "UPDATE queues SET priority = $1, concurrency_limit = $2, paused = $3, \
-                 description = $4 WHERE pool = $5 AND name = $6",
+                 description = $4, late_after_seconds = $5, late_action = $6 \
+                 WHERE pool = $7 AND name = $8",
             )
             .bind(i64::from(queue.priority))
             .bind(queue.concurrency_limit.map(i64::from))
             .bind(queue.paused)
             .bind(&queue.description)
+            .bind(queue.late_after_seconds.map(i64::from))
+            .bind(queue.late_action.as_str())
             .bind(pool)
             .bind(name)
             .execute(&mut *tx)
@@ -1055,6 +1068,91 @@ impl Store for SqlStore {
             }
             tx.commit().await
         })
+        .await
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+        let subject = format!("{}/{}", schedule.deployment, schedule.name);
+        during("create_schedule", Some(subject), async {
+            let mut tx = self.begin().await?;
+            schedules::insert(&mut tx, schedule).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, deployment: &str, name: &str) -> Result<Schedule> {
+        during(
+            "get_schedule",
+            Some(format!("{deployment}/{name}")),
+            async {
+                schedules::get(&self.reader, deployment, name)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::not_found("schedule", format!("{deployment}/{name}"))
+                    })
+            },
+        )
+        .await
+    }
+
+    async fn list_schedules(&self, deployment: Option<&str>) -> Result<Vec<Schedule>> {
+        during("list_schedules", deployment.map(str::to_owned), async {
+            if let Some(d) = deployment {
+                self.get_deployment(d).await?;
+            }
+            schedules::list(&self.reader, deployment).await
+        })
+        .await
+    }
+
+    async fn replace_schedule(&self, schedule: &Schedule) -> Result<()> {
+        let subject = format!("{}/{}", schedule.deployment, schedule.name);
+        during("replace_schedule", Some(subject), async {
+            let mut tx = self.begin().await?;
+            schedules::get_for_update(
+                &mut tx,
+                self.dialect.lock_row,
+                &schedule.deployment,
+                &schedule.name,
+            )
+            .await?;
+            schedules::replace(&mut tx, schedule).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn advance_schedule(&self, schedule: &Schedule, through: DateTime<Utc>) -> Result<bool> {
+        let subject = format!("{}/{}", schedule.deployment, schedule.name);
+        during("advance_schedule", Some(subject), async {
+            let mut tx = self.begin().await?;
+            let moved = schedules::advance(&mut tx, schedule, through).await?;
+            tx.commit().await?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, deployment: &str, name: &str) -> Result<()> {
+        during(
+            "delete_schedule",
+            Some(format!("{deployment}/{name}")),
+            async {
+                let mut tx = self.begin().await?;
+                schedules::delete(&mut tx, deployment, name).await?;
+                tx.commit().await
+            },
+        )
+        .await
+    }
+
+    async fn waiting_runs_keyed(&self, deployment: &str, prefix: &str) -> Result<Vec<RunId>> {
+        during(
+            "waiting_runs_keyed",
+            Some(deployment.to_owned()),
+            schedules::waiting_runs(&self.reader, deployment, prefix),
+        )
         .await
     }
 
@@ -1377,14 +1475,43 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn mark_late(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+    async fn mark_late(
+        &self,
+        now: DateTime<Utc>,
+        default_after: chrono::Duration,
+    ) -> Result<Vec<LateRun>> {
         during("mark_late", None, async {
+            let default_s = default_after.num_seconds().max(0);
+            // Queues with their own threshold or action; the rest use the
+            // server's threshold and keep their Late runs.
+            let mut policies = BTreeMap::new();
+            for row in sqlx::query(
+                "SELECT pool, name, late_after_seconds, late_action FROM queues \
+                 WHERE late_after_seconds IS NOT NULL OR late_action <> 'keep'",
+            )
+            .fetch_all(&self.reader)
+            .await?
+            {
+                let q = (
+                    row.try_get::<String, _>("pool")?,
+                    row.try_get::<String, _>("name")?,
+                );
+                let after: Option<i64> = row.try_get("late_after_seconds")?;
+                let action: String = row.try_get("late_action")?;
+                policies.insert(q, (after.unwrap_or(default_s), action == "cancel"));
+            }
+            let shortest = policies
+                .values()
+                .map(|(s, _)| *s)
+                .min()
+                .unwrap_or(default_s)
+                .min(default_s);
             // In batches, each its own transaction, so a deep backlog turning
             // Late never holds long locks.
-            let mut marked = 0u64;
+            let mut marked = Vec::new();
             loop {
                 let mut tx = self.begin().await?;
-                let now = Utc::now();
+                let now_us = micros(now);
                 // One statement picks and moves them, so a run released or
                 // cancelled meanwhile is not marked (on PostgreSQL the
                 // subquery locks what it picks and skips what another writer
@@ -1393,40 +1520,64 @@ impl Store for SqlStore {
                 // planner drove the update from `runs_state_time`, reading
                 // every Scheduled run on every scheduler pass (256 ms at 1M
                 // queued, `weir-bench growth` on 3529542; 105 ms → 0.11 ms at
-                // 300k with the sqlite3 module).
-                let ids: Vec<String> = sqlx::query_scalar(&format!(
+                // 300k with the sqlite3 module). The range on `scheduled_at`
+                // (the shortest threshold) keeps that index's range scan; the
+                // run's own queue's threshold is checked per run.
+                let rows = sqlx::query(&format!(
                     "UPDATE runs SET state = 'Late', state_message = $1 WHERE id IN ( \
                      SELECT id FROM runs WHERE state = 'Scheduled' AND scheduled_at < $2 \
-                     ORDER BY scheduled_at LIMIT $3{}) RETURNING id",
+                     AND scheduled_at < $3 - 1000000 * COALESCE((SELECT q.late_after_seconds \
+                     FROM queues q WHERE q.pool = runs.pool AND q.name = runs.queue), $4) \
+                     ORDER BY scheduled_at LIMIT $5{}) RETURNING id, pool, queue, scheduled_at",
                     self.dialect.skip_locked
                 ))
                 .bind("waiting past its scheduled time")
-                .bind(micros(cutoff))
+                .bind(now_us.saturating_sub(shortest.saturating_mul(1_000_000)))
+                .bind(now_us)
+                .bind(default_s)
                 .bind(MARK_LATE_BATCH)
                 .fetch_all(&mut *tx)
                 .await?;
-                for id in &ids {
+                let mut batch = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let id: String = row.try_get("id")?;
+                    let pool: String = row.try_get("pool")?;
+                    let queue: String = row.try_get("queue")?;
+                    let scheduled_at = from_micros(row.try_get("scheduled_at")?)?;
                     insert_history(
                         &mut tx,
-                        id,
+                        &id,
                         RunState::Late,
                         now,
                         "waiting past its scheduled time",
                         crate::domain::Cause::SCHEDULER,
                     )
                     .await?;
+                    let (after, cancel) = policies
+                        .get(&(pool.clone(), queue.clone()))
+                        .copied()
+                        .unwrap_or((default_s, false));
+                    batch.push(LateRun {
+                        id: parse_uuid(&id)?,
+                        pool,
+                        queue,
+                        late_by: now - scheduled_at,
+                        late_after_seconds: after,
+                        cancel,
+                    });
                 }
                 let mut tally = Tally::default();
                 tally.moved(
                     &Keys::default(),
                     Some(RunState::Scheduled),
                     RunState::Late,
-                    ids.len() as i64,
+                    rows.len() as i64,
                 );
                 tally.apply(&mut tx).await?;
                 tx.commit().await?;
-                marked += ids.len() as u64;
-                if (ids.len() as i64) < MARK_LATE_BATCH {
+                let full = (rows.len() as i64) == MARK_LATE_BATCH;
+                marked.extend(batch);
+                if !full {
                     return Ok(marked);
                 }
             }
@@ -1447,14 +1598,57 @@ impl Store for SqlStore {
             .bind(now_us)
             .fetch_one(&self.reader)
             .await?;
-            let late_us = late_after.num_microseconds().unwrap_or(i64::MAX);
-            let late: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' AND scheduled_at >= $1",
+            // When the next Scheduled run turns Late, by its queue's
+            // threshold: one query for the queues on the server's threshold
+            // and one per other threshold, each over its queues (a run whose
+            // threshold is longer than its group's would wake the scheduler
+            // before it is late, again and again).
+            let mut groups: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+            for row in sqlx::query(
+                "SELECT pool, name, late_after_seconds FROM queues \
+                 WHERE late_after_seconds IS NOT NULL",
             )
-            .bind(now_us.saturating_sub(late_us))
-            .fetch_one(&self.reader)
-            .await?;
-            let late = late.map(|t| t.saturating_add(late_us));
+            .fetch_all(&self.reader)
+            .await?
+            {
+                let s: i64 = row.try_get("late_after_seconds")?;
+                groups
+                    .entry(s.saturating_mul(1_000_000))
+                    .or_default()
+                    .push((row.try_get("pool")?, row.try_get("name")?));
+            }
+            let default_us = late_after.num_microseconds().unwrap_or(i64::MAX);
+            let overridden: Vec<(String, String)> = groups.values().flatten().cloned().collect();
+            // (threshold, its queues, whether the runs are in them or not)
+            let mut checks = vec![(default_us, overridden.as_slice(), false)];
+            checks.extend(groups.iter().map(|(us, q)| (*us, q.as_slice(), true)));
+            let mut late: Option<i64> = None;
+            for (after_us, queues, inside) in checks {
+                let any = queues
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| format!("(pool = ${} AND queue = ${})", 2 * i + 2, 2 * i + 3))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let filter = match (queues.is_empty(), inside) {
+                    (true, _) => String::new(),
+                    (false, true) => format!(" AND ({any})"),
+                    (false, false) => format!(" AND NOT ({any})"),
+                };
+                let sql = format!(
+                    "SELECT MIN(scheduled_at) FROM runs WHERE state = 'Scheduled' \
+                     AND scheduled_at >= $1{filter}"
+                );
+                let mut q = sqlx::query_scalar::<_, Option<i64>>(&sql)
+                    .bind(now_us.saturating_sub(after_us));
+                for (pool, queue) in queues {
+                    q = q.bind(pool).bind(queue);
+                }
+                if let Some(t) = q.fetch_one(&self.reader).await? {
+                    let at = t.saturating_add(after_us);
+                    late = Some(late.map_or(at, |l| l.min(at)));
+                }
+            }
             let next = match (due, late) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -22,7 +22,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::*;
-use crate::domain::{ConcurrencyLimit, HistoryEntry, Pool, PoolType, Queue, RunState, history};
+use crate::domain::{
+    ConcurrencyLimit, HistoryEntry, LateAction, Pool, PoolType, Queue, RunState, history,
+};
 use crate::template::{BaseJobTemplate, TemplateKind};
 
 struct Fixture {
@@ -181,6 +183,8 @@ async fn queue(store: &dyn Store, pool: &str, name: &str, priority: u32, limit: 
             priority,
             concurrency_limit: limit,
             paused: false,
+            late_after_seconds: None,
+            late_action: LateAction::Keep,
             description: String::new(),
             created_at: Utc::now(),
         })
@@ -364,15 +368,71 @@ async fn future_runs_wait_for_their_time_and_late_runs_are_marked(store: Arc<dyn
     let mut old = new_run("p", "default", &[]);
     old.scheduled_at = Utc::now() - Duration::minutes(5);
     let old_id = s.insert_run(old).await.expect("insert").0.id;
-    assert_eq!(
-        s.mark_late(Utc::now() - Duration::seconds(15))
-            .await
-            .expect("mark late"),
-        1
+    // A queue with a longer threshold keeps an equally old run Scheduled; one
+    // with a shorter threshold and `cancel` marks a younger run and says so.
+    queue(s, "p", "patient", 1, None).await;
+    queue(s, "p", "strict", 1, None).await;
+    for (name, after, action) in [
+        ("patient", 3600, LateAction::Keep),
+        ("strict", 2, LateAction::Cancel),
+    ] {
+        s.update_queue(
+            "p",
+            name,
+            QueuePatch {
+                late_after_seconds: Some(Some(after)),
+                late_action: Some(action),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("late policy");
+    }
+    let mut patient = new_run("p", "patient", &[]);
+    patient.scheduled_at = Utc::now() - Duration::minutes(5);
+    let patient_id = s.insert_run(patient).await.expect("insert").0.id;
+    let mut strict = new_run("p", "strict", &[]);
+    strict.scheduled_at = Utc::now() - Duration::seconds(5);
+    let strict_id = s.insert_run(strict).await.expect("insert").0.id;
+    let late = s
+        .mark_late(Utc::now(), Duration::seconds(15))
+        .await
+        .expect("mark late");
+    let mut marked: Vec<_> = late
+        .iter()
+        .map(|l| (l.id, l.cancel, l.late_after_seconds))
+        .collect();
+    marked.sort();
+    let mut want = vec![(old_id, false, 15), (strict_id, true, 2)];
+    want.sort();
+    assert_eq!(marked, want);
+    let strict_late = late.iter().find(|l| l.id == strict_id).expect("strict");
+    assert!(
+        strict_late.late_by >= Duration::seconds(5),
+        "{strict_late:?}"
     );
+    assert_eq!(strict_late.queue, "strict");
     let run = s.get_run(old_id, true).await.expect("get");
     assert_eq!(run.state, RunState::Late);
-    assert_eq!(release(s).await, vec![old_id]);
+    assert_eq!(
+        s.get_run(patient_id, false).await.expect("get").state,
+        RunState::Scheduled
+    );
+    // The next wake counts the shortest threshold.
+    let mut soon = new_run("p", "strict", &[]);
+    soon.scheduled_at = Utc::now() + Duration::seconds(60);
+    s.insert_run(soon).await.expect("insert");
+    let wake = s
+        .next_wake(Utc::now(), Duration::seconds(15))
+        .await
+        .expect("next wake")
+        .expect("a wake time");
+    assert!(wake < Utc::now() + Duration::seconds(61), "{wake}");
+    let mut released = release(s).await;
+    released.sort();
+    let mut want = vec![old_id, strict_id, patient_id];
+    want.sort();
+    assert_eq!(released, want);
     assert_eq!(
         s.get_run(later_id, false).await.expect("get").state,
         RunState::Scheduled
@@ -398,9 +458,13 @@ async fn a_deep_backlog_is_marked_late_in_batches_each_run_once(store: Arc<dyn S
         r.scheduled_at = Utc::now() - Duration::minutes(5) + Duration::milliseconds(i);
         ids.push(s.insert_run(r).await.expect("insert").0.id);
     }
-    let cutoff = Utc::now() - Duration::seconds(15);
-    assert_eq!(s.mark_late(cutoff).await.expect("mark late"), 1_203);
-    assert_eq!(s.mark_late(cutoff).await.expect("again"), 0);
+    let now = Utc::now();
+    let after = Duration::seconds(15);
+    assert_eq!(
+        s.mark_late(now, after).await.expect("mark late").len(),
+        1_203
+    );
+    assert_eq!(s.mark_late(now, after).await.expect("again").len(), 0);
     for id in [ids[0], ids[499], ids[500], ids[1_202]] {
         let run = s.get_run(id, true).await.expect("get");
         assert_eq!(run.state, RunState::Late);

@@ -1,0 +1,190 @@
+//! Schedules become runs: on the leader, a loop plans each schedule
+//! (`domain/schedule.rs`: missed times by the catch-up policy, then upcoming
+//! times ahead of time) and creates each planned time's run through the
+//! ordinary submit path, as Scheduled for that time.
+//!
+//! Exactly once per time: the run's idempotency key is
+//! `schedule/<id>/<generation>/<time>`, so a time planned twice (a restart
+//! between creating its run and recording progress, a leader handing over
+//! mid-pass) names the run created first. Progress (`created_through`) moves
+//! after each run, only forward and only for the generation planned.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::auth::Principal;
+use crate::dispatcher::{DispatchError, Dispatcher};
+use crate::domain::schedule::Slot;
+use crate::domain::{HistoryEntry, RunState, Schedule};
+use crate::run::submit::RunSpec;
+use crate::store::StoreError;
+
+/// Longest sleep between passes (a clock jump, a change on another replica
+/// whose wake-up was lost).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How far ahead runs are created, and how many at most per schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleSettings {
+    pub horizon: chrono::Duration,
+    pub ahead: usize,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            horizon: chrono::Duration::hours(1),
+            ahead: 10,
+        }
+    }
+}
+
+/// Runs until `shutdown`, on the leader.
+pub(crate) async fn run(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    let wake = dispatcher.schedules_wake_handle();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let sleep_for = match pass(&dispatcher).await {
+            Ok(next) => {
+                backoff = Duration::from_millis(100);
+                next
+            }
+            Err(e) => {
+                warn!("schedule pass failed, retrying in {backoff:?}: {e}");
+                let b = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                b
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+}
+
+/// One pass over every schedule; says how long to sleep.
+async fn pass(d: &Dispatcher) -> Result<Duration, StoreError> {
+    let settings = d.settings.schedules;
+    let mut next: Option<DateTime<Utc>> = None;
+    for s in d.store.list_schedules(None).await? {
+        if s.paused {
+            continue;
+        }
+        let table = match s.when.timetable() {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(schedule = %s.name, deployment = %s.deployment, "unusable schedule: {e}");
+                continue;
+            }
+        };
+        let now = Utc::now();
+        let plan = s.plan(&table, now, settings.horizon, settings.ahead);
+        let mut through = s.created_through;
+        let mut stopped = false;
+        for slot in &plan.create {
+            match create(d, &s, slot).await {
+                Ok(()) => {}
+                Err(DispatchError::Store(e)) => return Err(e),
+                // The run cannot be made (the deployment's template changed
+                // under the schedule's variables, the deployment is gone):
+                // this time is skipped, said in the log, and the next tried.
+                Err(e) => warn!(
+                    schedule = %s.name, deployment = %s.deployment, at = %slot.at,
+                    "no run for this scheduled time: {e}"
+                ),
+            }
+            if !d.store.advance_schedule(&s, slot.at).await? {
+                // Paused, resumed, changed or removed meanwhile: a run this
+                // pass created after the pause cancelled the generation's
+                // runs would be left over, so they are cancelled again.
+                match d.store.get_schedule(&s.deployment, &s.name).await {
+                    Ok(now) if now.id == s.id && now.generation == s.generation && !now.paused => {}
+                    Ok(_) | Err(StoreError::NotFound { .. }) => {
+                        if let Err(e) = d.cancel_schedule_runs(&s, "changed").await {
+                            warn!(schedule = %s.name, "cannot cancel its left-over runs: {e}");
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+                stopped = true;
+                break;
+            }
+            through = slot.at;
+        }
+        if stopped {
+            continue;
+        }
+        if plan.through > through {
+            d.store.advance_schedule(&s, plan.through).await?;
+        }
+        if plan.skipped > 0 {
+            d.metrics.schedule_times_skipped(plan.skipped);
+            debug!(schedule = %s.name, skipped = plan.skipped, "missed times skipped");
+        }
+        let advanced = Schedule {
+            created_through: plan.through.max(through),
+            ..s
+        };
+        if let Some(t) = advanced.next_pass(&table, Utc::now(), settings.horizon) {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+    }
+    let now = Utc::now();
+    Ok(match next {
+        Some(t) => (t - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP)
+            .saturating_add(Duration::from_millis(1)),
+        None => MAX_SLEEP,
+    })
+}
+
+/// The run of one scheduled time, through the ordinary submit path.
+async fn create(d: &Dispatcher, s: &Schedule, slot: &Slot) -> Result<(), DispatchError> {
+    let at = slot.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let message = match &slot.catchup {
+        Some(words) => format!("for {at}, schedule {:?}; {words}", s.name),
+        None => format!("for {at}, schedule {:?}", s.name),
+    };
+    let origin = HistoryEntry {
+        state: RunState::Scheduled,
+        at: Utc::now(),
+        message,
+        cause: cause(s),
+        detail: Some(json!({
+            "schedule": s.name,
+            "scheduled_for": at,
+            "generation": s.generation,
+            "catchup": s.catchup.as_str(),
+            "caught_up": slot.catchup.is_some(),
+        })),
+    };
+    let spec = RunSpec {
+        deployment: Some(s.deployment.clone()),
+        parameters: s.parameters.clone(),
+        job_variables: s.job_variables.clone(),
+        scheduled_at: Some(slot.at),
+        idempotency_key: Some(s.run_key(slot.at)),
+        origin: Some(origin),
+        ..RunSpec::default()
+    };
+    let (run, created) = d.create_run_as(&Principal::Anyone, spec, &cause(s)).await?;
+    if created {
+        d.metrics.schedule_run_created();
+    } else {
+        debug!(run = %run.id, "this scheduled time already had its run");
+    }
+    Ok(())
+}
+
+fn cause(s: &Schedule) -> String {
+    format!("schedule:{}", s.name)
+}
