@@ -3,4 +3,5 @@ pub mod browser;
 pub mod cluster;
 pub mod crash;
 pub mod harness;
+pub mod helm;
 pub mod pg;

@@ -12,8 +12,16 @@
 //! Nothing in the manifests depends on the namespace's name except the
 //! RoleBinding's subject, which is overridden with it; the Namespace object
 //! itself is cluster-scoped and dry-run as it is.
+//!
+//! The Helm chart `deploy/helm/weir` is checked here too, rendered by a real
+//! `helm` (`weir_tests::helm`, gated on `WEIR_HELM`): its objects pass the
+//! same strict dry run, its Role grants exactly what `deploy/role.yaml`
+//! grants, its defaults are `deploy/`'s config, probes and security context,
+//! and it refuses several replicas on SQLite. The chart renders into the
+//! namespace it is given (`--namespace`), so the tests render it straight
+//! into their fresh namespace.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +39,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use weir_tests::cluster;
 use weir_tests::harness::eventually;
+use weir_tests::helm;
 
 const FIELD_MANAGER: &str = "weir-tests";
 
@@ -727,4 +736,591 @@ async fn weir_with_the_service_account_token_runs_and_cancels_jobs_in_its_namesp
     api.server.shutdown();
     cluster::delete_namespace(&admin, &ns).await;
     cluster::delete_namespace(&admin, &other).await;
+}
+
+// The Helm chart, deploy/helm/weir, rendered by `helm template` (gated on
+// WEIR_HELM; see tests/src/helm.rs).
+
+/// The chart's CI values (chart-testing's `ci/` convention): PostgreSQL from
+/// an existing Secret, 2 replicas, the ServiceMonitor, no RBAC and no
+/// ServiceAccount of the chart's, a kubeconfig Secret for a second cluster.
+fn postgres_values() -> PathBuf {
+    helm::chart_dir().join("ci/postgres-values.yaml")
+}
+
+/// Writes a values file `name` holding `text` in `dir` and returns its path.
+fn values_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}
+
+/// The kinds of `objects`, sorted.
+fn kinds(objects: &[DynamicObject]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects.iter().map(|o| kind_of(o).to_owned()).collect();
+    kinds.sort();
+    kinds
+}
+
+/// The one object of `kind` the chart rendered.
+fn one<'a>(objects: &'a [DynamicObject], kind: &str) -> &'a DynamicObject {
+    let found: Vec<&DynamicObject> = objects.iter().filter(|o| kind_of(o) == kind).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "the chart should render exactly one {kind}; it rendered {:?}",
+        kinds(objects)
+    );
+    found[0]
+}
+
+/// The Weir container of the rendered Deployment.
+fn weir_container(objects: &[DynamicObject]) -> &Value {
+    &one(objects, "Deployment").data["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The Weir container's environment variable `name`, whole (value or valueFrom).
+fn env_var(objects: &[DynamicObject], name: &str) -> Option<Value> {
+    weir_container(objects)["env"]
+        .as_array()
+        .expect("the Weir container has env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+}
+
+/// A ConfigMap's `data`.
+fn config_map_data(object: &DynamicObject) -> BTreeMap<String, String> {
+    let config_map: ConfigMap =
+        serde_json::from_value(serde_json::to_value(object).expect("a DynamicObject serialises"))
+            .unwrap_or_else(|e| panic!("ConfigMap {} is not a ConfigMap: {e}", object.name_any()));
+    config_map
+        .data
+        .unwrap_or_else(|| panic!("ConfigMap {} has no data", object.name_any()))
+}
+
+/// The ConfigMap's files written to a directory (as the pod sees them in
+/// /etc/weir) and weir.toml loaded from there.
+fn load_config(data: &BTreeMap<String, String>) -> weir::Config {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in data {
+        std::fs::write(dir.path().join(name), text).expect("write a ConfigMap key");
+    }
+    weir::Config::load(&dir.path().join("weir.toml"))
+        .unwrap_or_else(|e| panic!("the chart's weir.toml is refused: {e}"))
+}
+
+/// A Role's rules as (apiGroup, resource, verb) triples. A rule with more
+/// than those three lists (resourceNames, nonResourceURLs) fails the test:
+/// the comparison would not see it.
+fn grants(role: &DynamicObject) -> BTreeSet<(String, String, String)> {
+    let rules = role.data["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Role {} has no rules", role.name_any()));
+    let mut triples = BTreeSet::new();
+    for rule in rules {
+        let keys: BTreeSet<&str> = rule
+            .as_object()
+            .unwrap_or_else(|| panic!("rule {rule} is not an object"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["apiGroups", "resources", "verbs"]),
+            "rule {rule}"
+        );
+        let list = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("rule {rule}: {key} is not a list"))
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .unwrap_or_else(|| panic!("rule {rule}: {key} holds {v}"))
+                        .to_owned()
+                })
+                .collect()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    triples.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    triples
+}
+
+#[tokio::test]
+async fn the_charts_objects_pass_a_strict_server_side_dry_run() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    let Some(client) = cluster::client().await else {
+        return;
+    };
+    let ns = cluster::fresh_namespace(&client, "helm-dry-run").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let postgres = postgres_values();
+    let database_url = values_file(
+        dir.path(),
+        "database-url.yaml",
+        "database:\n  url: postgres://weir:s3cret@db.example:5432/weir\n",
+    );
+    let cases: [(&str, Vec<&Path>, &[&str]); 3] = [
+        (
+            "default values",
+            vec![],
+            &[
+                "ConfigMap",
+                "Deployment",
+                "PersistentVolumeClaim",
+                "Role",
+                "RoleBinding",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+        (
+            "ci/postgres-values.yaml",
+            vec![postgres.as_path()],
+            &["ConfigMap", "Deployment", "Service", "ServiceMonitor"],
+        ),
+        (
+            "database.url",
+            vec![database_url.as_path()],
+            &[
+                "ConfigMap",
+                "Deployment",
+                "PersistentVolumeClaim",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+    ];
+    for (what, files, expected) in cases {
+        let objects = helm::render(&files, &ns);
+        assert_eq!(kinds(&objects), expected, "{what}: the chart's kinds");
+        for object in &objects {
+            let kind = kind_of(object);
+            // Everything in the release namespace, as rendered (apply()
+            // would move an object that names no namespace, hiding it).
+            assert_eq!(
+                object.metadata.namespace.as_deref(),
+                Some(ns.as_str()),
+                "{what}: {kind} {} is not in the release namespace",
+                object.name_any()
+            );
+            // The test cluster serves no monitoring.coreos.com CRDs (no
+            // Prometheus Operator), so the API server cannot check the
+            // ServiceMonitor: its shape is checked in plain Rust by
+            // the_charts_service_monitor_scrapes_metrics_on_the_http_port.
+            if kind == "ServiceMonitor" {
+                continue;
+            }
+            let answer = apply(&client, object, &ns, true)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {kind} {} refused: {e}", object.name_any()));
+            assert_eq!(answer.name_any(), object.name_any(), "{what}");
+            assert_eq!(kind_of(&answer), kind, "{what}");
+        }
+    }
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[test]
+fn the_charts_service_monitor_scrapes_metrics_on_the_http_port() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    assert!(
+        helm::render(&[], "weir")
+            .iter()
+            .all(|o| kind_of(o) != "ServiceMonitor"),
+        "metrics.serviceMonitor.enabled is false by default"
+    );
+    let postgres = postgres_values();
+    let objects = helm::render(&[postgres.as_path()], "weir-monitoring");
+    let monitor = one(&objects, "ServiceMonitor");
+    let service = one(&objects, "Service");
+    assert_eq!(
+        monitor.types.as_ref().map(|t| t.api_version.as_str()),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(
+        monitor.metadata.namespace.as_deref(),
+        Some("weir-monitoring")
+    );
+    let labels = monitor.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("release").map(String::as_str),
+        Some("prometheus"),
+        "metrics.serviceMonitor.labels are on the ServiceMonitor"
+    );
+    let spec_keys: BTreeSet<&str> = monitor.data["spec"]
+        .as_object()
+        .expect("the ServiceMonitor has a spec")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(spec_keys, BTreeSet::from(["endpoints", "selector"]));
+    // It selects the chart's Service (in its own namespace) by labels the
+    // Service has...
+    let selector = monitor.data["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("spec.selector.matchLabels");
+    assert!(
+        !selector.is_empty(),
+        "an empty selector selects every Service"
+    );
+    let service_labels = service.metadata.labels.clone().unwrap_or_default();
+    for (key, value) in selector {
+        assert_eq!(
+            service_labels.get(key).map(|v| json!(v)).as_ref(),
+            Some(value),
+            "the Service lacks the ServiceMonitor's label {key}"
+        );
+    }
+    // ... and scrapes its http port's /metrics, with the token /metrics
+    // needs while auth is on.
+    assert!(
+        service.data["spec"]["ports"]
+            .as_array()
+            .expect("the Service has ports")
+            .iter()
+            .any(|p| p["name"] == "http"),
+        "the Service has a port named http"
+    );
+    assert_eq!(
+        monitor.data["spec"]["endpoints"],
+        json!([{
+            "port": "http", "path": "/metrics", "scheme": "http",
+            "interval": "15s", "scrapeTimeout": "10s",
+            "authorization": {"type": "Bearer", "credentials": {"name": "weir-metrics-token", "key": "token"}},
+        }])
+    );
+}
+
+#[test]
+fn the_charts_role_grants_exactly_what_deploys_role_grants() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    let objects = helm::render(&[], "weir-helm");
+    let role = one(&objects, "Role");
+    let expected = grants(&manifest("Role"));
+    assert!(!expected.is_empty(), "deploy/role.yaml grants something");
+    assert_eq!(
+        grants(role),
+        expected,
+        "deploy/helm/weir's Role vs deploy/role.yaml (deploy/README.md says what each rule is for)"
+    );
+    // Bound to the chart's ServiceAccount, in the release namespace, which
+    // is the one the pod runs as.
+    let account = one(&objects, "ServiceAccount");
+    let binding = one(&objects, "RoleBinding");
+    assert_eq!(
+        binding.data["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.name_any()})
+    );
+    assert_eq!(
+        binding.data["subjects"],
+        json!([{"kind": "ServiceAccount", "name": account.name_any(), "namespace": "weir-helm"}])
+    );
+    for object in [role, binding, account] {
+        assert_eq!(
+            object.metadata.namespace.as_deref(),
+            Some("weir-helm"),
+            "{}",
+            kind_of(object)
+        );
+    }
+    assert_eq!(
+        one(&objects, "Deployment").data["spec"]["template"]["spec"]["serviceAccountName"],
+        json!(account.name_any())
+    );
+    // Release weir: the same names as deploy/.
+    assert_eq!(role.name_any(), manifest("Role").name_any());
+    assert_eq!(account.name_any(), manifest("ServiceAccount").name_any());
+
+    // rbac.create=false, serviceAccount.create=false: none of the three, and
+    // the pod runs as the ServiceAccount named in the values.
+    let postgres = postgres_values();
+    let objects = helm::render(&[postgres.as_path()], "weir-helm");
+    for kind in ["Role", "RoleBinding", "ServiceAccount"] {
+        assert!(
+            objects.iter().all(|o| kind_of(o) != kind),
+            "rbac.create=false, serviceAccount.create=false: the chart rendered a {kind}"
+        );
+    }
+    assert_eq!(
+        one(&objects, "Deployment").data["spec"]["template"]["spec"]["serviceAccountName"],
+        json!("weir-runner")
+    );
+}
+
+#[test]
+fn the_charts_defaults_are_deploys_config_probes_and_security_context() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    let objects = helm::render(&[], "weir");
+
+    // weir.toml and the default-k8s template, byte for byte.
+    let chart_files = config_map_data(one(&objects, "ConfigMap"));
+    let deploy_files = config_map_data(&manifest("ConfigMap"));
+    assert_eq!(
+        chart_files, deploy_files,
+        "the chart's default config (values.yaml config, configFiles) vs deploy/configmap.yaml"
+    );
+    assert_eq!(
+        one(&objects, "ConfigMap").name_any(),
+        manifest("ConfigMap").name_any()
+    );
+    // Jobs get the Service's URL: for release weir in namespace weir, the
+    // config's api_url exactly (WEIR_ADVERTISE_URL overrides it elsewhere).
+    let config = load_config(&chart_files);
+    assert_eq!(
+        env_var(&objects, "WEIR_ADVERTISE_URL"),
+        Some(json!({"name": "WEIR_ADVERTISE_URL", "value": config.server.api_url}))
+    );
+    assert_eq!(
+        env_var(&objects, "WEIR_LOG"),
+        Some(json!({"name": "WEIR_LOG", "value": "info"}))
+    );
+    assert_eq!(
+        env_var(&objects, "WEIR_AUTH"),
+        Some(json!({"name": "WEIR_AUTH", "value": "auto"}))
+    );
+
+    // The pod: deploy/deployment.yaml's settings.
+    let chart = one(&objects, "Deployment");
+    let deploy = manifest("Deployment");
+    for field in ["replicas", "strategy"] {
+        assert_eq!(
+            chart.data["spec"][field], deploy.data["spec"][field],
+            "Deployment spec.{field}: the chart's default vs deploy/deployment.yaml"
+        );
+    }
+    let chart_pod = &chart.data["spec"]["template"]["spec"];
+    let deploy_pod = &deploy.data["spec"]["template"]["spec"];
+    for field in [
+        "securityContext",
+        "automountServiceAccountToken",
+        "terminationGracePeriodSeconds",
+        "volumes",
+    ] {
+        assert_eq!(
+            chart_pod[field], deploy_pod[field],
+            "pod {field}: the chart's default vs deploy/deployment.yaml"
+        );
+    }
+    let chart_container = &chart_pod["containers"][0];
+    let deploy_container = &deploy_pod["containers"][0];
+    for field in [
+        "name",
+        "args",
+        "ports",
+        "readinessProbe",
+        "livenessProbe",
+        "securityContext",
+        "resources",
+        "volumeMounts",
+        "imagePullPolicy",
+    ] {
+        assert_eq!(
+            chart_container[field], deploy_container[field],
+            "container {field}: the chart's default vs deploy/deployment.yaml"
+        );
+    }
+    assert_eq!(
+        one(&objects, "PersistentVolumeClaim").data["spec"],
+        manifest("PersistentVolumeClaim").data["spec"]
+    );
+    assert_eq!(
+        one(&objects, "Service").data["spec"]["ports"],
+        manifest("Service").data["spec"]["ports"]
+    );
+    // Every pod of a config rolls when the config changes.
+    let annotations = &chart.data["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations["checksum/config"]
+            .as_str()
+            .is_some_and(|c| c.len() == 64),
+        "checksum/config: {annotations}"
+    );
+}
+
+#[test]
+fn the_charts_kubeconfig_secret_is_mounted_read_only_where_the_config_looks() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    let postgres = postgres_values();
+    let objects = helm::render(&[postgres.as_path()], "weir");
+    let config = load_config(&config_map_data(one(&objects, "ConfigMap")));
+    let gpu = config
+        .kubernetes
+        .clusters
+        .get("gpu")
+        .expect("ci/postgres-values.yaml's config names cluster gpu");
+    let kubeconfig = gpu
+        .kubeconfig
+        .as_ref()
+        .expect("cluster gpu has a kubeconfig");
+    assert!(
+        config
+            .pools
+            .iter()
+            .any(|p| p.cluster.as_deref() == Some("gpu")),
+        "a pool uses cluster gpu"
+    );
+    let pod = &one(&objects, "Deployment").data["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "kubeconfigs")
+        .expect("a kubeconfigs volume");
+    assert_eq!(volume["secret"], json!({"secretName": "weir-kubeconfigs"}));
+    let mount = weir_container(&objects)["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == "kubeconfigs")
+        .expect("the kubeconfigs volume is mounted");
+    assert_eq!(mount["readOnly"], json!(true));
+    let mount_path = mount["mountPath"].as_str().expect("a mountPath");
+    assert!(
+        kubeconfig.starts_with(mount_path),
+        "{} is not under the kubeconfigs mount {mount_path}",
+        kubeconfig.display()
+    );
+    // PostgreSQL without a claim: every replica's data directory is its own.
+    assert_eq!(
+        one(&objects, "Deployment").data["spec"]["replicas"],
+        json!(2)
+    );
+    assert_eq!(
+        one(&objects, "Deployment").data["spec"]["strategy"],
+        json!({"type": "RollingUpdate"})
+    );
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == "data" && v["emptyDir"] == json!({})),
+        "the data volume is an emptyDir: {}",
+        pod["volumes"]
+    );
+}
+
+#[test]
+fn the_chart_gives_weir_the_database_url_only_through_a_secret() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    // SQLite (the default): no URL, no Secret.
+    let objects = helm::render(&[], "weir");
+    assert!(env_var(&objects, "WEIR_DATABASE_URL").is_none());
+    assert!(objects.iter().all(|o| kind_of(o) != "Secret"));
+
+    // database.url: the chart's own Secret holds it; only that Secret does.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = "postgres://weir:s3cret@db.example:5432/weir";
+    let file = values_file(
+        dir.path(),
+        "database-url.yaml",
+        &format!("database:\n  url: {url}\n"),
+    );
+    let objects = helm::render(&[file.as_path()], "weir");
+    let secret: Secret = serde_json::from_value(
+        serde_json::to_value(one(&objects, "Secret")).expect("a DynamicObject serialises"),
+    )
+    .expect("the chart's Secret is a Secret");
+    let name = secret.metadata.name.clone().expect("the Secret has a name");
+    let data = secret.data.expect("the Secret has data");
+    assert_eq!(
+        data.get("url").map(|b| b.0.as_slice()),
+        Some(url.as_bytes()),
+        "database.secretKey defaults to url"
+    );
+    assert_eq!(
+        env_var(&objects, "WEIR_DATABASE_URL"),
+        Some(json!({"name": "WEIR_DATABASE_URL",
+                    "valueFrom": {"secretKeyRef": {"name": name, "key": "url"}}}))
+    );
+    for object in objects.iter().filter(|o| kind_of(o) != "Secret") {
+        let text = serde_json::to_string(object).expect("a DynamicObject serialises");
+        assert!(
+            !text.contains("s3cret"),
+            "{} {} holds the database password",
+            kind_of(object),
+            object.name_any()
+        );
+    }
+
+    // database.existingSecret: referenced, not created.
+    let postgres = postgres_values();
+    let objects = helm::render(&[postgres.as_path()], "weir");
+    assert!(objects.iter().all(|o| kind_of(o) != "Secret"));
+    assert_eq!(
+        env_var(&objects, "WEIR_DATABASE_URL"),
+        Some(json!({"name": "WEIR_DATABASE_URL",
+                    "valueFrom": {"secretKeyRef": {"name": "weir-postgres", "key": "database-url"}}}))
+    );
+}
+
+#[test]
+fn the_chart_refuses_several_replicas_on_sqlite() {
+    if helm::helm_binary().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let two = values_file(dir.path(), "two.yaml", "replicaCount: 2\n");
+    let refused = helm::template(&[two.as_path()], "weir")
+        .expect_err("replicaCount 2 on SQLite should not render");
+    assert!(
+        refused.contains("replicaCount is 2") && refused.contains("PostgreSQL"),
+        "{refused}"
+    );
+    // Nor a RollingUpdate, which would start a second writer.
+    let rolling = values_file(
+        dir.path(),
+        "rolling.yaml",
+        "strategy:\n  type: RollingUpdate\n",
+    );
+    let refused = helm::template(&[rolling.as_path()], "weir")
+        .expect_err("RollingUpdate on SQLite should not render");
+    assert!(refused.contains("strategy.type"), "{refused}");
+
+    // On PostgreSQL two replicas render, once they do not share the
+    // ReadWriteOnce claim.
+    let postgres = values_file(
+        dir.path(),
+        "postgres.yaml",
+        "database:\n  existingSecret: weir-postgres\n",
+    );
+    let refused = helm::template(&[two.as_path(), postgres.as_path()], "weir")
+        .expect_err("two replicas sharing one ReadWriteOnce claim should not render");
+    assert!(refused.contains("persistence.enabled"), "{refused}");
+    let no_claim = values_file(
+        dir.path(),
+        "no-claim.yaml",
+        "persistence:\n  enabled: false\n",
+    );
+    let objects = helm::render(
+        &[two.as_path(), postgres.as_path(), no_claim.as_path()],
+        "weir",
+    );
+    assert_eq!(
+        one(&objects, "Deployment").data["spec"]["replicas"],
+        json!(2)
+    );
 }
