@@ -396,7 +396,7 @@ pub(crate) async fn scenario(
         let queries: [(&str, Vec<Duration>); 4] = [
             (
                 "mark_late",
-                time_repeats(QUERY_REPEATS, || store.mark_late(long_ago)).await?,
+                time_repeats(QUERY_REPEATS, || store.mark_late(long_ago, late_after)).await?,
             ),
             (
                 "due_admissions",
@@ -427,9 +427,10 @@ pub(crate) async fn scenario(
         // What the scheduler does once, late_after after they were due.
         let t = Instant::now();
         let marked = store
-            .mark_late(Utc::now())
+            .mark_late(Utc::now(), chrono::Duration::zero())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .len() as u64;
         rows.push(at(
             depth,
             "mark_late_all",

@@ -107,6 +107,8 @@ pub(crate) async fn setup(store: &SqlStore) -> Result<(), String> {
                 priority,
                 concurrency_limit: None,
                 paused: false,
+                late_after_seconds: None,
+                late_action: weir::LateAction::Keep,
                 description: String::new(),
                 created_at: now,
             })

@@ -1696,6 +1696,152 @@ async fn waiting_facts_read_what_the_walk_reads(store: Arc<dyn Store>) {
 /// Recorded decision inputs (issue #16): parts stored once by digest, read
 /// back newest first with the filters, and swept by count and by age with
 /// the parts no decision names any more.
+/// A schedule of each kind reads back as written; progress moves only
+/// forward and only for the generation planned and while not paused; a
+/// generation's waiting runs are found by their key; deleting a deployment
+/// deletes its schedules.
+async fn schedules_read_back_advance_only_forward_and_find_their_runs(store: Arc<dyn Store>) {
+    use crate::domain::{Catchup, Schedule, When};
+    let s = &*store;
+    pool(s, "p", None).await;
+    let now = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
+    s.create_deployment(&Deployment {
+        name: "d".into(),
+        pool: "p".into(),
+        queue: None,
+        job_variables: Map::new(),
+        tags: Vec::new(),
+        parameters: Map::new(),
+        description: String::new(),
+        team: None,
+        retries: Default::default(),
+        created_at: now,
+        updated_at: now,
+    })
+    .await
+    .expect("create deployment");
+    let mut params = Map::new();
+    params.insert("full".into(), serde_json::json!({"deep": [1, 2]}));
+    let whens = [
+        When::Cron {
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Paris".into(),
+        },
+        When::Interval {
+            interval_seconds: 90,
+            anchor: now,
+        },
+        When::Once {
+            at: now + Duration::hours(1),
+        },
+    ];
+    let mut made = Vec::new();
+    for (i, when) in whens.into_iter().enumerate() {
+        let schedule = Schedule {
+            deployment: "d".into(),
+            name: format!("s{i}"),
+            when,
+            parameters: params.clone(),
+            job_variables: Map::new(),
+            catchup: [Catchup::None, Catchup::Latest, Catchup::All][i],
+            paused: i == 2,
+            created_through: now,
+            id: Uuid::now_v7().to_string(),
+            generation: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        s.create_schedule(&schedule).await.expect("create schedule");
+        assert_eq!(
+            s.get_schedule("d", &schedule.name).await.expect("get"),
+            schedule
+        );
+        made.push(schedule);
+    }
+    assert!(matches!(
+        s.create_schedule(&made[0]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut elsewhere = made[0].clone();
+    elsewhere.deployment = "nope".into();
+    elsewhere.id = Uuid::now_v7().to_string();
+    assert!(matches!(
+        s.create_schedule(&elsewhere).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.list_schedules(Some("d")).await.expect("list"), made);
+    assert_eq!(s.list_schedules(None).await.expect("list all"), made);
+
+    // Progress: forward only, this generation only, not while paused.
+    let one = &made[1];
+    let later = now + Duration::seconds(90);
+    assert!(s.advance_schedule(one, later).await.expect("advance"));
+    assert!(!s.advance_schedule(one, now).await.expect("not back"));
+    let mut stale = one.clone();
+    stale.generation = 7;
+    assert!(
+        !s.advance_schedule(&stale, later + Duration::seconds(90))
+            .await
+            .expect("other generation")
+    );
+    assert!(!s.advance_schedule(&made[2], later).await.expect("paused"));
+    assert_eq!(
+        s.get_schedule("d", "s1")
+            .await
+            .expect("get")
+            .created_through,
+        later
+    );
+    let mut resumed = s.get_schedule("d", "s1").await.expect("get");
+    resumed.generation = 1;
+    resumed.catchup = Catchup::None;
+    s.replace_schedule(&resumed).await.expect("replace");
+    assert_eq!(s.get_schedule("d", "s1").await.expect("get"), resumed);
+
+    // A generation's waiting runs, by key.
+    let mut keyed = Vec::new();
+    for (k, key) in [
+        resumed.run_key(later),
+        resumed.run_key(later + Duration::seconds(90)),
+        made[0].run_key(later),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = new_run("p", "default", &[]);
+        r.deployment = Some("d".into());
+        r.idempotency_key = Some(key);
+        r.scheduled_at = now + Duration::seconds(90 * (k as i64 + 1));
+        keyed.push(s.insert_run(r).await.expect("insert").0.id);
+    }
+    assert_eq!(
+        s.waiting_runs_keyed("d", &resumed.key_prefix())
+            .await
+            .expect("keyed"),
+        keyed[..2]
+    );
+    let mut older = resumed.clone();
+    older.generation = 0;
+    assert!(
+        s.waiting_runs_keyed("d", &older.key_prefix())
+            .await
+            .expect("keyed")
+            .is_empty()
+    );
+
+    s.delete_schedule("d", "s0").await.expect("delete");
+    assert!(matches!(
+        s.get_schedule("d", "s0").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete_schedule("d", "s0").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_deployment("d").await.expect("delete deployment");
+    assert!(s.list_schedules(None).await.expect("list").is_empty());
+}
+
 async fn decision_inputs_are_shared_filtered_and_swept(store: Arc<dyn Store>) {
     let blob = |text: &str| Blob {
         digest: format!("sha256:{text}"),
@@ -1917,6 +2063,7 @@ on_both_stores! {
     #[tokio::test] a_backlog_held_by_a_full_tag_is_passed_over_and_released_in_order;
     #[tokio::test] waiting_facts_read_what_the_walk_reads;
     #[tokio::test] decision_inputs_are_shared_filtered_and_swept;
+    #[tokio::test] schedules_read_back_advance_only_forward_and_find_their_runs;
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     concurrent_callers_never_exceed_limits;
 }
