@@ -5,14 +5,18 @@
 //! [`Dispatcher::wake_scheduler`]) or until the next scheduled time or late
 //! threshold the store reports. The ordering and the atomic slot taking live
 //! in [`Store::release_ready`](crate::store::Store::release_ready).
+//! The leader's schedules loop (`run_schedules`, its pass in
+//! `run/schedule.rs`) shares the same loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::dispatcher::Dispatcher;
 use crate::domain::Cause;
 use crate::run::launch::Launcher;
 
@@ -23,15 +27,43 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(launcher: Arc<Launcher>, shutdown: CancellationToken) {
     let wake = launcher.dispatcher().wake_handle();
+    wake_loop("scheduler", &wake, &shutdown, || pass(&launcher)).await;
+}
+
+/// The leader's schedules' loop: a pass over every schedule
+/// (`run/schedule.rs`), then a sleep until one is due or a schedule changes.
+pub(crate) async fn run_schedules(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
+    let wake = dispatcher.schedules_wake_handle();
+    wake_loop("schedules", &wake, &shutdown, || async {
+        crate::run::schedule::pass(&dispatcher)
+            .await
+            .map(sleep_until)
+    })
+    .await;
+}
+
+/// Runs `pass` until `shutdown`: after each, sleeps for what it says, or
+/// until woken; a failed pass is retried with backoff (100 ms doubling to
+/// 5 s). The scheduler's loop and the schedules' loop (`run/schedule.rs`).
+pub(crate) async fn wake_loop<F, Fut, E>(
+    what: &str,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration, E>>,
+    E: std::fmt::Display,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        let sleep_for = match pass(&launcher).await {
+        let sleep_for = match pass().await {
             Ok(next) => {
                 backoff = Duration::from_millis(100);
                 next
             }
             Err(e) => {
-                warn!("scheduler pass failed, retrying in {backoff:?}: {e}");
+                warn!("{what} pass failed, retrying in {backoff:?}: {e}");
                 let b = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 b
@@ -42,6 +74,20 @@ pub(crate) async fn run(launcher: Arc<Launcher>, shutdown: CancellationToken) {
             () = wake.notified() => {}
             () = tokio::time::sleep(sleep_for) => {}
         }
+    }
+}
+
+/// How long to sleep until `next` (at most [`MAX_SLEEP`], just past it).
+pub(crate) fn sleep_until(next: Option<chrono::DateTime<Utc>>) -> Duration {
+    let now = Utc::now();
+    match next {
+        Some(t) => (t - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP)
+            // Let the clock pass the boundary before waking.
+            .saturating_add(Duration::from_millis(1)),
+        None => MAX_SLEEP,
     }
 }
 
@@ -99,17 +145,8 @@ async fn pass(launcher: &Arc<Launcher>) -> Result<Duration, crate::store::StoreE
             break;
         }
     }
-    let now = Utc::now();
-    let next = store.next_wake(now, late_after).await?;
-    Ok(match next {
-        Some(t) => (t - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_SLEEP)
-            // Let the clock pass the boundary before waking.
-            .saturating_add(Duration::from_millis(1)),
-        None => MAX_SLEEP,
-    })
+    let next = store.next_wake(Utc::now(), late_after).await?;
+    Ok(sleep_until(next))
 }
 
 /// `2h 5m`, `3m 20s`, `45s`: how late a run was, for its history.

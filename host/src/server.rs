@@ -535,7 +535,7 @@ async fn lead(
     });
     // Schedules become runs on the leader only (each time's run is keyed, so
     // a deposed leader still finishing a pass creates no second one).
-    let schedules = crate::run::schedule::run(dispatcher.clone(), stop.clone());
+    let schedules = scheduler::run_schedules(dispatcher.clone(), stop.clone());
     tokio::select! {
         () = scheduler::run(launcher, shutdown.clone()) => Ok(()),
         () = schedules => Ok(()),

@@ -17,7 +17,6 @@
 //!
 //! Polling helpers are in [`crate::harness`] ([`crate::harness::eventually`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,28 +46,11 @@ pub const TEST_LABEL: &str = "weir.dev/test";
 /// test harness)
 /// and returns `None`. Set but the file does not exist: panics naming it.
 pub fn kubeconfig_path() -> Option<PathBuf> {
-    let Some(value) = std::env::var_os(KUBECONFIG_ENV) else {
-        let current = std::thread::current();
-        let test = current.name().unwrap_or("a Kubernetes test");
-        // Straight to the stderr handle, not eprintln!, which the test
-        // harness captures and shows only for failing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: {KUBECONFIG_ENV} is not set; .ci/run sets it after tests/cluster/up.sh"
-        );
-        return None;
-    };
-    let path = PathBuf::from(value);
-    assert!(
-        !path.as_os_str().is_empty(),
-        "{KUBECONFIG_ENV} is set but empty; unset it to skip the Kubernetes tests"
-    );
-    assert!(
-        path.is_file(),
-        "{KUBECONFIG_ENV}={} but that file does not exist (is the cluster up? eval \"$(tests/cluster/up.sh)\")",
-        path.display()
-    );
-    Some(path)
+    crate::harness::gated_file(
+        KUBECONFIG_ENV,
+        ".ci/run sets it after tests/cluster/up.sh",
+        "is the cluster up? eval \"$(tests/cluster/up.sh)\"",
+    )
 }
 
 /// An admin client for the test cluster, or `None` (test skipped) when

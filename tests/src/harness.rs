@@ -488,3 +488,36 @@ pub fn another_version_of(file: &str) -> std::path::PathBuf {
     std::fs::write(&path, bytes).expect("write");
     path
 }
+
+/// A file a gated test needs, from the environment variable `var`.
+///
+/// Unset: prints `SKIPPED: <test>: <var> is not set; <how>` to stderr,
+/// uncaptured (the test is the current thread's name, which is the test's
+/// name under the default test harness), and returns `None`. Set but empty,
+/// or naming no file: panics naming it (`missing` says how to make it) —
+/// a gate that is set never skips silently.
+pub fn gated_file(var: &str, how: &str, missing: &str) -> Option<PathBuf> {
+    use std::io::Write;
+    let Some(value) = std::env::var_os(var) else {
+        let current = std::thread::current();
+        let test = current.name().unwrap_or("a gated test");
+        // Straight to the stderr handle, not eprintln!, which the test
+        // harness captures and shows only for failing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: {var} is not set; {how}"
+        );
+        return None;
+    };
+    let path = PathBuf::from(value);
+    assert!(
+        !path.as_os_str().is_empty(),
+        "{var} is set but empty; unset it to skip these tests"
+    );
+    assert!(
+        path.is_file(),
+        "{var}={} but that file does not exist ({missing})",
+        path.display()
+    );
+    Some(path)
+}

@@ -7,7 +7,6 @@
 //! `None`, prints a `SKIPPED:` line and returns. Set: the file must be there;
 //! a missing one is a test failure, never a silent skip.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,28 +27,11 @@ pub const RELEASE: &str = "weir";
 /// test harness) and returns `None`. Set but the file does not exist: panics
 /// naming it.
 pub fn helm_binary() -> Option<PathBuf> {
-    let Some(value) = std::env::var_os(HELM_ENV) else {
-        let current = std::thread::current();
-        let test = current.name().unwrap_or("a Helm test");
-        // Straight to the stderr handle, not eprintln!, which the test
-        // harness captures and shows only for failing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: {HELM_ENV} is not set; .ci/run sets it to the helm that tests/cluster/helm.sh builds"
-        );
-        return None;
-    };
-    let path = PathBuf::from(value);
-    assert!(
-        !path.as_os_str().is_empty(),
-        "{HELM_ENV} is set but empty; unset it to skip the Helm tests"
-    );
-    assert!(
-        path.is_file(),
-        "{HELM_ENV}={} but that file does not exist (build it with tests/cluster/helm.sh)",
-        path.display()
-    );
-    Some(path)
+    crate::harness::gated_file(
+        HELM_ENV,
+        ".ci/run sets it to the helm that tests/cluster/helm.sh builds",
+        "build it with tests/cluster/helm.sh",
+    )
 }
 
 /// The chart's directory, `deploy/helm/weir`.

@@ -9,12 +9,8 @@
 //! mid-pass) names the run created first. Progress (`created_through`) moves
 //! after each run, only forward and only for the generation planned.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::auth::Principal;
@@ -23,10 +19,6 @@ use crate::domain::schedule::Slot;
 use crate::domain::{HistoryEntry, RunState, Schedule};
 use crate::run::submit::RunSpec;
 use crate::store::StoreError;
-
-/// Longest sleep between passes (a clock jump, a change on another replica
-/// whose wake-up was lost).
-const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// How far ahead runs are created, and how many at most per schedule.
 #[derive(Debug, Clone, Copy)]
@@ -44,33 +36,9 @@ impl Default for ScheduleSettings {
     }
 }
 
-/// Runs until `shutdown`, on the leader.
-pub(crate) async fn run(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) {
-    let wake = dispatcher.schedules_wake_handle();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let sleep_for = match pass(&dispatcher).await {
-            Ok(next) => {
-                backoff = Duration::from_millis(100);
-                next
-            }
-            Err(e) => {
-                warn!("schedule pass failed, retrying in {backoff:?}: {e}");
-                let b = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                b
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(sleep_for) => {}
-        }
-    }
-}
-
-/// One pass over every schedule; says how long to sleep.
-async fn pass(d: &Dispatcher) -> Result<Duration, StoreError> {
+/// One pass over every schedule; says until when nothing is due (the
+/// leader's loop is `scheduler::run_schedules`).
+pub(crate) async fn pass(d: &Dispatcher) -> Result<Option<DateTime<Utc>>, StoreError> {
     let settings = d.settings.schedules;
     let mut next: Option<DateTime<Utc>> = None;
     for s in d.store.list_schedules(None).await? {
@@ -136,15 +104,7 @@ async fn pass(d: &Dispatcher) -> Result<Duration, StoreError> {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
     }
-    let now = Utc::now();
-    Ok(match next {
-        Some(t) => (t - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_SLEEP)
-            .saturating_add(Duration::from_millis(1)),
-        None => MAX_SLEEP,
-    })
+    Ok(next)
 }
 
 /// The run of one scheduled time, through the ordinary submit path.
