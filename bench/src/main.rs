@@ -44,6 +44,7 @@ mod memory_guests;
 mod memory_serve;
 mod plot;
 mod scheduler;
+mod schedules;
 mod serve;
 mod server;
 
@@ -633,7 +634,8 @@ fn number<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &
 }
 
 const USAGE: &str = "usage: weir-bench [plugin-chain] [scheduler] [api] [process-e2e] [pickup] [memory] \
-     [memory-serve] [memory-guests] [growth] [kubernetes] [load] [dashboard] [--iterations N] [--runs N] [--queued N] \
+     [memory-serve] [memory-guests] [growth] [kubernetes] [load] [dashboard] [decision-inputs] \
+     [schedules] [--iterations N] [--runs N] [--queued N] \
      [--depths N,N,...] [--sample N] [--no-serve] [--jobs N] [--json FILE]\n       \
      weir-bench plot RESULTS.json... [--out-dir DIR]";
 
@@ -715,10 +717,11 @@ async fn main() {
             "load" => load::scenario(runs, 64).await,
             "dashboard" => dashboard::scenario(dashboard_runs.unwrap_or(100_000)).await,
             "decision-inputs" => decisions::scenario(5_000).await,
+            "schedules" => schedules::scenario().await,
             other => Err(format!(
                 "unknown scenario {other:?}; known: plugin-chain, scheduler, api, process-e2e, \
                  pickup, memory, memory-serve, memory-guests, growth, kubernetes, load, dashboard, \
-                 decision-inputs"
+                 decision-inputs, schedules"
             )),
         };
         let after = loadavg();

@@ -805,6 +805,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Whatever a caller sends as a cron expression or a time zone is
+        /// refused or accepted, never a panic (the API would answer 500),
+        /// and an accepted one names its next times.
+        #[test]
+        fn any_cron_text_is_accepted_or_refused(
+            cron in "[0-9*/,LW#?@A-Za-z -]{0,40}",
+            tz in proptest::sample::select(vec!["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]),
+        ) {
+            let when = When::Cron { cron, timezone: tz.to_owned() };
+            if let Ok(table) = when.timetable() {
+                let now = Utc::now();
+                let next = table.between(now, now + Duration::days(3660), 3);
+                proptest::prop_assert!(!next.is_empty());
+                proptest::prop_assert!(next.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+    }
+
     #[test]
     fn a_one_off_time_runs_once_and_a_paused_schedule_plans_nothing() {
         let s = schedule(
