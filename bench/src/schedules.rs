@@ -1,7 +1,8 @@
 //! `schedules` (issue #17): how fast schedules turn into runs, next to the
 //! same number of runs created through the API.
 //!
-//! 500 schedules on one deployment, every 60 s, with the default 10 runs
+//! 500 schedules (100 on each of 5 deployments, the most one may have),
+//! every 60 s, with the default 10 runs
 //! ahead each: the leader creates 5,000 runs, one after the other through
 //! the ordinary submit path (`run/schedule.rs`). Timed from the first
 //! schedule added until the 5,000th run is stored (adding the schedules is
@@ -25,11 +26,19 @@ pub(crate) async fn scenario() -> Result<Vec<Row>, String> {
 
     let bench = Bench::start().await?;
     bench.setup(None, true).await?;
+    for d in 0..SCHEDULES / 100 {
+        bench
+            .post(
+                "/api/v1/deployments",
+                json!({"name": format!("d{d}"), "pool": "bench", "job_variables": {"command": "true"}}),
+            )
+            .await?;
+    }
     let start = Instant::now();
     for i in 0..SCHEDULES {
         bench
             .post(
-                "/api/v1/deployments/noop/schedules",
+                &format!("/api/v1/deployments/d{}/schedules", i / 100),
                 json!({"name": format!("s{i}"), "interval": 60}),
             )
             .await?;
