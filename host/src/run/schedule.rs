@@ -7,7 +7,8 @@
 //! `schedule/<id>/<generation>/<time>`, so a time planned twice (a restart
 //! between creating its run and recording progress, a leader handing over
 //! mid-pass) names the run created first. Progress (`created_through`) moves
-//! after each run, only forward and only for the generation planned.
+//! once per schedule and pass, after its runs, only forward and only for the
+//! generation planned.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -54,11 +55,11 @@ pub(crate) async fn pass(d: &Dispatcher) -> Result<Option<DateTime<Utc>>, StoreE
         };
         let now = Utc::now();
         let plan = s.plan(&table, now, settings.horizon, settings.ahead);
-        let mut through = s.created_through;
-        let mut stopped = false;
         for slot in &plan.create {
             match create(d, &s, slot).await {
                 Ok(()) => {}
+                // Progress is not recorded: the next pass plans these times
+                // again, and the ones already created are found by key.
                 Err(DispatchError::Store(e)) => return Err(e),
                 // The run cannot be made (the deployment's template changed
                 // under the schedule's variables, the deployment is gone):
@@ -68,36 +69,30 @@ pub(crate) async fn pass(d: &Dispatcher) -> Result<Option<DateTime<Utc>>, StoreE
                     "no run for this scheduled time: {e}"
                 ),
             }
-            if !d.store.advance_schedule(&s, slot.at).await? {
-                // Paused, resumed, changed or removed meanwhile: a run this
-                // pass created after the pause cancelled the generation's
-                // runs would be left over, so they are cancelled again.
-                match d.store.get_schedule(&s.deployment, &s.name).await {
-                    Ok(now) if now.id == s.id && now.generation == s.generation && !now.paused => {}
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {
-                        if let Err(e) = d.cancel_schedule_runs(&s, "changed").await {
-                            warn!(schedule = %s.name, "cannot cancel its left-over runs: {e}");
-                        }
+        }
+        // Progress once per schedule and pass (a restart before it plans the
+        // same times again and finds their runs by key).
+        if plan.through > s.created_through && !d.store.advance_schedule(&s, plan.through).await? {
+            // Paused, resumed, changed or removed meanwhile: runs this pass
+            // created after a pause cancelled the generation's runs would be
+            // left over, so they are cancelled again.
+            match d.store.get_schedule(&s.deployment, &s.name).await {
+                Ok(now) if now.id == s.id && now.generation == s.generation && !now.paused => {}
+                Ok(_) | Err(StoreError::NotFound { .. }) => {
+                    if let Err(e) = d.cancel_schedule_runs(&s, "changed").await {
+                        warn!(schedule = %s.name, "cannot cancel its left-over runs: {e}");
                     }
-                    Err(e) => return Err(e),
                 }
-                stopped = true;
-                break;
+                Err(e) => return Err(e),
             }
-            through = slot.at;
-        }
-        if stopped {
             continue;
-        }
-        if plan.through > through {
-            d.store.advance_schedule(&s, plan.through).await?;
         }
         if plan.skipped > 0 {
             d.metrics.schedule_times_skipped(plan.skipped);
             debug!(schedule = %s.name, skipped = plan.skipped, "missed times skipped");
         }
         let advanced = Schedule {
-            created_through: plan.through.max(through),
+            created_through: plan.through,
             ..s
         };
         if let Some(t) = advanced.next_pass(&table, Utc::now(), settings.horizon) {
