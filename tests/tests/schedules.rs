@@ -234,6 +234,36 @@ fn an_interval_of_one_second_for_ten_seconds_creates_ten_runs() {
         "tick",
     ]);
     assert!(!gone.status.success());
+    // A deployment deleted with a schedule takes it along and cancels the
+    // runs it had created ahead.
+    weir.cli_json(&[
+        "deployment",
+        "schedule",
+        "add",
+        "again",
+        "--deployment",
+        "tick",
+        "--interval",
+        "30m",
+    ]);
+    let ahead = eventually_blocking("a run ahead", Duration::from_secs(10), || {
+        runs_of(&weir, "tick")
+            .into_iter()
+            .find(|r| r["state"] == "Scheduled")
+    });
+    let deleted = weir.cli(&["deployment", "delete", "tick"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let run = weir.inspect(ahead["id"].as_str().expect("id"));
+    assert_eq!(run["state"], "Cancelled");
+    assert!(
+        run["state_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("removed with its deployment"),
+        "{run}"
+    );
+    let all = weir.cli_json(&["deployment", "schedule", "ls"]);
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(0), "{all}");
 }
 
 #[test]

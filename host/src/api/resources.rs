@@ -417,7 +417,7 @@ pub(super) async fn delete_deployment(
     State(d): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    d.store.delete_deployment(&name).await?;
+    d.delete_deployment(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

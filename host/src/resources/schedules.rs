@@ -243,6 +243,18 @@ impl Dispatcher {
         Ok(s)
     }
 
+    /// Deletes a deployment and its schedules; the schedules' runs not yet
+    /// released are cancelled (they could not be built without it).
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let schedules = self.store.list_schedules(Some(name)).await?;
+        self.store.delete_deployment(name).await?;
+        for s in &schedules {
+            self.cancel_schedule_runs(s, "removed with its deployment")
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Removes a schedule; its runs not yet released are cancelled.
     pub async fn delete_schedule(&self, deployment: &str, name: &str) -> Result<()> {
         let s = self.store.get_schedule(deployment, name).await?;
