@@ -55,6 +55,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", None, detail)
     }
 
+    /// The store is away (503) or its disk is full (507): said plainly,
+    /// the database's message logged under the request's id.
+    pub(crate) fn outage(status: StatusCode, error: &'static str, cause: &str) -> Self {
+        let id = super::request_id::current().unwrap_or_else(|| "none".into());
+        tracing::warn!(request_id = %id, "{error}: {cause}");
+        let detail = if status == StatusCode::INSUFFICIENT_STORAGE {
+            "the store's disk is full: nothing was changed; retry once space is freed"
+        } else {
+            "the store is unavailable (its database cannot be reached, is restarting or \
+             refuses connections): nothing was changed; retry later"
+        };
+        Self::new(status, error, None, detail)
+    }
+
     /// A failure inside the server: `cause` is logged with the request's
     /// id, and the answer says only where to look.
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
@@ -76,6 +90,9 @@ impl IntoResponse for ApiError {
         // RFC 6750: a 401 names the scheme the client should use.
         let challenge = (self.status == StatusCode::UNAUTHORIZED)
             .then_some([(header::WWW_AUTHENTICATE, "Bearer realm=\"weir\"")]);
+        // RFC 9110: a 503 may say when to try again.
+        let retry = (self.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some([(header::RETRY_AFTER, "1")]);
         let mut body = json!({
             "error": self.error,
             "field": self.field,
@@ -86,7 +103,7 @@ impl IntoResponse for ApiError {
         {
             body["request_id"] = id.into();
         }
-        (self.status, challenge, Json(body)).into_response()
+        (self.status, challenge, retry, Json(body)).into_response()
     }
 }
 
@@ -115,6 +132,14 @@ impl From<StoreError> for ApiError {
                 None,
                 e.to_string(),
             ),
+            // Nothing was done; the same request may succeed later. The
+            // database's own words go to the log, as for a 500.
+            StoreError::Unavailable(cause) => {
+                ApiError::outage(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &cause)
+            }
+            StoreError::Full(cause) => {
+                ApiError::outage(StatusCode::INSUFFICIENT_STORAGE, "store_full", &cause)
+            }
             StoreError::Database { .. }
             | StoreError::Uncommitted(_)
             | StoreError::Migrate(_)
@@ -169,5 +194,43 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Store(s) => s.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_away_is_503_with_retry_after_and_a_full_disk_507() {
+        let away: ApiError = StoreError::Unavailable("connection refused".into()).into();
+        assert_eq!(away.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(away.error, "store_unavailable");
+        assert!(
+            !away.detail.contains("connection refused"),
+            "{}",
+            away.detail
+        );
+        let resp = away.into_response();
+        assert_eq!(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let full: ApiError = StoreError::Full("database or disk is full".into()).into();
+        assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.error, "store_full");
+        assert!(
+            full.detail.starts_with("the store's disk is full"),
+            "{}",
+            full.detail
+        );
+        assert!(
+            full.into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

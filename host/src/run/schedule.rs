@@ -76,14 +76,17 @@ pub(crate) async fn pass(d: &Dispatcher) -> Result<Option<DateTime<Utc>>, StoreE
             // Paused, resumed, changed or removed meanwhile: runs this pass
             // created after a pause cancelled the generation's runs would be
             // left over, so they are cancelled again.
-            match d.store.get_schedule(&s.deployment, &s.name).await {
-                Ok(now) if now.id == s.id && now.generation == s.generation && !now.paused => {}
-                Ok(_) | Err(StoreError::NotFound { .. }) => {
-                    if let Err(e) = d.cancel_schedule_runs(&s, "changed").await {
-                        warn!(schedule = %s.name, "cannot cancel its left-over runs: {e}");
-                    }
-                }
+            let why = match d.store.get_schedule(&s.deployment, &s.name).await {
+                Ok(now) if now.id == s.id && now.generation == s.generation && !now.paused => None,
+                Ok(now) if now.id == s.id && now.generation == s.generation => Some("paused"),
+                Ok(_) => Some("changed"),
+                Err(StoreError::NotFound { .. }) => Some("removed"),
                 Err(e) => return Err(e),
+            };
+            if let Some(why) = why
+                && let Err(e) = d.cancel_schedule_runs(&s, why).await
+            {
+                warn!(schedule = %s.name, "cannot cancel its left-over runs: {e}");
             }
             continue;
         }

@@ -29,10 +29,41 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::warn;
 
-use super::{Result, StoreError};
+use super::{Outage, Result, StoreError};
 
-/// How a batch ended: `Ok`, or the reason its `COMMIT` failed.
-type Outcome = Option<std::result::Result<(), Arc<str>>>;
+/// Why a batch was not committed, and whether the database's state (away,
+/// disk full) is the cause.
+#[derive(Debug, Clone)]
+struct Failure {
+    outage: Option<Outage>,
+    reason: Arc<str>,
+}
+
+impl Failure {
+    fn new(reason: String, cause: &sqlx::Error) -> Self {
+        // A batch whose transaction SQLite rolled back whole (a full disk
+        // does this to a statement that spills to the WAL) cannot name that
+        // statement's error here: nothing was stored, and the same write
+        // may succeed later, so it is the store being unavailable.
+        let gone = reason.contains("no such savepoint") || reason.contains("no transaction");
+        Self {
+            outage: Outage::of(cause).or(gone.then_some(Outage::Unavailable)),
+            reason: reason.into(),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        let reason = self.reason.to_string();
+        match self.outage {
+            Some(Outage::Full) => StoreError::Full(reason),
+            Some(Outage::Unavailable) => StoreError::Unavailable(reason),
+            None => StoreError::Uncommitted(reason),
+        }
+    }
+}
+
+/// How a batch ended: `Ok`, or why its `COMMIT` failed.
+type Outcome = Option<std::result::Result<(), Failure>>;
 
 /// The one writer connection and its open batch.
 struct Batch {
@@ -89,7 +120,7 @@ impl Batch {
                 Err(e) => Err(e),
             };
             if let Err(e) = undone {
-                outcome = Err(format!("the batch was rolled back: {e}"));
+                outcome = Err(Failure::new(format!("the batch was rolled back: {e}"), &e));
             }
         }
         if self.open {
@@ -105,7 +136,7 @@ impl Batch {
             if let Err(e) = ended {
                 // The first cause is the one worth telling.
                 if outcome.is_ok() {
-                    outcome = Err(format!("{end} failed: {e}"));
+                    outcome = Err(Failure::new(format!("{end} failed: {e}"), &e));
                 }
                 // Leave the connection outside any transaction; if even
                 // that fails, the next BEGIN says so to its caller.
@@ -119,13 +150,13 @@ impl Batch {
         if let Err(e) = &outcome {
             warn!(
                 writes = self.writes,
-                "a batch of writes was not committed: {e}"
+                "a batch of writes was not committed: {}", e.reason
             );
         }
         self.writes = 0;
         let (next, _) = watch::channel(None);
         let done = std::mem::replace(&mut self.done, next);
-        done.send_replace(Some(outcome.map_err(Arc::from)));
+        done.send_replace(Some(outcome));
     }
 }
 
@@ -249,7 +280,7 @@ impl WriteTx {
                     .map_err(|_| StoreError::Uncommitted("the store was closed".into()))?
                     .clone();
                 match outcome {
-                    Some(Err(e)) => Err(StoreError::Uncommitted(e.to_string())),
+                    Some(Err(e)) => Err(e.into_error()),
                     _ => Ok(()),
                 }
             }
@@ -436,8 +467,10 @@ mod tests {
             .await
             .expect("task")
             .expect("the ender's own statements ran");
+        // Not stored, and said as the store being unavailable (the same
+        // write may succeed later), never as stored.
         assert!(
-            matches!(&first, Err(StoreError::Uncommitted(e)) if e.contains("rolled back")),
+            matches!(&first, Err(StoreError::Unavailable(e)) if e.contains("rolled back")),
             "a write the transaction lost must not be answered as stored: {first:?}"
         );
         // The connection is clean again: the next writes commit.

@@ -56,6 +56,15 @@ pub enum StoreError {
     /// stored.
     #[error("the write was not committed: {0}")]
     Uncommitted(String),
+    /// The database cannot be reached or refuses work for now (stopped,
+    /// restarting, failing over, out of connections): nothing was done, and
+    /// the same call may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's disk is full: nothing was written, and no write can
+    /// be until space is freed.
+    #[error("the store's disk is full: {0}")]
+    Full(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
@@ -70,11 +79,56 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(source: sqlx::Error) -> Self {
-        StoreError::Database {
-            op: None,
-            subject: None,
-            source,
+        match Outage::of(&source) {
+            Some(Outage::Unavailable) => StoreError::Unavailable(source.to_string()),
+            Some(Outage::Full) => StoreError::Full(source.to_string()),
+            None => StoreError::Database {
+                op: None,
+                subject: None,
+                source,
+            },
         }
+    }
+}
+
+/// Why a database error is not the caller's nor Weir's fault but the
+/// database's state: it is away, or its disk is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outage {
+    Unavailable,
+    Full,
+}
+
+impl Outage {
+    /// Classifies a database error: lost or refused connections, a pool that
+    /// could not get one in time, PostgreSQL's connection-exception class
+    /// (08), its shutdown and start-up codes (57P01-57P03), too many
+    /// connections (53300); a full disk (SQLite's SQLITE_FULL, 13, and
+    /// PostgreSQL's disk_full, 53100).
+    pub(crate) fn of(e: &sqlx::Error) -> Option<Self> {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Some(Outage::Unavailable),
+            sqlx::Error::Database(d) => {
+                Self::of_code(d.code().as_deref().unwrap_or(""), d.message())
+            }
+            _ => None,
+        }
+    }
+
+    /// The same from a database's error code (SQLSTATE, or SQLite's result
+    /// code) and message.
+    pub(crate) fn of_code(code: &str, message: &str) -> Option<Self> {
+        if code == "13" || code == "53100" || message.contains("database or disk is full") {
+            return Some(Outage::Full);
+        }
+        if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+            return Some(Outage::Unavailable);
+        }
+        None
     }
 }
 

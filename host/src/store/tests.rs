@@ -2069,6 +2069,46 @@ on_both_stores! {
 }
 
 #[test]
+fn a_database_away_or_full_is_an_outage_not_an_internal_error() {
+    use super::Outage;
+    for (code, message, want) in [
+        ("13", "database or disk is full", Some(Outage::Full)),
+        ("", "database or disk is full", Some(Outage::Full)),
+        ("53100", "could not extend file", Some(Outage::Full)),
+        ("08006", "connection failure", Some(Outage::Unavailable)),
+        ("08001", "", Some(Outage::Unavailable)),
+        (
+            "57P01",
+            "terminating connection due to administrator command",
+            Some(Outage::Unavailable),
+        ),
+        (
+            "57P03",
+            "the database system is starting up",
+            Some(Outage::Unavailable),
+        ),
+        ("53300", "too many connections", Some(Outage::Unavailable)),
+        ("23505", "duplicate key", None),
+        ("2067", "UNIQUE constraint failed", None),
+    ] {
+        assert_eq!(Outage::of_code(code, message), want, "{code} {message}");
+    }
+    let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    assert!(matches!(
+        StoreError::from(refused),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        StoreError::from(sqlx::Error::PoolTimedOut),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        StoreError::from(sqlx::Error::RowNotFound),
+        StoreError::Database { .. }
+    ));
+}
+
+#[test]
 fn a_store_error_names_its_operation_and_subject() {
     let e = StoreError::from(sqlx::Error::RowNotFound).during("get_run", Some("01ab".into()));
     let text = e.to_string();
