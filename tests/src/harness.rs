@@ -521,3 +521,32 @@ pub fn gated_file(var: &str, how: &str, missing: &str) -> Option<PathBuf> {
     );
     Some(path)
 }
+
+/// One HTTP request from a synchronous test, on a thread and runtime of
+/// its own (so async tests may call it too): its status and body text. An
+/// answer must come within 30 s.
+pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, String) {
+    let (method, url) = (method.to_owned(), url.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let mut req = reqwest::Client::new()
+                    .request(method.parse().expect("method"), &url)
+                    .timeout(Duration::from_secs(30));
+                if let Some(b) = body {
+                    req = req.json(&b);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{method} {url}: no answer within 30 s: {e}"));
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            })
+    })
+    .join()
+    .expect("request thread")
+}

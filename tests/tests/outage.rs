@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weir_tests::harness::{WeirProcess, free_port};
+use weir_tests::harness::{WeirProcess, free_port, http};
 
 /// Mounts a tmpfs of `size` at `dir`; unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
@@ -53,30 +53,10 @@ fn gate(test: &str) -> bool {
     false
 }
 
-/// One request on a runtime of its own: (status, body).
+/// One request: (status, body as JSON, or null).
 fn send(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let (method, url) = (method.to_owned(), url.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let client = reqwest::Client::new();
-                let mut req = client
-                    .request(method.parse().expect("method"), &url)
-                    .timeout(Duration::from_secs(30));
-                if let Some(b) = body {
-                    req = req.json(&b);
-                }
-                let resp = req.send().await.expect("an answer within 30 s");
-                let status = resp.status().as_u16();
-                let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-                (status, body)
-            })
-    })
-    .join()
-    .expect("request thread")
+    let (status, text) = http(method, url, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Free bytes on the filesystem holding `path`.

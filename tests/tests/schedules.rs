@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use weir_tests::harness::{WeirProcess, eventually_blocking, free_port};
+use weir_tests::harness::{WeirProcess, eventually_blocking, free_port, http};
 use weir_tests::pg;
 
 /// A config whose schedules keep `ahead` future runs each.
@@ -493,23 +493,9 @@ fn a_server_killed_mid_schedule_creates_no_time_twice_and_catches_up_by_policy()
 }
 
 fn reqwest_get_text(url: &str) -> String {
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                reqwest::get(&url)
-                    .await
-                    .expect("get")
-                    .text()
-                    .await
-                    .expect("text")
-            })
-    })
-    .join()
-    .expect("thread")
+    let (status, text) = http("GET", url, None);
+    assert_eq!(status, 200, "GET {url}: {text}");
+    text
 }
 
 fn metric(text: &str, name: &str) -> f64 {

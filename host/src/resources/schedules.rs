@@ -131,6 +131,15 @@ impl ScheduleSpec {
     }
 }
 
+/// A schedule spec's own fields, before its definition and job are checked.
+fn check_schedule(spec: &ScheduleSpec) -> Result<(), ValidationError> {
+    validate_dns_label("name", &spec.name)?;
+    validate_description("description", &spec.description)?;
+    document::check_map_depth("parameters", &spec.parameters)?;
+    document::check_map_depth("job_variables", &spec.job_variables)?;
+    Ok(())
+}
+
 impl Dispatcher {
     /// Adds a schedule to a deployment. Its first run is for its first time
     /// after now (times before it are not caught up).
@@ -142,7 +151,7 @@ impl Dispatcher {
             }
             other => other?,
         };
-        self.check_schedule(&d, &spec)?;
+        check_schedule(&spec)?;
         let when = spec.when(now)?;
         self.check_schedule_job(&d, &spec.job_variables).await?;
         if self.store.list_schedules(Some(deployment)).await?.len() >= MAX_SCHEDULES {
@@ -171,18 +180,6 @@ impl Dispatcher {
         self.store.create_schedule(&schedule).await?;
         self.wake_schedules();
         Ok(schedule)
-    }
-
-    fn check_schedule(
-        &self,
-        _deployment: &crate::domain::Deployment,
-        spec: &ScheduleSpec,
-    ) -> Result<(), ValidationError> {
-        validate_dns_label("name", &spec.name)?;
-        validate_description("description", &spec.description)?;
-        document::check_map_depth("parameters", &spec.parameters)?;
-        document::check_map_depth("job_variables", &spec.job_variables)?;
-        Ok(())
     }
 
     /// The schedule's job variables over the deployment's must make a job,
@@ -280,7 +277,7 @@ impl Dispatcher {
         };
         let now = Utc::now();
         let d = self.store.get_deployment(deployment).await?;
-        self.check_schedule(&d, &spec)?;
+        check_schedule(&spec)?;
         // An interval without an anchor keeps the one it has.
         let spec = match (&spec.interval, spec.anchor, &existing.when) {
             (Some(_), None, When::Interval { anchor, .. }) => ScheduleSpec {
